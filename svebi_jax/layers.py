@@ -1,0 +1,533 @@
+"""Feed-forward spiking networks as data (layer specs) plus pure runners.
+
+A network is a tuple of frozen layer specs, e.g. the paper's shallow MNIST SNN::
+
+    (Conv("conv1", 12, 5), LIF(), MaxPool(2),
+     Conv("conv2", 64, 5), LIF(), MaxPool(2),
+     Flatten(), Dense("fc1", 128), LIF(), Dense("fc2", 10))
+
+The last :class:`Dense` is the non-spiking integrator readout. Specs carry the geometry
+(kernel, stride, padding), so shapes and receptive fields are derived from them
+(:func:`layer_geometry`), and the same specs drive two exactly equivalent runners:
+
+- ``"time_batched"`` (default): each synaptic layer computes its currents for all ``T`` steps
+  in one batched conv/matmul over ``[T·B, ...]``, then the LIF is scanned over time. With direct
+  input the first layer's current is the same at every step and is computed once.
+- ``"stepwise"``: the whole network is advanced one timestep at a time inside one
+  :func:`jax.lax.scan` (the textbook order of evaluation), used as the reference.
+
+Parameters are a plain mapping ``{layer_name: {"kernel": ..., "bias": ...}}`` with flax's
+layouts (conv kernel ``[kh, kw, C_in, C_out]``, dense kernel ``[F_in, F_out]``).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Mapping, Sequence
+from typing import Literal, NamedTuple
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from svebi_jax import lif
+
+Array = jax.Array
+Params = Mapping[str, Mapping[str, Array]]
+RunMode = Literal["time_batched", "stepwise"]
+Record = Literal["mean", "spikes"] | None
+
+
+# ----------------------------------------------------------------------------- layer specs
+
+
+@dataclasses.dataclass(frozen=True)
+class Conv:
+    """2-D convolution, NHWC, square kernel, symmetric integer padding (0 = ``VALID``)."""
+
+    name: str
+    features: int
+    kernel_size: int
+    stride: int = 1
+    padding: int = 0
+    use_bias: bool = True
+
+
+@dataclasses.dataclass(frozen=True)
+class Dense:
+    """Fully connected layer over the last axis."""
+
+    name: str
+    features: int
+    use_bias: bool = True
+
+
+@dataclasses.dataclass(frozen=True)
+class MaxPool:
+    """Max pooling over a square window (stride defaults to the window)."""
+
+    window: int
+    stride: int | None = None
+    padding: int = 0
+
+
+@dataclasses.dataclass(frozen=True)
+class AvgPool:
+    """Average pooling over a square window (stride defaults to the window)."""
+
+    window: int
+    stride: int | None = None
+    padding: int = 0
+
+
+@dataclasses.dataclass(frozen=True)
+class Flatten:
+    """Flattens ``[..., H, W, C]`` to ``[..., H·W·C]``."""
+
+
+@dataclasses.dataclass(frozen=True)
+class LIF:
+    """LIF neurons on the output of the preceding synaptic layer (network-wide dynamics)."""
+
+
+LayerSpec = Conv | Dense | MaxPool | AvgPool | Flatten | LIF
+
+
+@dataclasses.dataclass(frozen=True)
+class SNNConfig:
+    """Network-wide neuron and simulation settings (static, hashable).
+
+    Attributes:
+      num_steps: ``T``, timesteps per forward pass (≥ 1).
+      beta: LIF decay :math:`\\beta \\in [0, 1]`.
+      threshold: firing threshold :math:`\\theta > 0`.
+      reset: ``"subtract"`` (paper), ``"subtract_then_leak"`` (authors' code) or ``"zero"``.
+      surrogate: surrogate-gradient name, see :func:`svebi_jax.lif.spike_function`.
+      surrogate_slope: slope of the sigmoid surrogate.
+      readout_beta: leak of the non-spiking integrator readout (1 = pure integrator).
+      detach_reset: stop gradients through the reset term.
+    """
+
+    num_steps: int = 10
+    beta: float = 0.95
+    threshold: float = 1.0
+    reset: lif.ResetMode = "subtract"
+    surrogate: str = "triangle"
+    surrogate_slope: float = 5.0
+    readout_beta: float = 1.0
+    detach_reset: bool = False
+
+    def __post_init__(self):
+        if not isinstance(self.num_steps, int) or self.num_steps < 1:
+            raise ValueError(f"num_steps (T) must be an integer >= 1, got {self.num_steps!r}")
+        lif.check_beta(self.beta)
+        lif.check_beta(self.readout_beta)
+        lif.check_threshold(self.threshold)
+        lif.check_reset(self.reset)
+        if self.surrogate not in lif.SURROGATES:
+            raise ValueError(f"surrogate must be one of {lif.SURROGATES}, got {self.surrogate!r}")
+
+
+class SNNOutput(NamedTuple):
+    """Output of a spiking network's forward pass.
+
+    Attributes:
+      logits: ``[B, K]`` readout potential after the last step divided by ``T``.
+      spikes: ``{conv_layer_name: array}`` recorded spike maps of every spiking conv layer
+        (LIF output before pooling): ``[B, H, W, C]`` time-means :math:`\\bar S` when
+        ``record="mean"``, ``[T, B, H, W, C]`` spike trains when ``record="spikes"``, and
+        empty when nothing is recorded.
+    """
+
+    logits: Array
+    spikes: dict[str, Array]
+
+
+# ----------------------------------------------------------------------------- geometry
+
+
+class Geometry(NamedTuple):
+    """Shape and receptive field of a layer's output, in input-pixel units.
+
+    Attributes:
+      height, width, channels: output map size.
+      rf: receptive-field side length in input pixels.
+      jump: distance in input pixels between adjacent output cells.
+      start: input-pixel coordinate (pixel centres at 0, 1, …) of the centre of output cell
+        0's receptive field; cell ``i`` is centred at ``start + i·jump`` (may be fractional,
+        and lies outside the image when padding reaches beyond it).
+    """
+
+    height: int
+    width: int
+    channels: int
+    rf: int
+    jump: int
+    start: float
+
+
+def _window(spec) -> tuple[int, int, int]:
+    if isinstance(spec, Conv):
+        return spec.kernel_size, spec.stride, spec.padding
+    return spec.window, spec.stride or spec.window, spec.padding
+
+
+def _walk(layers: Sequence[LayerSpec], input_shape: tuple[int, int, int]):
+    """Yields ``(spec, in_channels, Geometry after spec)`` through the layer sequence."""
+    h, w, c = (int(v) for v in input_shape)
+    rf, jump, start = 1, 1, 0.0
+    flat = False
+    for spec in layers:
+        c_in = c
+        if isinstance(spec, (Conv, MaxPool, AvgPool)):
+            if flat:
+                raise ValueError(f"layers: {spec} follows Flatten/Dense; spatial layers come first")
+            k, s, p = _window(spec)
+            nh = (h + 2 * p - k) // s + 1
+            nw = (w + 2 * p - k) // s + 1
+            if nh < 1 or nw < 1:
+                raise ValueError(
+                    f"layers: {spec} does not fit its {h}x{w} input (window {k}, padding {p})"
+                )
+            h, w = nh, nw
+            start = start + ((k - 1) / 2 - p) * jump
+            rf = rf + (k - 1) * jump
+            jump = jump * s
+            if isinstance(spec, Conv):
+                c = spec.features
+        elif isinstance(spec, Flatten):
+            c, h, w, flat = h * w * c, 1, 1, True
+        elif isinstance(spec, Dense):
+            if not flat and (h, w) != (1, 1):
+                raise ValueError(f"layers: Dense {spec.name!r} needs a Flatten before it")
+            flat = True
+            c = spec.features
+            rf, jump, start = max(input_shape[:2]), 1, (max(input_shape[:2]) - 1) / 2
+        yield spec, c_in, Geometry(h, w, c, rf, jump, start)
+
+
+def layer_geometry(
+    layers: Sequence[LayerSpec], input_shape: tuple[int, int, int]
+) -> dict[str, Geometry]:
+    """Output geometry of every named synaptic layer (conv maps before pooling).
+
+    Standard receptive-field arithmetic: for a window ``k``, stride ``s``, padding ``p``,
+
+    .. math::
+        n' = \\lfloor (n + 2p - k)/s \\rfloor + 1,\\quad r' = r + (k-1)j,\\quad
+        j' = js,\\quad c' = c + \\left(\\tfrac{k-1}{2} - p\\right) j
+
+    Args:
+      layers: the network's layer specs.
+      input_shape: ``(H, W, C)`` of one input image.
+
+    Returns:
+      ``{name: Geometry}`` for every :class:`Conv` (spatial) and :class:`Dense` (``height =
+      width = 1``, ``channels = features``; its rf covers the whole input).
+
+    Raises:
+      ValueError: if a window does not fit its input.
+    """
+    return {
+        spec.name: geo
+        for spec, _, geo in _walk(layers, input_shape)
+        if isinstance(spec, (Conv, Dense))
+    }
+
+
+def input_features(
+    layers: Sequence[LayerSpec], input_shape: tuple[int, int, int]
+) -> dict[str, int]:
+    """``{name: C_in}`` of every synaptic layer (input channels or flattened features)."""
+    return {
+        spec.name: c_in
+        for spec, c_in, _ in _walk(layers, input_shape)
+        if isinstance(spec, (Conv, Dense))
+    }
+
+
+def conv_layer_names(layers: Sequence[LayerSpec]) -> tuple[str, ...]:
+    """Names of the spiking conv layers (a :class:`Conv` followed by :class:`LIF`), in order."""
+    names = []
+    for spec, nxt in zip(layers, tuple(layers[1:]) + (None,), strict=True):
+        if isinstance(spec, Conv) and isinstance(nxt, LIF):
+            names.append(spec.name)
+    return tuple(names)
+
+
+def validate_layers(layers: Sequence[LayerSpec]) -> None:
+    """Checks the layer sequence: unique names, LIF after synaptic layers, Dense readout last."""
+    layers = tuple(layers)
+    if not layers or not isinstance(layers[-1], Dense):
+        raise ValueError("layers must end with a Dense readout layer")
+    names = [s.name for s in layers if isinstance(s, (Conv, Dense))]
+    if len(set(names)) != len(names):
+        raise ValueError(f"layers: layer names must be unique, got {names}")
+    prev = None
+    for spec in layers:
+        if isinstance(spec, LIF) and not isinstance(prev, (Conv, Dense)):
+            raise ValueError("layers: LIF must directly follow a Conv or Dense layer")
+        if not isinstance(spec, LayerSpec):
+            raise ValueError(f"layers: unknown layer spec {spec!r}")
+        prev = spec
+
+
+# ----------------------------------------------------------------------------- ops
+
+
+def _conv(x: Array, p: Mapping[str, Array], spec: Conv) -> Array:
+    y = jax.lax.conv_general_dilated(
+        x,
+        p["kernel"],
+        window_strides=(spec.stride, spec.stride),
+        padding=((spec.padding, spec.padding), (spec.padding, spec.padding)),
+        dimension_numbers=("NHWC", "HWIO", "NHWC"),
+    )
+    if spec.use_bias:
+        y = y + p["bias"]
+    return y
+
+
+def _pool(x: Array, spec: MaxPool | AvgPool) -> Array:
+    k, s, p = _window(spec)
+    pad = ((0, 0), (p, p), (p, p), (0, 0))
+    if isinstance(spec, MaxPool):
+        return jax.lax.reduce_window(x, -jnp.inf, jax.lax.max, (1, k, k, 1), (1, s, s, 1), pad)
+    summed = jax.lax.reduce_window(x, 0.0, jax.lax.add, (1, k, k, 1), (1, s, s, 1), pad)
+    return summed / (k * k)
+
+
+def _apply(x: Array, spec: LayerSpec, params: Params) -> Array:
+    """Applies a stateless op to a ``[N, ...]`` batch (N may be T·B)."""
+    if isinstance(spec, Conv):
+        return _conv(x, params[spec.name], spec)
+    if isinstance(spec, (MaxPool, AvgPool)):
+        return _pool(x, spec)
+    if isinstance(spec, Flatten):
+        return x.reshape(x.shape[0], -1)
+    if isinstance(spec, Dense):
+        y = x @ params[spec.name]["kernel"]
+        return y + params[spec.name]["bias"] if spec.use_bias else y
+    raise ValueError(f"unknown layer spec {spec!r}")
+
+
+def _apply_time(x: Array, spec: LayerSpec, params: Params) -> Array:
+    """Applies an op to ``[T, B, ...]`` as one batched op over ``[T·B, ...]``."""
+    t, b = x.shape[:2]
+    y = _apply(x.reshape((t * b,) + x.shape[2:]), spec, params)
+    return y.reshape((t, b) + y.shape[1:])
+
+
+def _mask(spikes: Array, mask: Array | None, time_axis: bool) -> Array:
+    """Multiplies spikes ``[(T,) B, ..., C]`` by a ``[C]`` or ``[B, C]`` channel mask."""
+    if mask is None:
+        return spikes
+    mask = jnp.asarray(mask, spikes.dtype)
+    if mask.ndim == 2:  # [B, C] -> broadcast over spatial axes
+        mask = mask.reshape(
+            (mask.shape[0],) + (1,) * (spikes.ndim - 2 - time_axis) + mask.shape[1:]
+        )
+    return spikes * mask
+
+
+def _check_masks(masks, layers) -> None:
+    if masks is None:
+        return
+    valid = conv_layer_names(layers) + tuple(
+        s.name for s, n in zip(layers[:-1], layers[1:], strict=True) if isinstance(n, LIF)
+    )
+    for name in masks:
+        if name not in valid:
+            raise ValueError(f"masks: unknown spiking layer {name!r}; expected one of {valid}")
+
+
+def _spiking_name(layers, i) -> str | None:
+    """Name of the synaptic layer feeding the LIF at position ``i``."""
+    return layers[i - 1].name
+
+
+def run_time_batched(
+    layers: Sequence[LayerSpec],
+    params: Params,
+    inputs: Array,
+    *,
+    config: SNNConfig,
+    record: Record = None,
+    masks: Mapping[str, Array] | None = None,
+) -> SNNOutput:
+    """Time-batched forward pass (see the module docstring).
+
+    Args:
+      layers: layer specs ending with the :class:`Dense` readout.
+      params: ``{name: {"kernel", "bias"}}``.
+      inputs: ``[B, H, W, C]`` image fed directly at every step, or ``[T, B, H, W, C]`` a
+        time-varying input (time-major).
+      config: :class:`SNNConfig`.
+      record: ``None``, ``"mean"`` (``[B, H, W, C]`` time-mean spike maps) or ``"spikes"``
+        (``[T, B, H, W, C]``) for every spiking conv layer.
+      masks: optional ``{layer_name: [C] or [B, C]}`` multiplied into that layer's output
+        spikes (ablation without model surgery).
+
+    Returns:
+      :class:`SNNOutput`.
+    """
+    layers = tuple(layers)
+    x = inputs
+    static = inputs.ndim == 4
+    conv_names = set(conv_layer_names(layers))
+    recorded: dict[str, Array] = {}
+    spike_fn = lif.spike_function(
+        config.surrogate, threshold=config.threshold, slope=config.surrogate_slope
+    )
+    for i, spec in enumerate(layers):
+        if isinstance(spec, LIF):
+            currents = jnp.broadcast_to(x, (config.num_steps,) + x.shape) if static else x
+            static = False
+            spikes, _ = lif.lif_scan(
+                currents,
+                beta=config.beta,
+                threshold=config.threshold,
+                reset=config.reset,
+                surrogate=spike_fn,
+                detach_reset=config.detach_reset,
+            )
+            name = _spiking_name(layers, i)
+            spikes = _mask(spikes, (masks or {}).get(name), time_axis=True)
+            if record is not None and name in conv_names:
+                recorded[name] = spikes.mean(axis=0) if record == "mean" else spikes
+            x = spikes
+        elif static:
+            x = _apply(x, spec, params)
+        else:
+            x = _apply_time(x, spec, params)
+    if static:  # no spiking layer at all: the readout current is constant in time
+        x = jnp.broadcast_to(x, (config.num_steps,) + x.shape)
+    logits = lif.integrator_readout(x, beta=config.readout_beta)
+    return SNNOutput(logits, recorded)
+
+
+def run_stepwise(
+    layers: Sequence[LayerSpec],
+    params: Params,
+    inputs: Array,
+    *,
+    config: SNNConfig,
+    record: Record = None,
+    masks: Mapping[str, Array] | None = None,
+) -> SNNOutput:
+    """Reference forward pass: the whole network advances one timestep per scan step.
+
+    Same arguments and result as :func:`run_time_batched`.
+    """
+    layers = tuple(layers)
+    conv_names = set(conv_layer_names(layers))
+    spike_fn = lif.spike_function(
+        config.surrogate, threshold=config.threshold, slope=config.surrogate_slope
+    )
+    lif_positions = [i for i, s in enumerate(layers) if isinstance(s, LIF)]
+    num_steps = config.num_steps
+    if inputs.ndim == 5:
+        xs = inputs
+    else:
+        xs = jnp.broadcast_to(inputs, (num_steps,) + inputs.shape)
+
+    def step(carry, x_t):
+        states, u_out = carry
+        new_states = []
+        rec = {}
+        x = x_t
+        k = 0
+        for i, spec in enumerate(layers):
+            if isinstance(spec, LIF):
+                state = states[k] if states is not None else lif.init_state(x.shape, x.dtype)
+                state, (s, _) = lif.lif_step(
+                    state,
+                    x,
+                    beta=config.beta,
+                    threshold=config.threshold,
+                    reset=config.reset,
+                    spike_fn=spike_fn,
+                    detach_reset=config.detach_reset,
+                )
+                new_states.append(state)
+                k += 1
+                name = _spiking_name(layers, i)
+                s = _mask(s, (masks or {}).get(name), time_axis=False)
+                if name in conv_names:
+                    rec[name] = s
+                x = s
+            else:
+                x = _apply(x, spec, params)
+        u_prev = jnp.zeros_like(x) if u_out is None else u_out
+        u_new = config.readout_beta * u_prev + x
+        return (tuple(new_states), u_new), rec
+
+    # Shapes of the carry from one abstract step starting at rest.
+    (state_shapes, u_shape), _ = jax.eval_shape(lambda x: step((None, None), x), xs[0])
+    init_states = tuple(lif.init_state(s.membrane.shape, s.membrane.dtype) for s in state_shapes)
+    assert len(init_states) == len(lif_positions)
+    init = (init_states, jnp.zeros(u_shape.shape, u_shape.dtype))
+    (_, u_final), rec = jax.lax.scan(step, init, xs)
+    recorded = {}
+    if record is not None:
+        recorded = {n: (v.mean(axis=0) if record == "mean" else v) for n, v in rec.items()}
+    return SNNOutput(u_final / num_steps, recorded)
+
+
+def check_inputs(inputs: Array, input_shape: tuple[int, int, int], num_steps: int) -> None:
+    """Validates an image batch against the network's input shape (eagerly, when concrete).
+
+    Raises:
+      ValueError: wrong rank, size, channels, time length, or NaN/inf values.
+    """
+    shape = tuple(inputs.shape)
+    if len(shape) not in (4, 5):
+        raise ValueError(
+            f"images must be [B, H, W, C] (or time-major [T, B, H, W, C]) with "
+            f"(H, W, C) = {tuple(input_shape)}, got shape {shape}"
+        )
+    if tuple(shape[-3:]) != tuple(input_shape):
+        raise ValueError(
+            f"images must have (H, W, C) = {tuple(input_shape)} per image, got {tuple(shape[-3:])}"
+        )
+    if len(shape) == 5 and shape[0] != num_steps:
+        raise ValueError(f"images: time-major input needs T = {num_steps} steps, got {shape[0]}")
+    if not isinstance(inputs, jax.core.Tracer) and not np.all(np.isfinite(np.asarray(inputs))):
+        raise ValueError("images contain NaN or inf values")
+
+
+def run_network(
+    layers: Sequence[LayerSpec],
+    params: Params,
+    inputs: Array,
+    *,
+    config: SNNConfig,
+    mode: RunMode = "time_batched",
+    record: Record = None,
+    masks: Mapping[str, Array] | None = None,
+) -> SNNOutput:
+    """Runs a spiking network given as specs (dispatches on ``mode``).
+
+    Args:
+      layers: layer specs ending with the :class:`Dense` readout.
+      params: ``{name: {"kernel", "bias"}}``.
+      inputs: ``[B, H, W, C]`` direct input, or time-major ``[T, B, H, W, C]``.
+      config: :class:`SNNConfig`.
+      mode: ``"time_batched"`` (default, fast) or ``"stepwise"`` (reference).
+      record: ``None``, ``"mean"`` or ``"spikes"``; see :class:`SNNOutput`.
+      masks: ``{layer_name: [C] or [B, C]}`` multiplied into that layer's spikes.
+
+    Returns:
+      :class:`SNNOutput` with ``[B, K]`` logits.
+    """
+    if record not in (None, "mean", "spikes"):
+        raise ValueError(f"record must be None, 'mean' or 'spikes', got {record!r}")
+    _check_masks(masks, tuple(layers))
+    inputs = jnp.asarray(inputs)
+    if not jnp.issubdtype(inputs.dtype, jnp.floating):
+        inputs = inputs.astype(jnp.float32)
+    if mode == "time_batched":
+        return run_time_batched(layers, params, inputs, config=config, record=record, masks=masks)
+    if mode == "stepwise":
+        return run_stepwise(layers, params, inputs, config=config, record=record, masks=masks)
+    raise ValueError(f"mode must be 'time_batched' or 'stepwise', got {mode!r}")

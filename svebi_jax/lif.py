@@ -1,0 +1,316 @@
+"""Leaky integrate-and-fire (LIF) dynamics as pure functions over time-major arrays.
+
+Every function here works on arrays whose *leading* axis is time, ``[T, ...]`` (usually
+``[T, B, H, W, C]`` or ``[T, B, F]``); the trailing axes are carried through untouched.
+The dynamics are scanned with :func:`jax.lax.scan`, so a whole layer runs as one compiled loop.
+
+Three reset orders are supported, all with the threshold :math:`\\theta` and decay
+:math:`\\beta`:
+
+``"subtract"`` (the paper's equation, snnTorch ``Leaky(reset_mechanism="subtract")``)
+
+.. math::
+    U[t] = \\beta U[t-1] + I[t] - \\theta S[t-1], \\qquad S[t] = H(U[t] - \\theta)
+
+``"subtract_then_leak"`` (the SVEBI authors' code: the reset leaks too)
+
+.. math::
+    U[t] = \\beta (U[t-1] - \\theta S[t-1]) + I[t], \\qquad S[t] = H(U[t] - \\theta)
+
+``"zero"`` (hard reset)
+
+.. math::
+    U[t] = \\beta U[t-1] (1 - S[t-1]) + I[t], \\qquad S[t] = H(U[t] - \\theta)
+
+A spike is emitted in the step of the crossing (:math:`S[t]` depends on :math:`U[t]`), so
+stacked layers add no delay. ``membrane`` outputs are the pre-reset potentials :math:`U[t]`.
+:math:`H` is the Heaviside step (``x > 0``) in the forward pass and a surrogate derivative
+in the backward pass (see :func:`spike_function`).
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Callable
+from typing import Literal, NamedTuple
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import spyx.axn
+
+Array = jax.Array
+ResetMode = Literal["subtract", "subtract_then_leak", "zero"]
+SpikeFn = Callable[[Array], Array]
+
+RESET_MODES: tuple[str, ...] = ("subtract", "subtract_then_leak", "zero")
+SURROGATES: tuple[str, ...] = (
+    "triangle",
+    "sigmoid",
+    "arctan",
+    "superspike",
+    "boxcar",
+    "tanh",
+    "triangular",
+)
+
+
+class LIFState(NamedTuple):
+    """Carry of one LIF population between timesteps.
+
+    Attributes:
+      membrane: ``[...]`` potential :math:`U[t-1]` (pre-reset).
+      spikes: ``[...]`` spikes :math:`S[t-1]` of the previous step (the pending reset).
+    """
+
+    membrane: Array
+    spikes: Array
+
+
+def _is_tracer(x) -> bool:
+    return isinstance(x, jax.core.Tracer)
+
+
+def check_beta(beta) -> None:
+    """Raises ``ValueError`` unless ``beta`` (when concrete) lies in [0, 1]."""
+    if _is_tracer(beta):
+        return
+    b = np.asarray(beta, dtype=np.float64)
+    if not np.all(np.isfinite(b)) or np.any(b < 0) or np.any(b > 1):
+        raise ValueError(f"beta must lie in [0, 1], got {beta!r}")
+
+
+def check_threshold(threshold) -> None:
+    """Raises ``ValueError`` unless ``threshold`` (when concrete) is finite and > 0."""
+    if _is_tracer(threshold):
+        return
+    th = np.asarray(threshold, dtype=np.float64)
+    if not np.all(np.isfinite(th)) or np.any(th <= 0):
+        raise ValueError(f"threshold must be a finite number > 0, got {threshold!r}")
+
+
+def check_reset(reset: str) -> None:
+    """Raises ``ValueError`` unless ``reset`` names one of :data:`RESET_MODES`."""
+    if reset not in RESET_MODES:
+        raise ValueError(f"reset must be one of {RESET_MODES}, got {reset!r}")
+
+
+def triangle_surrogate(x: Array, *, threshold: float = 1.0, scale: float = 0.3) -> Array:
+    """The SVEBI authors' triangular surrogate derivative.
+
+    .. math::
+        \\frac{\\partial S}{\\partial U} \\approx a \\max(0, 1 - |U/\\theta - 1|)
+        = a \\max(0, 1 - |x| / \\theta), \\qquad x = U - \\theta
+
+    Args:
+      x: ``[...]`` shifted potential :math:`U - \\theta`.
+      threshold: :math:`\\theta`.
+      scale: :math:`a` (0.3 in the reference code).
+
+    Returns:
+      ``[...]`` the surrogate derivative at ``x``.
+    """
+    return scale * jnp.maximum(0.0, 1.0 - jnp.abs(x) / threshold)
+
+
+def sigmoid_surrogate(x: Array, *, slope: float = 5.0) -> Array:
+    """Derivative of a steep sigmoid, the surrogate the SVEBI paper names.
+
+    .. math::
+        \\frac{\\partial S}{\\partial U} \\approx k\\,\\sigma(kx)(1 - \\sigma(kx)),
+        \\qquad x = U - \\theta
+
+    Args:
+      x: ``[...]`` shifted potential :math:`U - \\theta`.
+      slope: :math:`k`.
+
+    Returns:
+      ``[...]`` the surrogate derivative at ``x``.
+    """
+    s = jax.nn.sigmoid(slope * x)
+    return slope * s * (1.0 - s)
+
+
+@functools.lru_cache(maxsize=64)
+def _named_spike_fn(name: str, threshold: float, slope: float) -> SpikeFn:
+    if name == "triangle":
+        bwd = functools.partial(triangle_surrogate, threshold=threshold)
+        return spyx.axn.custom(bwd=bwd, fwd=spyx.axn.heaviside)
+    if name == "sigmoid":
+        bwd = functools.partial(sigmoid_surrogate, slope=slope)
+        return spyx.axn.custom(bwd=bwd, fwd=spyx.axn.heaviside)
+    if name == "arctan":
+        return spyx.axn.arctan()
+    if name == "superspike":
+        return spyx.axn.superspike()
+    if name == "boxcar":
+        return spyx.axn.boxcar()
+    if name == "tanh":
+        return spyx.axn.tanh()
+    if name == "triangular":
+        return spyx.axn.triangular()
+    raise ValueError(f"surrogate must be one of {SURROGATES} or a callable, got {name!r}")
+
+
+def spike_function(
+    surrogate: str | SpikeFn = "triangle", *, threshold: float = 1.0, slope: float = 5.0
+) -> SpikeFn:
+    """Returns the spiking non-linearity ``x ↦ H(x)`` with a surrogate gradient.
+
+    The returned function takes the *shifted* potential :math:`x = U - \\theta` (as every
+    :mod:`spyx.axn` activation does) and returns float spikes ``(x > 0)``. Its derivative is
+    the surrogate:
+
+    - ``"triangle"``: the authors' :math:`0.3\\max(0, 1 - |x|/\\theta)` (default).
+    - ``"sigmoid"``: :math:`k\\sigma(kx)(1-\\sigma(kx))` with ``slope`` :math:`k`.
+    - ``"arctan"``, ``"superspike"``, ``"boxcar"``, ``"tanh"``, ``"triangular"``: the
+      :mod:`spyx.axn` surrogates with their default parameters.
+    - a callable: used as is (e.g. ``spyx.axn.superspike(k=10)``).
+
+    Both custom surrogates are built with :func:`spyx.axn.custom`.
+
+    Args:
+      surrogate: a name from :data:`SURROGATES` or a callable ``x -> spikes``.
+      threshold: :math:`\\theta`, scales the triangle's half-width.
+      slope: :math:`k` of the sigmoid surrogate.
+
+    Returns:
+      A function ``[...] -> [...]`` (same shape and dtype).
+    """
+    if callable(surrogate):
+        return surrogate
+    if not isinstance(surrogate, str):
+        raise ValueError(f"surrogate must be one of {SURROGATES} or a callable, got {surrogate!r}")
+    return _named_spike_fn(surrogate, float(threshold), float(slope))
+
+
+def lif_step(
+    state: LIFState,
+    current: Array,
+    *,
+    beta: float | Array,
+    threshold: float | Array = 1.0,
+    reset: ResetMode = "subtract",
+    spike_fn: SpikeFn | None = None,
+    detach_reset: bool = False,
+) -> tuple[LIFState, tuple[Array, Array]]:
+    """One LIF timestep (see the module docstring for the equations).
+
+    Args:
+      state: :class:`LIFState` with ``[...]`` arrays :math:`U[t-1]`, :math:`S[t-1]`.
+      current: ``[...]`` input current :math:`I[t]`.
+      beta: decay :math:`\\beta \\in [0, 1]` (scalar or broadcastable to ``[...]``).
+      threshold: :math:`\\theta > 0`.
+      reset: one of :data:`RESET_MODES`.
+      spike_fn: spiking non-linearity from :func:`spike_function` (default: triangle).
+      detach_reset: stop the gradient through the reset term.
+
+    Returns:
+      ``(new_state, (spikes, membrane))`` with ``spikes`` :math:`S[t]` and ``membrane``
+      :math:`U[t]`, both ``[...]``.
+    """
+    if spike_fn is None:
+        spike_fn = spike_function("triangle", threshold=threshold)
+    prev_u, prev_s = state
+    if detach_reset:
+        prev_s = jax.lax.stop_gradient(prev_s)
+    if reset == "subtract":
+        u = beta * prev_u + current - threshold * prev_s
+    elif reset == "subtract_then_leak":
+        u = beta * (prev_u - threshold * prev_s) + current
+    elif reset == "zero":
+        u = beta * prev_u * (1.0 - prev_s) + current
+    else:
+        raise ValueError(f"reset must be one of {RESET_MODES}, got {reset!r}")
+    s = spike_fn(u - threshold).astype(u.dtype)
+    return LIFState(u, s), (s, u)
+
+
+def init_state(shape, dtype=jnp.float32) -> LIFState:
+    """All-zero :class:`LIFState` of ``shape`` (a resting population)."""
+    z = jnp.zeros(shape, dtype)
+    return LIFState(z, z)
+
+
+def lif_scan(
+    currents: Array,
+    *,
+    beta: float | Array,
+    threshold: float | Array = 1.0,
+    reset: ResetMode = "subtract",
+    surrogate: str | SpikeFn = "triangle",
+    surrogate_slope: float = 5.0,
+    detach_reset: bool = False,
+    initial_state: LIFState | None = None,
+) -> tuple[Array, Array]:
+    """Runs a LIF population over time with :func:`jax.lax.scan`.
+
+    Args:
+      currents: ``[T, ...]`` float input currents :math:`I[t]`, time-major.
+      beta: decay :math:`\\beta \\in [0, 1]`.
+      threshold: firing threshold :math:`\\theta > 0`.
+      reset: ``"subtract"`` (paper), ``"subtract_then_leak"`` (authors' code) or ``"zero"``.
+      surrogate: surrogate-gradient name or callable, see :func:`spike_function`.
+      surrogate_slope: slope of the ``"sigmoid"`` surrogate.
+      detach_reset: stop the gradient through the reset term.
+      initial_state: optional :class:`LIFState` of ``[...]`` arrays (default: rest at 0).
+
+    Returns:
+      ``(spikes, membrane)``, both ``[T, ...]`` like ``currents``: the binary spikes
+      :math:`S[t]` (float) and the pre-reset potentials :math:`U[t]`.
+
+    Raises:
+      ValueError: if ``beta`` is outside [0, 1], ``threshold`` ≤ 0, ``reset`` is unknown or
+        ``currents`` has no time axis.
+    """
+    currents = jnp.asarray(currents)
+    if currents.ndim < 1 or currents.shape[0] < 1:
+        raise ValueError(
+            f"currents must be time-major [T, ...] with T >= 1, got shape {currents.shape}"
+        )
+    if not jnp.issubdtype(currents.dtype, jnp.floating):
+        currents = currents.astype(jnp.float32)
+    check_beta(beta)
+    check_threshold(threshold)
+    check_reset(reset)
+    spike_fn = spike_function(surrogate, threshold=threshold, slope=surrogate_slope)
+    if initial_state is None:
+        initial_state = init_state(currents.shape[1:], currents.dtype)
+    step = functools.partial(
+        lif_step,
+        beta=beta,
+        threshold=threshold,
+        reset=reset,
+        spike_fn=spike_fn,
+        detach_reset=detach_reset,
+    )
+    _, (spikes, membrane) = jax.lax.scan(step, initial_state, currents)
+    return spikes, membrane
+
+
+def integrator_readout(currents: Array, *, beta: float = 1.0) -> Array:
+    """Non-spiking output layer: integrates its currents, never fires or resets.
+
+    .. math::
+        U[t] = \\beta U[t-1] + I[t], \\qquad \\text{logits} = U[T] / T
+
+    With the default :math:`\\beta = 1` (the authors' code) the logits are the time-mean of the
+    currents.
+
+    Args:
+      currents: ``[T, B, K]`` (any trailing shape) readout currents, time-major.
+      beta: leak of the integrator, in [0, 1].
+
+    Returns:
+      ``[B, K]`` logits: the potential after the last step divided by ``T``.
+    """
+    check_beta(beta)
+    num_steps = currents.shape[0]
+    if not _is_tracer(beta) and float(beta) == 1.0:
+        return jnp.sum(currents, axis=0) / num_steps
+
+    def step(u, i):
+        return beta * u + i, None
+
+    u, _ = jax.lax.scan(step, jnp.zeros_like(currents[0]), currents)
+    return u / num_steps
