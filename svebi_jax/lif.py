@@ -242,6 +242,7 @@ def lif_scan(
     surrogate_slope: float = 5.0,
     detach_reset: bool = False,
     initial_state: LIFState | None = None,
+    unroll: int | bool | None = None,
 ) -> tuple[Array, Array]:
     """Runs a LIF population over time with :func:`jax.lax.scan`.
 
@@ -254,6 +255,8 @@ def lif_scan(
       surrogate_slope: slope of the ``"sigmoid"`` surrogate.
       detach_reset: stop the gradient through the reset term.
       initial_state: optional :class:`LIFState` of ``[...]`` arrays (default: rest at 0).
+      unroll: :func:`jax.lax.scan` unrolling; default: fully unrolled for ``T <= 32`` (lets
+        XLA fuse the element-wise steps: ~1.6x faster backward on CPU), else 8.
 
     Returns:
       ``(spikes, membrane)``, both ``[T, ...]`` like ``currents``: the binary spikes
@@ -284,7 +287,9 @@ def lif_scan(
         spike_fn=spike_fn,
         detach_reset=detach_reset,
     )
-    _, (spikes, membrane) = jax.lax.scan(step, initial_state, currents)
+    if unroll is None:
+        unroll = True if currents.shape[0] <= 32 else 8
+    _, (spikes, membrane) = jax.lax.scan(step, initial_state, currents, unroll=unroll)
     return spikes, membrane
 
 

@@ -142,3 +142,15 @@ def test_bad_layer_specs():
         L.validate_layers((L.Dense("a", 2), L.LIF(), L.Dense("a", 2)))
     with pytest.raises(ValueError, match="does not fit"):
         L.layer_geometry((L.Conv("a", 2, 7),), (5, 5, 1))
+
+
+@pytest.mark.parametrize("size", [8, 9])
+def test_fast_pool_equals_reduce_window(size):
+    x = jax.random.uniform(jax.random.key(0), (3, size, size, 2))
+    ref_max = jax.lax.reduce_window(x, -jnp.inf, jax.lax.max, (1, 2, 2, 1), (1, 2, 2, 1), "VALID")
+    ref_sum = jax.lax.reduce_window(x, 0.0, jax.lax.add, (1, 2, 2, 1), (1, 2, 2, 1), "VALID")
+    np.testing.assert_array_equal(L._pool(x, L.MaxPool(2)), ref_max)
+    np.testing.assert_allclose(L._pool(x, L.AvgPool(2)), ref_sum / 4, rtol=1e-6)
+    # overlapping windows take the reduce_window path
+    ref3 = jax.lax.reduce_window(x, -jnp.inf, jax.lax.max, (1, 3, 3, 1), (1, 2, 2, 1), "VALID")
+    np.testing.assert_array_equal(L._pool(x, L.MaxPool(3, stride=2)), ref3)
