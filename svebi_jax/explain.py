@@ -1,0 +1,438 @@
+"""SVEBI heatmaps: where an image drives the filters that are relevant to its class.
+
+For image :math:`n` explained as class :math:`j` and a conv layer :math:`\\ell` with relevant
+filter set :math:`\\mathcal R_j^\\ell` (a 0/1 row ``mask[j]``), the layer's heatmap is
+
+.. math::
+    E^\\ell_n = \\operatorname{minmax}\\Big(\\operatorname{up}\\Big(
+        \\sum_{f \\in \\mathcal R_j^\\ell} \\bar S_{n,f}\\Big)\\Big),\\qquad
+    \\operatorname{minmax}(E) = \\frac{E - \\min E}{\\max E - \\min E}
+
+(``minmax`` of a constant map is the zero map), where :math:`\\operatorname{up}` brings the
+``h × w`` map to the ``H × W`` input in one of two ways:
+
+- ``"aligned"`` (default): cell :math:`(i, k)` is placed at the centre of its receptive field,
+  input coordinates :math:`(s + i\\,J,\\ s + k\\,J)` with start :math:`s` and jump :math:`J`
+  from :func:`svebi_jax.layers.layer_geometry`; pixels between centres are bilinearly
+  interpolated and pixels beyond the outermost centres hold the edge value. This is one
+  separable linear map, :math:`\\operatorname{up}(M) = A_H M A_W^\\top`, with
+
+  .. math::
+      (A_H)_{y i} = \\max\\!\\big(0,\\ 1 - \\lvert u_y - i \\rvert\\big),\\qquad
+      u_y = \\operatorname{clip}\\!\\Big(\\frac{y - s}{J},\\ 0,\\ h - 1\\Big),
+      \\quad y = 0..H-1,\\ i = 0..h-1
+
+  (see :func:`interpolation_matrix`): exact, computed once per geometry, and applied as two
+  small matrix products.
+- ``"stretch"`` (the authors' code): ``jax.image.resize(M, (H, W), "bilinear")`` of the whole
+  map, i.e. the map is stretched over the image regardless of where its receptive fields lie.
+
+Everything is vectorized over the batch (``jax.vmap``) and jittable.
+"""
+
+from __future__ import annotations
+
+import functools
+import numbers
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any, Literal, NamedTuple
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from svebi_jax import layers as L
+from svebi_jax import relevance as _relevance
+from svebi_jax.responses import FilterIndex, call_cached
+
+__all__ = [
+    "PLACEMENTS",
+    "ExplainResult",
+    "combine",
+    "explain",
+    "interpolation_matrix",
+    "minmax_normalize",
+    "svebi_heatmaps",
+    "upsample_aligned",
+    "upsample_stretch",
+]
+
+Array = jax.Array
+Placement = Literal["aligned", "stretch"]
+PLACEMENTS: tuple[str, ...] = ("aligned", "stretch")
+
+
+def _is_tracer(x) -> bool:
+    return isinstance(x, jax.core.Tracer)
+
+
+def _check_placement(placement) -> None:
+    if placement not in PLACEMENTS:
+        raise ValueError(f"placement must be one of {PLACEMENTS}, got {placement!r}")
+
+
+def _image_hw(image_shape) -> tuple[int, int]:
+    shape = tuple(image_shape)
+    if len(shape) not in (2, 3) or not all(
+        isinstance(v, numbers.Integral) and not isinstance(v, bool) and v >= 1 for v in shape
+    ):
+        raise ValueError(f"image_shape must be (H, W) or (H, W, C) positive ints, got {shape!r}")
+    return int(shape[0]), int(shape[1])
+
+
+# ----------------------------------------------------------------------------- upsampling
+
+
+def interpolation_matrix(n_out: int, n_in: int, *, start: float, jump: float) -> np.ndarray:
+    """Matrix of the receptive-field-aligned 1-D interpolation (see the module docstring).
+
+    Cell ``i`` of the input axis sits at output coordinate ``start + i * jump``; output pixel
+    ``y`` takes the linear interpolation between its two neighbouring cell centres, clamped to
+    the edge cells beyond the outermost centres. Rows sum to 1.
+
+    Args:
+      n_out: output length (input pixels, e.g. ``H``).
+      n_in: number of map cells (e.g. ``h``).
+      start: coordinate of cell 0's centre (``Geometry.start``).
+      jump: spacing between cell centres (``Geometry.jump`` > 0).
+
+    Returns:
+      ``[n_out, n_in]`` float32 matrix :math:`A`.
+    """
+    if n_out < 1 or n_in < 1:
+        raise ValueError(f"n_out and n_in must be >= 1, got n_out={n_out}, n_in={n_in}")
+    if not jump > 0:
+        raise ValueError(f"jump must be > 0, got {jump!r}")
+    y = np.arange(n_out, dtype=np.float64)
+    u = np.clip((y - start) / jump, 0.0, n_in - 1)
+    a = np.maximum(0.0, 1.0 - np.abs(u[:, None] - np.arange(n_in, dtype=np.float64)[None, :]))
+    return a.astype(np.float32)
+
+
+@functools.lru_cache(maxsize=128)
+def _matrices(geometry: L.Geometry, hw: tuple[int, int]) -> tuple[np.ndarray, np.ndarray]:
+    a_h = interpolation_matrix(hw[0], geometry.height, start=geometry.start, jump=geometry.jump)
+    a_w = interpolation_matrix(hw[1], geometry.width, start=geometry.start, jump=geometry.jump)
+    return a_h, a_w
+
+
+def _check_map_geometry(maps, geometry: L.Geometry, name: str = "maps") -> None:
+    if maps.ndim < 2 or tuple(maps.shape[-2:]) != (geometry.height, geometry.width):
+        raise ValueError(
+            f"{name} must be [..., {geometry.height}, {geometry.width}] to match the geometry "
+            f"(height, width), got shape {tuple(maps.shape)}"
+        )
+
+
+def upsample_aligned(maps: Array, geometry: L.Geometry, image_shape: Sequence[int]) -> Array:
+    """Receptive-field-aligned bilinear upsampling :math:`A_H M A_W^\\top`.
+
+    Args:
+      maps: ``[..., h, w]`` float maps with ``(h, w) = (geometry.height, geometry.width)``.
+      geometry: the layer's :class:`svebi_jax.layers.Geometry`.
+      image_shape: ``(H, W)`` or ``(H, W, C)`` of the input image.
+
+    Returns:
+      ``[..., H, W]`` float32 maps in input-pixel coordinates.
+    """
+    hw = _image_hw(image_shape)
+    maps = jnp.asarray(maps, jnp.float32)
+    _check_map_geometry(maps, geometry)
+    a_h, a_w = _matrices(L.Geometry(*geometry), hw)
+    return jnp.einsum("Yh,...hw,Xw->...YX", a_h, maps, a_w)
+
+
+def upsample_stretch(maps: Array, image_shape: Sequence[int]) -> Array:
+    """The authors' upsampling: bilinear ``jax.image.resize`` of the whole map to ``(H, W)``.
+
+    Args:
+      maps: ``[..., h, w]`` float maps.
+      image_shape: ``(H, W)`` or ``(H, W, C)``.
+
+    Returns:
+      ``[..., H, W]`` float32 maps.
+    """
+    h, w = _image_hw(image_shape)
+    maps = jnp.asarray(maps, jnp.float32)
+    if maps.ndim < 2:
+        raise ValueError(f"maps must be [..., h, w], got shape {tuple(maps.shape)}")
+    return jax.image.resize(maps, maps.shape[:-2] + (h, w), "bilinear")
+
+
+def minmax_normalize(maps: Array) -> Array:
+    """Min–max normalizes each ``[H, W]`` map of ``[..., H, W]`` to ``[0, 1]``.
+
+    A constant (e.g. all-zero) map becomes all zeros; never NaN.
+    """
+    maps = jnp.asarray(maps, jnp.float32)
+    lo = jnp.min(maps, axis=(-2, -1), keepdims=True)
+    hi = jnp.max(maps, axis=(-2, -1), keepdims=True)
+    rng = hi - lo
+    ok = rng > 0
+    return jnp.where(ok, (maps - lo) / jnp.where(ok, rng, 1.0), 0.0)
+
+
+# ----------------------------------------------------------------------------- heatmaps
+
+
+def _default_layers(masks: Mapping[str, Any], layers) -> tuple[str, ...]:
+    return tuple(masks) if layers is None else tuple(layers)
+
+
+def svebi_heatmaps(
+    spike_means: Mapping[str, Array],
+    classes: Array,
+    relevance_masks: Mapping[str, Array],
+    *,
+    geometry: Mapping[str, L.Geometry],
+    image_shape: Sequence[int],
+    placement: Placement = "aligned",
+    layers: Sequence[str] | None = None,
+) -> dict[str, Array]:
+    """SVEBI heatmaps of a batch, one per layer (pure, vmapped over images, jittable).
+
+    Args:
+      spike_means: ``{layer: [B, h, w, c]}`` float time-mean spike maps :math:`\\bar S`.
+      classes: ``[B]`` int class explained for each image, in ``[0, K)``.
+      relevance_masks: ``{layer: [K, c]}`` float masks (0/1 from
+        :func:`svebi_jax.relevance.relevance_masks`; real weights give a weighted sum).
+      geometry: ``{layer: Geometry}`` from :func:`svebi_jax.layers.layer_geometry` (static).
+      image_shape: ``(H, W)`` or ``(H, W, C)`` of the input (static).
+      placement: ``"aligned"`` (default) or ``"stretch"`` (static); see the module docstring.
+      layers: layers to explain (static); default every layer of ``relevance_masks``.
+
+    Returns:
+      ``{layer: [B, H, W]}`` float32 heatmaps, each image's map min–max normalized to
+      ``[0, 1]`` (zeros when the class has no relevant filter there or they are silent).
+
+    Raises:
+      ValueError: unknown placement or layer, inconsistent shapes, or (when concrete) a class
+        outside ``[0, K)``.
+    """
+    _check_placement(placement)
+    hw = _image_hw(image_shape)
+    layers = _default_layers(relevance_masks, layers)
+    if not layers:
+        raise ValueError("layers must name at least one layer, got ()")
+    classes = jnp.asarray(classes)
+    if classes.ndim != 1 or not jnp.issubdtype(classes.dtype, jnp.integer):
+        raise ValueError(f"classes must be a [B] int array, got {classes.dtype} {classes.shape}")
+    out = {}
+    for name in layers:
+        for what, table in (
+            ("spike_means", spike_means),
+            ("relevance_masks", relevance_masks),
+            ("geometry", geometry),
+        ):
+            if name not in table:
+                raise ValueError(f"layers: unknown layer {name!r}; {what} has {tuple(table)}")
+        s = jnp.asarray(spike_means[name], jnp.float32)
+        mask = jnp.asarray(relevance_masks[name], jnp.float32)
+        geo = L.Geometry(*geometry[name])
+        if s.ndim != 4 or s.shape[0] != classes.shape[0]:
+            raise ValueError(
+                f"spike_means[{name!r}] must be [B, h, w, c] with B = {classes.shape[0]} "
+                f"(len(classes)), got shape {s.shape}"
+            )
+        if tuple(s.shape[1:3]) != (geo.height, geo.width):
+            raise ValueError(
+                f"spike_means[{name!r}] must be [B, {geo.height}, {geo.width}, c] to match "
+                f"geometry[{name!r}], got shape {s.shape}"
+            )
+        if mask.ndim != 2 or mask.shape[1] != s.shape[-1]:
+            raise ValueError(
+                f"relevance_masks[{name!r}] must be [K, {s.shape[-1]}], got shape {mask.shape}"
+            )
+        if not _is_tracer(classes):
+            c = np.asarray(classes)
+            if c.size and (c.min() < 0 or c.max() >= mask.shape[0]):
+                raise ValueError(
+                    f"classes must lie in [0, {mask.shape[0]}) (rows of the relevance masks), "
+                    f"got values in [{c.min()}, {c.max()}]"
+                )
+        if placement == "aligned":
+            a_h, a_w = (jnp.asarray(a) for a in _matrices(geo, hw))
+            up = lambda m, a_h=a_h, a_w=a_w: a_h @ m @ a_w.T
+        else:
+            up = lambda m: jax.image.resize(m, hw, "bilinear")
+
+        def one(s_n, cls_n, mask=mask, up=up):
+            agg = jnp.einsum("hwc,c->hw", s_n, mask[cls_n])
+            return minmax_normalize(up(agg))
+
+        out[name] = jax.vmap(one)(s, classes)
+    return out
+
+
+def combine(heatmaps: Mapping[str, Array], layers: Sequence[str] | None = None) -> Array:
+    """Combined heatmap: min–max normalized mean of the per-layer heatmaps.
+
+    Args:
+      heatmaps: ``{layer: [B, H, W]}`` (e.g. from :func:`svebi_heatmaps`).
+      layers: layers to average; default all of ``heatmaps``.
+
+    Returns:
+      ``[B, H, W]`` float32 map in ``[0, 1]``.
+    """
+    layers = tuple(heatmaps) if layers is None else tuple(layers)
+    if not layers:
+        raise ValueError("layers must name at least one heatmap, got ()")
+    for n in layers:
+        if n not in heatmaps:
+            raise ValueError(f"layers: unknown layer {n!r}; heatmaps has {tuple(heatmaps)}")
+    stacked = jnp.stack([jnp.asarray(heatmaps[n], jnp.float32) for n in layers])
+    return minmax_normalize(stacked.mean(axis=0))
+
+
+# ----------------------------------------------------------------------------- end to end
+
+
+class ExplainResult(NamedTuple):
+    """Result of :func:`explain` (a pytree).
+
+    Attributes:
+      heatmaps: ``{layer: [B, H, W]}`` float32 SVEBI heatmaps in ``[0, 1]``.
+      classes: ``[B]`` int32 explained classes (the predictions unless given).
+      logits: ``[B, K]`` float32 network outputs.
+    """
+
+    heatmaps: dict[str, Array]
+    classes: Array
+    logits: Array
+
+
+@functools.lru_cache(maxsize=32)
+def _explain_fn(
+    apply_fn: Callable,
+    layers: tuple[str, ...],
+    geometry: tuple[tuple[str, L.Geometry], ...],
+    image_hw: tuple[int, int],
+    placement: str,
+    given_classes: bool,
+):
+    geo = dict(geometry)
+
+    def fn(params, images, masks, classes):
+        out = apply_fn(params, images, record="mean")
+        if not given_classes:
+            classes = jnp.argmax(out.logits, axis=-1).astype(jnp.int32)
+        maps = svebi_heatmaps(
+            out.spikes,
+            classes,
+            masks,
+            geometry=geo,
+            image_shape=image_hw,
+            placement=placement,
+            layers=layers,
+        )
+        return ExplainResult(maps, classes, out.logits)
+
+    return jax.jit(fn)
+
+
+def _is_relevant(relevant: Mapping) -> bool:
+    keys = list(relevant)
+    if not keys:
+        raise ValueError("relevant must be a non-empty {class: {layer: channels}} or masks dict")
+    if all(isinstance(k, str) for k in keys):
+        return False
+    if all(isinstance(k, numbers.Integral) and not isinstance(k, bool) for k in keys):
+        return True
+    raise ValueError(
+        "relevant must be {class (int): {layer: channels}} or relevance masks "
+        f"{{layer (str): [K, c]}}, got keys {keys!r}"
+    )
+
+
+def explain(
+    apply_fn: Callable[..., L.SNNOutput],
+    params: Any,
+    images: Array,
+    relevant: Mapping,
+    *,
+    geometry: Mapping[str, L.Geometry],
+    placement: Placement = "aligned",
+    classes: Array | None = None,
+    layers: Sequence[str] | None = None,
+) -> ExplainResult:
+    """Runs the network once (``record="mean"``) and returns SVEBI heatmaps, jit-compiled.
+
+    Args:
+      apply_fn: ``apply_fn(params, images, *, record=...) -> SNNOutput`` (model protocol).
+      params: parameter pytree of ``apply_fn``.
+      images: ``[B, H, W, C]`` float images (or time-major ``[T, B, H, W, C]``).
+      relevant: ``{class: {layer: [channels]}}`` from
+        :func:`svebi_jax.relevance.relevant_filters`, or masks ``{layer: [K, c]}`` from
+        :func:`svebi_jax.relevance.relevance_masks`.
+      geometry: ``{layer: Geometry}`` of the network (``layer_geometry`` / ``model.geometry``).
+      placement: ``"aligned"`` (default) or ``"stretch"``.
+      classes: optional ``[B]`` int classes to explain; default the predicted classes.
+      layers: layers to explain; default all layers of ``relevant``, in geometry order.
+
+    Returns:
+      :class:`ExplainResult` (``heatmaps {layer: [B, H, W]}``, ``classes [B]``,
+      ``logits [B, K]``).
+
+    Raises:
+      ValueError: bad placement, images, relevant, layers or classes.
+    """
+    _check_placement(placement)
+    images = jnp.asarray(images)
+    if images.ndim not in (4, 5):
+        raise ValueError(
+            f"images must be [B, H, W, C] (or [T, B, H, W, C]), got shape {images.shape}"
+        )
+    if not jnp.issubdtype(images.dtype, jnp.floating):
+        images = images.astype(jnp.float32)
+    image_hw = (int(images.shape[-3]), int(images.shape[-2]))
+    batch = int(images.shape[-4])
+    abstract = jax.eval_shape(lambda p, x: apply_fn(p, x, record="mean"), params, images)
+    num_classes = int(abstract.logits.shape[-1])
+
+    if _is_relevant(relevant):
+        present = {n for per_layer in relevant.values() for n in per_layer}
+        for n in present:
+            if n not in abstract.spikes or n not in geometry:
+                raise ValueError(
+                    f"relevant: unknown layer {n!r}; recorded conv layers: {tuple(abstract.spikes)}"
+                )
+        order = tuple(n for n in abstract.spikes if n in present)
+        index = FilterIndex.from_geometry(geometry, order)
+        masks = _relevance.relevance_masks(relevant, index, num_classes)
+    else:
+        masks = {n: np.asarray(m, np.float32) for n, m in relevant.items()}
+    layers = tuple(n for n in abstract.spikes if n in masks) if layers is None else tuple(layers)
+    for n in layers:
+        if n not in masks or n not in abstract.spikes or n not in geometry:
+            raise ValueError(
+                f"layers: unknown layer {n!r}; explainable layers: "
+                f"{tuple(n for n in abstract.spikes if n in masks and n in geometry)}"
+            )
+    masks = {n: masks[n] for n in layers}
+    for n in layers:
+        if masks[n].ndim != 2 or masks[n].shape[0] != num_classes:
+            raise ValueError(
+                f"relevance masks[{n!r}] must be [K = {num_classes}, c], got {masks[n].shape}"
+            )
+
+    given = classes is not None
+    if given:
+        classes = jnp.asarray(classes)
+        if (
+            classes.shape != (batch,)
+            or not jnp.issubdtype(classes.dtype, jnp.integer)
+            or (
+                not _is_tracer(classes)
+                and (int(classes.min()) < 0 or int(classes.max()) >= num_classes)
+            )
+        ):
+            raise ValueError(
+                f"classes must be a [B = {batch}] int array with values in [0, {num_classes}), "
+                f"got {classes!r}"
+            )
+        classes = classes.astype(jnp.int32)
+    else:
+        classes = jnp.zeros((batch,), jnp.int32)
+    geo = tuple((n, L.Geometry(*geometry[n])) for n in layers)
+    fn = call_cached(_explain_fn, apply_fn, layers, geo, image_hw, placement, given)
+    return fn(params, images, masks, classes)

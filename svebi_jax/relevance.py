@@ -1,0 +1,145 @@
+"""Relevant filters of each class from the μ-lasso weights.
+
+The μ-lasso (:mod:`svebi_jax.lasso`) returns :math:`W \\in \\mathbb{R}_{\\ge 0}^{m \\times C}`;
+filter :math:`f` (a column of ``X``) is *relevant* to class :math:`j` when
+
+.. math::
+    W_{fj} > \\tau \\qquad (\\tau = \\texttt{threshold} \\ge 0,\\ \\text{default } 0),
+
+and the relevant filters of a class are ranked by decreasing weight. A class that the network
+never predicts has an all-zero column of ``W`` and therefore no relevant filter.
+
+Representation: ``relevant[class][layer]`` is the list of channels, for **every** class
+``0..C-1`` and **every** layer of the :class:`~svebi_jax.responses.FilterIndex` (a layer
+without relevant filters maps to an empty list), so consumers never need ``.get`` defaults.
+"""
+
+from __future__ import annotations
+
+import math
+import numbers
+from collections.abc import Mapping, Sequence
+
+import jax
+import numpy as np
+
+from svebi_jax.responses import FilterIndex
+
+__all__ = [
+    "Relevant",
+    "layer_distribution",
+    "relevance_masks",
+    "relevant_filters",
+]
+
+#: ``{class: {layer: [channels sorted by descending weight]}}``
+Relevant = dict[int, dict[str, list[int]]]
+
+
+def relevant_filters(W, index: FilterIndex, *, threshold: float = 0.0) -> Relevant:
+    """Relevant filters of every class, ranked by decreasing weight.
+
+    Args:
+      W: ``[m, C]`` float lasso weights (one μ; select a row of a μ-path result first).
+      index: :class:`~svebi_jax.responses.FilterIndex` of the ``m`` columns of ``X``.
+      threshold: finite :math:`\\tau \\ge 0`; filter ``f`` is relevant to class ``j`` when
+        ``W[f, j] > threshold``.
+
+    Returns:
+      ``{j: {layer: [channel, ...]}}`` for every class ``j = 0..C-1`` and every layer of
+      ``index`` (in index order; empty list when none). Channels are sorted by descending
+      ``W[f, j]``; ties keep ascending channel order.
+
+    Raises:
+      ValueError: ``W`` not 2-D, its row count differs from ``index.num_filters``, contains
+        NaN/inf, or a bad ``threshold``.
+    """
+    if isinstance(W, jax.core.Tracer):
+        raise TypeError("W must be concrete (relevant_filters returns Python lists)")
+    W = np.asarray(W, dtype=np.float64)
+    if W.ndim != 2:
+        raise ValueError(
+            f"W must be [m, C] lasso weights for one mu, got shape {W.shape}"
+            + ("; select one mu of the path, e.g. W[i]" if W.ndim == 3 else "")
+        )
+    if W.shape[0] != index.num_filters:
+        raise ValueError(
+            f"W must have m = {index.num_filters} rows (index.num_filters), got shape {W.shape}"
+        )
+    if not np.all(np.isfinite(W)):
+        raise ValueError("W contains NaN or inf values")
+    if (
+        isinstance(threshold, bool)
+        or not isinstance(threshold, numbers.Real)
+        or not math.isfinite(threshold)
+        or threshold < 0
+    ):
+        raise ValueError(f"threshold must be a finite number >= 0, got {threshold!r}")
+
+    out: Relevant = {}
+    for j in range(W.shape[1]):
+        per_layer = {}
+        for layer in index.layers:
+            w = W[index.columns(layer), j]
+            chans = np.flatnonzero(w > threshold)
+            order = np.argsort(-w[chans], kind="stable")
+            per_layer[layer] = [int(c) for c in chans[order]]
+        out[j] = per_layer
+    return out
+
+
+def layer_distribution(relevant: Mapping[int, Mapping[str, Sequence[int]]]) -> dict[str, int]:
+    """Number of relevant filters per layer, summed over classes (the paper's Fig. 3c).
+
+    A filter relevant to several classes is counted once per class.
+
+    Args:
+      relevant: output of :func:`relevant_filters`.
+
+    Returns:
+      ``{layer: count}`` in the order layers first appear in ``relevant``.
+    """
+    counts: dict[str, int] = {}
+    for per_layer in relevant.values():
+        for layer, chans in per_layer.items():
+            counts[layer] = counts.get(layer, 0) + len(chans)
+    return counts
+
+
+def relevance_masks(
+    relevant: Mapping[int, Mapping[str, Sequence[int]]],
+    index: FilterIndex,
+    num_classes: int,
+) -> dict[str, np.ndarray]:
+    """Relevant filters as dense 0/1 masks, for vectorized heatmaps and ablations.
+
+    Args:
+      relevant: ``{class: {layer: [channels]}}`` (e.g. :func:`relevant_filters`); classes and
+        layers may be missing (no relevant filter).
+      index: :class:`~svebi_jax.responses.FilterIndex` giving the layers and channel counts.
+      num_classes: ``K``, number of mask rows (positive int).
+
+    Returns:
+      ``{layer: [K, C_l]}`` float32 masks for every layer of ``index``;
+      ``mask[layer][j, c] = 1`` iff channel ``c`` of ``layer`` is relevant to class ``j``.
+
+    Raises:
+      ValueError: a class outside ``[0, num_classes)``, an unknown layer or a channel out of
+        range.
+    """
+    if isinstance(num_classes, bool) or not isinstance(num_classes, numbers.Integral):
+        raise ValueError(f"num_classes must be a positive int, got {num_classes!r}")
+    if num_classes < 1:
+        raise ValueError(f"num_classes must be a positive int, got {num_classes!r}")
+    masks = {
+        n: np.zeros((num_classes, c), np.float32)
+        for n, c in zip(index.layers, index.channels, strict=True)
+    }
+    for j, per_layer in relevant.items():
+        if isinstance(j, bool) or not isinstance(j, numbers.Integral) or not 0 <= j < num_classes:
+            raise ValueError(f"relevant: class must be an int in [0, {num_classes}), got {j!r}")
+        for layer, chans in per_layer.items():
+            for c in chans:
+                index.column(layer, c)  # validates the layer name and the channel range
+            masks[layer][int(j), np.asarray(chans, dtype=np.int64)] = 1.0
+    return masks

@@ -1,0 +1,390 @@
+"""Filter responses: the design matrix ``X`` and label matrix ``L`` of SVEBI's μ-lasso.
+
+For every spiking conv filter :math:`f` and image :math:`n`, the time-averaged spike map
+
+.. math::
+    \\bar S_f = \\frac{1}{T} \\sum_{t=1}^{T} S_f[t] \\in [0, 1]^{H \\times W}
+
+is reduced to one number, the filter's *response*. With the default ``"energy"``
+normalization the response is the filter's share of its layer's spike energy,
+
+.. math::
+    x_f = \\frac{\\lVert \\bar S_f \\rVert_F^2}
+              {\\sum_{f' \\in \\mathrm{layer}(f)} \\lVert \\bar S_{f'} \\rVert_F^2},
+
+so the responses of one layer sum to 1 (a layer without any spike gives zeros, not NaN).
+The responses of all conv layers, concatenated in layer order, form one row of
+:math:`X \\in \\mathbb{R}^{N \\times m}`; :class:`FilterIndex` maps columns back to
+``(layer, channel)``. :math:`L \\in \\{0, 1\\}^{N \\times C}` one-hot encodes the class the
+network *predicts* for each image (SVEBI explains the network, not the labels).
+
+:func:`compute_responses` streams a dataset through a jit-compiled forward pass in batches of
+one fixed shape and keeps only the ``[N, m]`` responses, never the spike maps of the dataset.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import numbers
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any, Literal, NamedTuple
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from svebi_jax import layers as L
+
+__all__ = [
+    "NORMALIZATIONS",
+    "FilterIndex",
+    "Responses",
+    "compute_responses",
+    "filter_responses",
+]
+
+Array = jax.Array
+Normalization = Literal["energy", "mean", "max"]
+NORMALIZATIONS: tuple[str, ...] = ("energy", "mean", "max")
+
+
+def _is_tracer(x) -> bool:
+    return isinstance(x, jax.core.Tracer)
+
+
+def _check_normalization(normalization) -> None:
+    if normalization not in NORMALIZATIONS:
+        raise ValueError(f"normalization must be one of {NORMALIZATIONS}, got {normalization!r}")
+
+
+def _check_positive_int(name: str, value) -> int:
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < 1:
+        raise ValueError(f"{name} must be a positive int, got {value!r}")
+    return int(value)
+
+
+# ----------------------------------------------------------------------------- pure responses
+
+
+def filter_responses(
+    spike_means: Mapping[str, Array],
+    *,
+    layers: Sequence[str],
+    normalization: Normalization = "energy",
+) -> Array:
+    """Per-filter responses of a batch from its time-mean spike maps (pure, jittable).
+
+    For each layer :math:`\\ell` and filter :math:`f` of it,
+
+    .. math::
+        \\text{energy:}\\ x_f = \\frac{\\sum_{i,j} \\bar S_f[i,j]^2}
+            {\\sum_{f' \\in \\ell} \\sum_{i,j} \\bar S_{f'}[i,j]^2}
+        \\ (0 \\text{ if the layer is silent}),\\quad
+        \\text{mean:}\\ x_f = \\tfrac{1}{HW}\\sum_{i,j} \\bar S_f[i,j],\\quad
+        \\text{max:}\\ x_f = \\max_{i,j} \\bar S_f[i,j].
+
+    Args:
+      spike_means: ``{layer: [B, H_l, W_l, C_l]}`` float time-mean spike maps :math:`\\bar S`
+        (``SNNOutput.spikes`` of a forward pass with ``record="mean"``).
+      layers: names of the layers to use, in column order (static).
+      normalization: ``"energy"`` (default, the paper's), ``"mean"`` or ``"max"`` (static).
+
+    Returns:
+      ``[B, m]`` float32 responses, ``m = Σ_l C_l``, columns grouped by layer in the order of
+      ``layers`` (see :class:`FilterIndex`).
+
+    Raises:
+      ValueError: unknown ``normalization``, empty ``layers``, a layer missing from
+        ``spike_means`` or a map that is not rank 4.
+    """
+    _check_normalization(normalization)
+    layers = tuple(layers)
+    if not layers:
+        raise ValueError("layers must name at least one recorded conv layer, got ()")
+    cols = []
+    for name in layers:
+        if name not in spike_means:
+            raise ValueError(
+                f"layers: {name!r} is not in spike_means; recorded layers: {tuple(spike_means)}"
+            )
+        s = jnp.asarray(spike_means[name], jnp.float32)
+        if s.ndim != 4:
+            raise ValueError(
+                f"spike_means[{name!r}] must be [B, H, W, C] time-mean maps, got shape {s.shape}"
+            )
+        if normalization == "energy":
+            energy = jnp.sum(s * s, axis=(1, 2))  # [B, C]
+            total = jnp.sum(energy, axis=-1, keepdims=True)  # [B, 1]
+            safe = jnp.where(total > 0, total, 1.0)
+            cols.append(jnp.where(total > 0, energy / safe, 0.0))
+        elif normalization == "mean":
+            cols.append(jnp.mean(s, axis=(1, 2)))
+        else:
+            cols.append(jnp.max(s, axis=(1, 2)))
+    return jnp.concatenate(cols, axis=-1)
+
+
+# ----------------------------------------------------------------------------- index
+
+
+@dataclasses.dataclass(frozen=True)
+class FilterIndex:
+    """Bijection between columns of ``X`` and ``(layer, channel)`` pairs.
+
+    Columns are grouped by layer in the order of ``layers``; within a layer, by channel.
+    Column ``offsets[l] + c`` is channel ``c`` of layer ``layers[l]``.
+
+    Attributes:
+      layers: layer names, in column order.
+      channels: number of channels (filters) of each layer.
+      offsets: first column of each layer (derived; ``offsets[0] = 0``).
+    """
+
+    layers: tuple[str, ...]
+    channels: tuple[int, ...]
+    offsets: tuple[int, ...] = dataclasses.field(init=False)
+
+    def __post_init__(self) -> None:
+        layers = tuple(self.layers)
+        channels = tuple(self.channels)
+        if not layers:
+            raise ValueError("layers must name at least one layer, got ()")
+        if not all(isinstance(n, str) for n in layers):
+            raise TypeError(f"layers must be layer names (str), got {layers!r}")
+        if len(set(layers)) != len(layers):
+            raise ValueError(f"layers must be unique, got {layers}")
+        if len(channels) != len(layers):
+            raise ValueError(
+                f"channels must give one count per layer ({len(layers)}), got {channels}"
+            )
+        for n, c in zip(layers, channels, strict=True):
+            _check_positive_int(f"channels of layer {n!r}", c)
+        channels = tuple(int(c) for c in channels)
+        object.__setattr__(self, "layers", layers)
+        object.__setattr__(self, "channels", channels)
+        object.__setattr__(self, "offsets", tuple(int(v) for v in np.cumsum((0,) + channels)[:-1]))
+
+    @classmethod
+    def from_geometry(
+        cls, geometry: Mapping[str, L.Geometry], layers: Sequence[str]
+    ) -> FilterIndex:
+        """Index of ``layers`` with channel counts taken from :func:`layers.layer_geometry`."""
+        for n in layers:
+            if n not in geometry:
+                raise ValueError(f"layers: unknown layer {n!r}; geometry has {tuple(geometry)}")
+        return cls(tuple(layers), tuple(int(geometry[n].channels) for n in layers))
+
+    @classmethod
+    def from_spike_means(
+        cls, spike_means: Mapping[str, Any], layers: Sequence[str] | None = None
+    ) -> FilterIndex:
+        """Index of ``layers`` (default: all, in recorded order) of ``{layer: [B,H,W,C]}`` maps."""
+        layers = tuple(spike_means) if layers is None else tuple(layers)
+        for n in layers:
+            if n not in spike_means:
+                raise ValueError(
+                    f"layers: unknown layer {n!r}; recorded layers: {tuple(spike_means)}"
+                )
+        return cls(layers, tuple(int(spike_means[n].shape[-1]) for n in layers))
+
+    @property
+    def num_filters(self) -> int:
+        """``m``, the total number of columns."""
+        return int(sum(self.channels))
+
+    def __len__(self) -> int:
+        return self.num_filters
+
+    def _layer_pos(self, layer: str) -> int:
+        try:
+            return self.layers.index(layer)
+        except ValueError:
+            raise ValueError(
+                f"layer must be one of {self.layers}, got unknown layer {layer!r}"
+            ) from None
+
+    def num_channels(self, layer: str) -> int:
+        """Number of channels of ``layer``."""
+        return self.channels[self._layer_pos(layer)]
+
+    def column(self, layer: str, channel: int) -> int:
+        """Column of ``(layer, channel)``.
+
+        Raises:
+          ValueError: unknown layer or channel outside ``[0, channels)``.
+        """
+        pos = self._layer_pos(layer)
+        c = self.channels[pos]
+        if isinstance(channel, bool) or not isinstance(channel, numbers.Integral):
+            raise ValueError(f"channel must be an int in [0, {c}) for {layer!r}, got {channel!r}")
+        if not 0 <= channel < c:
+            raise ValueError(
+                f"channel must be in [0, {c}) for layer {layer!r}, got {channel} (out of range)"
+            )
+        return self.offsets[pos] + int(channel)
+
+    def lookup(self, col: int) -> tuple[str, int]:
+        """``(layer, channel)`` of column ``col`` (inverse of :meth:`column`)."""
+        m = self.num_filters
+        if isinstance(col, bool) or not isinstance(col, numbers.Integral) or not 0 <= col < m:
+            raise ValueError(f"col must be an int in [0, {m}), got {col!r}")
+        pos = int(np.searchsorted(np.asarray(self.offsets), int(col), side="right")) - 1
+        return self.layers[pos], int(col) - self.offsets[pos]
+
+    def columns(self, layer: str) -> np.ndarray:
+        """``[C_l]`` int columns of all channels of ``layer``, in channel order."""
+        pos = self._layer_pos(layer)
+        return np.arange(self.offsets[pos], self.offsets[pos] + self.channels[pos])
+
+
+# ----------------------------------------------------------------------------- dataset pass
+
+
+class Responses(NamedTuple):
+    """Filter responses of a dataset (the μ-lasso's inputs).
+
+    Attributes:
+      X: ``[N, m]`` float32 responses (see :func:`filter_responses`).
+      L: ``[N, K]`` float32 one-hot of the *predicted* class (``K`` = number of logits).
+      predictions: ``[N]`` int32 predicted classes (argmax of the logits).
+      labels: ``[N]`` int32 true labels, or ``None`` when not given.
+      index: :class:`FilterIndex` of the columns of ``X``.
+    """
+
+    X: np.ndarray
+    L: np.ndarray
+    predictions: np.ndarray
+    labels: np.ndarray | None
+    index: FilterIndex
+
+
+def _images_and_labels(data, labels):
+    """Splits a ``Dataset`` or an array into ``(images [N,H,W,C] np, labels [N] np | None)``."""
+    if hasattr(data, "images") and hasattr(data, "labels"):
+        images = np.asarray(data.images)
+        if labels is None:
+            labels = data.labels
+    else:
+        images = data
+    if isinstance(images, jax.core.Tracer):
+        raise TypeError("images must be concrete (compute_responses streams on the host)")
+    images = np.asarray(images)
+    if images.ndim != 4:
+        raise ValueError(
+            f"images must be a Dataset or an array [N, H, W, C], got shape {images.shape}"
+        )
+    if images.shape[0] < 1:
+        raise ValueError("images must hold at least one image, got N = 0")
+    if not np.issubdtype(images.dtype, np.floating):
+        images = images.astype(np.float32)
+    if not np.all(np.isfinite(images)):
+        raise ValueError("images contain NaN or inf values")
+    if labels is not None:
+        labels = np.asarray(labels)
+        if labels.shape != (images.shape[0],) or not np.issubdtype(labels.dtype, np.integer):
+            raise ValueError(
+                f"labels must be an int array [N] with N = {images.shape[0]}, got "
+                f"shape {labels.shape} dtype {labels.dtype}"
+            )
+        labels = labels.astype(np.int32)
+    return images, labels
+
+
+def padded_batches(n: int, batch_size: int):
+    """Yields ``(start, stop)`` of consecutive batches covering ``range(n)``."""
+    for start in range(0, n, batch_size):
+        yield start, min(start + batch_size, n)
+
+
+def pad_batch(x: np.ndarray, size: int) -> np.ndarray:
+    """Pads ``[n, ...]`` with zeros to ``[size, ...]`` (keeps one compiled shape)."""
+    if x.shape[0] == size:
+        return x
+    pad = np.zeros((size - x.shape[0],) + x.shape[1:], x.dtype)
+    return np.concatenate([x, pad], axis=0)
+
+
+def call_cached(builder: Callable, *args):
+    """Calls an ``lru_cache``-wrapped builder of jitted functions; builds uncached when an
+    argument (e.g. a user's ``apply_fn`` object) is unhashable."""
+    try:
+        hash(args)
+    except TypeError:
+        return builder.__wrapped__(*args)
+    return builder(*args)
+
+
+@functools.lru_cache(maxsize=32)
+def _response_fn(apply_fn: Callable, layers: tuple[str, ...], normalization: str):
+    def fn(params, images):
+        out = apply_fn(params, images, record="mean")
+        x = filter_responses(out.spikes, layers=layers, normalization=normalization)
+        return x, jnp.argmax(out.logits, axis=-1).astype(jnp.int32)
+
+    return jax.jit(fn)
+
+
+def compute_responses(
+    apply_fn: Callable[..., L.SNNOutput],
+    params: Any,
+    dataset_or_images: Any,
+    *,
+    layers: Sequence[str] | None = None,
+    batch_size: int = 256,
+    normalization: Normalization = "energy",
+    labels: Any = None,
+) -> Responses:
+    """Streams a dataset through the network and returns its responses ``X`` and labels ``L``.
+
+    The forward pass (``apply_fn(params, images, record="mean")``) and the reduction to
+    responses run in one jit-compiled function of a single batch shape ``[B, H, W, C]`` with
+    ``B = min(batch_size, N)``; the last batch is zero-padded to ``B`` and the padding rows are
+    dropped. Only one batch of spike maps exists at a time.
+
+    Args:
+      apply_fn: ``apply_fn(params, images, *, record=...) -> SNNOutput`` (the model protocol,
+        e.g. from :func:`svebi_jax.models.functional`).
+      params: parameter pytree of ``apply_fn``.
+      dataset_or_images: a :class:`svebi_jax.data.Dataset` (uses ``.images`` and ``.labels``)
+        or an ``[N, H, W, C]`` float image array.
+      layers: conv layers to use, in column order; default all recorded layers in the order
+        the network records them (input to output).
+      batch_size: images per compiled batch (positive int).
+      normalization: see :func:`filter_responses`.
+      labels: optional ``[N]`` int true labels (overrides a dataset's labels).
+
+    Returns:
+      :class:`Responses` with ``X [N, m]``, ``L [N, K]`` one-hot of the predicted class,
+      ``predictions [N]``, ``labels [N]`` (or ``None``) and the column ``index``.
+
+    Raises:
+      ValueError: bad ``batch_size``, ``normalization``, images, labels or unknown layers.
+    """
+    _check_normalization(normalization)
+    batch_size = _check_positive_int("batch_size", batch_size)
+    images, labels = _images_and_labels(dataset_or_images, labels)
+    n = images.shape[0]
+    b = min(batch_size, n)
+
+    # Layer names and channel counts from the abstract forward pass (no compute).
+    abstract = jax.eval_shape(
+        lambda p, x: apply_fn(p, x, record="mean"),
+        params,
+        jax.ShapeDtypeStruct((b,) + images.shape[1:], images.dtype),
+    )
+    if not abstract.spikes:
+        raise ValueError("apply_fn recorded no spiking conv layer with record='mean'")
+    index = FilterIndex.from_spike_means(abstract.spikes, layers)
+    num_classes = int(abstract.logits.shape[-1])
+
+    fn = call_cached(_response_fn, apply_fn, index.layers, normalization)
+    X = np.empty((n, index.num_filters), np.float32)
+    predictions = np.empty((n,), np.int32)
+    for start, stop in padded_batches(n, b):
+        x, pred = fn(params, pad_batch(images[start:stop], b))
+        X[start:stop] = np.asarray(x)[: stop - start]
+        predictions[start:stop] = np.asarray(pred)[: stop - start]
+    onehot = np.zeros((n, num_classes), np.float32)
+    onehot[np.arange(n), predictions] = 1.0
+    return Responses(X, onehot, predictions, labels, index)
