@@ -1,0 +1,337 @@
+"""Tests for svebi_jax.lasso against closed forms, brute force and scipy's SLSQP."""
+
+from __future__ import annotations
+
+import itertools
+import warnings
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from scipy.optimize import minimize
+
+from svebi_jax.lasso import LassoResult, mu_lasso, projection_nonneg_l1_ball, relevant_mask
+
+N, M, C = 200, 30, 5  # the shape of every random problem (one compilation per dtype)
+
+
+def _problem(seed: int, n: int = N, m: int = M, c: int = C):
+    """Non-negative responses whose rows sum to ~3 (three 'layers'), correlated one-hot labels."""
+    rng = np.random.default_rng(seed)
+    y = rng.integers(0, c, n)
+    y[:c] = np.arange(c)  # every class occurs
+    blocks = []
+    for k in np.array_split(np.arange(m), 3):
+        means = rng.gamma(0.5, 1.0, (c, k.size))
+        r = rng.gamma(2.0, 1.0, (n, k.size)) * means[y]
+        blocks.append(r / r.sum(1, keepdims=True))
+    return np.concatenate(blocks, 1), np.eye(c)[y]
+
+
+def _objective(X, L, W):
+    """||X w_j - L_j||^2 per class, in float64 numpy."""
+    X, L, W = (np.asarray(a, np.float64) for a in (X, L, W))
+    return ((X @ W - L) ** 2).sum(0)
+
+
+def _slsqp(X, L, mu):
+    """Independent reference: SLSQP with bounds w >= 0 and the budget sum(w) <= mu."""
+    G, B = X.T @ X, X.T @ L
+    m = X.shape[1]
+    cons = [{"type": "ineq", "fun": lambda w: mu - w.sum(), "jac": lambda w: -np.ones(m)}]
+    W = []
+    for j in range(L.shape[1]):
+        b, cj = B[:, j], L[:, j] @ L[:, j]
+        res = minimize(  # objective divided by c_j = f_j(0) so that ftol is relative
+            lambda w, b=b, cj=cj: (w @ G @ w - 2 * b @ w + cj) / cj,
+            np.full(m, 0.5 * mu / m),
+            jac=lambda w, b=b, cj=cj: 2 * (G @ w - b) / cj,
+            method="SLSQP",
+            bounds=[(0.0, None)] * m,
+            constraints=cons,
+            options={"ftol": 1e-13, "maxiter": 2000},
+        )
+        assert res.success, res.message
+        W.append(res.x)
+    return np.stack(W, 1)
+
+
+# ------------------------------------------------------------------------------------------
+# Projection
+# ------------------------------------------------------------------------------------------
+
+
+def _brute_force_projection(y, mu):
+    """Enumerate supports S and budget active/inactive; keep the nearest feasible candidate."""
+    best, best_d = np.zeros_like(y), np.sum(y**2)
+    n = y.size
+    for r in range(1, n + 1):
+        for S in itertools.combinations(range(n), r):
+            S = list(S)
+            for tau in (0.0, (y[S].sum() - mu) / r):  # inactive budget / active budget
+                p = np.zeros_like(y)
+                p[S] = y[S] - tau
+                if tau >= -1e-15 and p.min() >= -1e-15 and p.sum() <= mu + 1e-12:
+                    d = np.sum((p - y) ** 2)
+                    if d < best_d:
+                        best, best_d = p, d
+    return best
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_projection_is_exact_euclidean_projection(seed):
+    rng = np.random.default_rng(seed)
+    y = rng.normal(0.3, 1.0, 6)
+    pos_sum = np.maximum(y, 0).sum()
+    with jax.enable_x64(True):
+        for mu in (0.25 * pos_sum, 0.9 * pos_sum, 1.5 * pos_sum + 0.1):  # both branches
+            p = np.asarray(projection_nonneg_l1_ball(jnp.asarray(y), mu))
+            np.testing.assert_allclose(p, _brute_force_projection(y, mu), atol=1e-12)
+            # Variational inequality <y - p, z - p> <= 0 on the vertices z of the feasible set
+            # {0, mu e_1, ..., mu e_n} certifies p = P(y) (the inequality is linear in z).
+            vertices = np.vstack([np.zeros(y.size), mu * np.eye(y.size)])
+            assert np.all((vertices - p) @ (y - p) <= 1e-12)
+            assert p.min() >= 0 and p.sum() <= mu * (1 + 1e-12)
+    p32 = projection_nonneg_l1_ball(jnp.asarray(y, jnp.float32), 0.5)
+    assert p32.dtype == jnp.float32
+    np.testing.assert_allclose(p32, _brute_force_projection(y, 0.5), atol=1e-6)
+
+
+def test_projection_bad_inputs():
+    with pytest.raises(ValueError, match=r"\bw\b"):
+        projection_nonneg_l1_ball(jnp.ones((2, 2)), 1.0)
+    with pytest.raises(ValueError, match=r"\bmu\b"):
+        projection_nonneg_l1_ball(jnp.ones(3), 0.0)
+
+
+# ------------------------------------------------------------------------------------------
+# Closed forms
+# ------------------------------------------------------------------------------------------
+
+
+def test_single_column_closed_form():
+    rng = np.random.default_rng(1)
+    x = rng.normal(0.2, 1.0, (60, 1))  # mixed signs: some classes have x.l < 0 -> w = 0
+    L = np.eye(4)[np.arange(60) % 4]
+    ratio = (x[:, 0] @ L) / (x[:, 0] @ x[:, 0])
+    assert ratio.min() < 0 < ratio.max()
+    with jax.enable_x64(True):
+        for mu in (0.5 * ratio.max(), 2.0 * ratio.max()):
+            res = mu_lasso(x, L, mu)
+            expected = np.minimum(mu, np.maximum(0.0, ratio))
+            np.testing.assert_allclose(res.W[0], expected, atol=1e-9)
+            np.testing.assert_allclose(res.objective, _objective(x, L, expected[None]), rtol=1e-9)
+    res32 = mu_lasso(x.astype(np.float32), L.astype(np.float32), 0.5 * ratio.max())
+    np.testing.assert_allclose(
+        res32.W[0], np.minimum(0.5 * ratio.max(), np.maximum(0, ratio)), atol=1e-6
+    )
+
+
+def _orthogonal_design(kind: str, rng):
+    n, m = 50, 5
+    scales = np.array([0.5, 1.0, 2.0, 3.0, 4.0])
+    if kind == "disjoint_nonneg":  # non-negative, disjoint row supports
+        Q = np.zeros((n, m))
+        for i, rows in enumerate(np.array_split(rng.permutation(n), m)):
+            Q[rows, i] = rng.uniform(0.5, 1.5, rows.size)
+        Q /= np.linalg.norm(Q, axis=0)
+    else:  # general orthonormal columns (mixed signs)
+        Q, _ = np.linalg.qr(rng.normal(size=(n, m)))
+    return Q * scales, scales**2
+
+
+def _capped_solution(b, s2, mu):
+    """argmin sum_i s2_i w_i^2 - 2 b_i w_i s.t. w >= 0, sum w <= mu (diagonal G), by bisection.
+
+    KKT: w_i = max(0, (b_i - tau) / s2_i) with tau >= 0, tau = 0 if that is feasible.
+    """
+    w = lambda tau: np.maximum(0.0, (b - tau) / s2)
+    if w(0.0).sum() <= mu:
+        return w(0.0)
+    lo, hi = 0.0, b.max()
+    for _ in range(200):
+        mid = 0.5 * (lo + hi)
+        lo, hi = (mid, hi) if w(mid).sum() > mu else (lo, mid)
+    return w(0.5 * (lo + hi))
+
+
+@pytest.mark.parametrize("kind", ["disjoint_nonneg", "orthonormal"])
+def test_orthogonal_columns_closed_form(kind):
+    rng = np.random.default_rng(2)
+    X, s2 = _orthogonal_design(kind, rng)
+    L = np.eye(3)[rng.integers(0, 3, X.shape[0])]
+    L[:3] = np.eye(3)
+    B = X.T @ L
+    unconstrained = np.maximum(B, 0) / s2[:, None]
+    with jax.enable_x64(True):
+        for mu in (0.3 * unconstrained.sum(0).min(), 2.0 * unconstrained.sum(0).max()):
+            res = mu_lasso(X, L, mu)
+            expected = np.stack([_capped_solution(B[:, j], s2, mu) for j in range(3)], 1)
+            np.testing.assert_allclose(res.W, expected, atol=1e-6 * max(1.0, mu))
+            np.testing.assert_allclose(res.objective, _objective(X, L, expected), rtol=1e-9)
+            assert bool(jnp.all(res.converged))
+
+
+# ------------------------------------------------------------------------------------------
+# Random problems: KKT, SLSQP, path
+# ------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("mu", [0.6, 50.0])  # budget active / inactive
+def test_kkt_conditions(mu):
+    X, L = _problem(seed=3)
+    with jax.enable_x64(True):
+        res = mu_lasso(X, L, mu)
+        W = np.asarray(res.W)
+    assert W.dtype == np.float64
+    G, B = X.T @ X, X.T @ L
+    for j in range(C):
+        w = W[:, j]
+        g = 2 * (G @ w - B[:, j])  # gradient of ||X w - L_j||^2
+        scale = np.abs(2 * B[:, j]).max()
+        support = w > 1e-9 * mu
+        assert support.any()
+        nu = max(0.0, -g[support].mean())  # multiplier of the budget 1'w <= mu
+        assert np.all(w >= 0) and w.sum() <= mu * (1 + 1e-9)  # primal feasibility
+        np.testing.assert_allclose(g[support] + nu, 0.0, atol=1e-5 * scale)  # stationarity
+        assert np.all(g[~support] + nu >= -1e-5 * scale)  # dual feasibility of w >= 0
+        assert -g[support].mean() >= -1e-5 * scale  # nu >= 0
+        assert nu * abs(mu - w.sum()) <= 1e-5 * scale * mu  # complementary slackness
+    if mu < 1:
+        np.testing.assert_allclose(W.sum(0), mu, rtol=1e-7)  # budget active for all classes
+    else:
+        assert np.all(W.sum(0) < mu)
+
+
+@pytest.mark.parametrize("seed", [4, 5, 6])
+def test_matches_slsqp_float64_and_float32(seed):
+    X, L = _problem(seed)
+    for mu in (0.7, 4.0):
+        ref = _objective(X, L, _slsqp(X, L, mu))
+        with jax.enable_x64(True):
+            res64 = mu_lasso(X, L, mu)
+        np.testing.assert_allclose(_objective(X, L, res64.W), ref, rtol=1e-5)
+        np.testing.assert_allclose(res64.objective, _objective(X, L, res64.W), rtol=1e-10)
+        res32 = mu_lasso(X.astype(np.float32), L.astype(np.float32), mu)
+        assert res32.W.dtype == jnp.float32 and bool(jnp.all(res32.converged))
+        np.testing.assert_allclose(_objective(X, L, res32.W), ref, rtol=1e-5)
+        np.testing.assert_allclose(res32.objective, _objective(X, L, res32.W), rtol=1e-5)
+        np.testing.assert_allclose(res32.W, res64.W, atol=1e-3 * mu)
+
+
+def test_mu_path_equals_per_mu_solves_in_callers_order():
+    X, L = _problem(seed=7)
+    mus = np.array([3.0, 0.2, 1.0, 8.0])  # deliberately unsorted
+    with jax.enable_x64(True):
+        path = mu_lasso(X, L, mus)
+        assert path.W.shape == (4, M, C)
+        for field in ("objective", "iterations", "residual", "converged"):
+            assert getattr(path, field).shape == (4, C)
+        for k, mu in enumerate(mus):
+            single = mu_lasso(X, L, mu)
+            np.testing.assert_allclose(path.W[k], single.W, atol=1e-5)
+            np.testing.assert_allclose(path.objective[k], single.objective, rtol=1e-10)
+            assert np.all(np.asarray(path.W[k]).sum(0) <= mu * (1 + 1e-9))
+    path32 = mu_lasso(X.astype(np.float32), L.astype(np.float32), mus)
+    for k, mu in enumerate(mus):
+        single = mu_lasso(X.astype(np.float32), L.astype(np.float32), float(mu))
+        np.testing.assert_allclose(path32.objective[k], single.objective, rtol=1e-5)
+
+
+# ------------------------------------------------------------------------------------------
+# Edge cases, validation, jit, dtypes
+# ------------------------------------------------------------------------------------------
+
+
+def test_never_predicted_class_warns_and_is_exactly_zero():
+    X, L = _problem(seed=8)
+    L = L.copy()
+    L[L[:, 2] == 1] = np.eye(C)[0]  # class 2 never predicted
+    with pytest.warns(UserWarning, match=r"\[2\]"):
+        res = mu_lasso(X, L, 1.0, warm_start=np.ones((M, C)))
+    W = np.asarray(res.W)
+    assert np.all(W[:, 2] == 0.0)
+    assert res.objective[2] == 0.0 and res.residual[2] == 0.0 and bool(res.converged[2])
+    assert np.all(W[:, [0, 1, 3, 4]].sum(0) > 0)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # no warning under jit (values are traced) ...
+        W_jit = np.asarray(jax.jit(mu_lasso)(X, L, 1.0).W)
+    assert np.all(W_jit[:, 2] == 0.0)  # ... but still exactly zero
+
+
+_X, _L = _problem(seed=9)
+_bad_L = _L.copy()
+_bad_L[0, :2] = 1.0  # two ones in a row
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "name"),
+    [
+        ({"X": _X[0]}, "X"),
+        ({"X": _X[None]}, "X"),
+        ({"X": np.where(np.arange(M) == 3, np.nan, _X)}, "X"),
+        ({"X": np.where(np.arange(M) == 3, np.inf, _X)}, "X"),
+        ({"L": _L[:, 0]}, "L"),
+        ({"L": _L[:-1]}, "L"),
+        ({"L": 0.5 * _L}, "L"),
+        ({"L": 2 * _L}, "L"),
+        ({"L": _bad_L}, "L"),
+        ({"L": np.where(_L == 1, np.nan, _L)}, "L"),
+        ({"mu": 0.0}, "mu"),
+        ({"mu": -1.0}, "mu"),
+        ({"mu": np.nan}, "mu"),
+        ({"mu": np.inf}, "mu"),
+        ({"mu": np.array([1.0, -2.0])}, "mu"),
+        ({"mu": np.ones((2, 2))}, "mu"),
+        ({"mu": np.array([])}, "mu"),
+        ({"maxiter": 0}, "maxiter"),
+        ({"tol": -1e-6}, "tol"),
+        ({"warm_start": np.ones((M, C + 1))}, "warm_start"),
+        ({"warm_start": np.full((M, C), np.nan)}, "warm_start"),
+    ],
+)
+def test_bad_inputs_name_the_argument(kwargs, name):
+    args = {"X": _X, "L": _L, "mu": 1.0} | kwargs
+    with pytest.raises(ValueError, match=rf"\b{name}\b"):
+        mu_lasso(args.pop("X"), args.pop("L"), args.pop("mu"), **args)
+
+
+def test_relevant_mask():
+    W = jnp.array([[0.0, 0.2], [1e-9, 0.0], [0.5, 3e-3]])
+    np.testing.assert_array_equal(relevant_mask(W), [[False, True], [True, False], [True, True]])
+    np.testing.assert_array_equal(
+        relevant_mask(W, atol=1e-3), [[False, True], [False, False], [True, True]]
+    )
+    with pytest.raises(ValueError, match="atol"):
+        relevant_mask(W, atol=-1.0)
+
+
+def test_jit_compatible_and_warm_start():
+    X, L = _problem(seed=10)
+    X, L = X.astype(np.float32), L.astype(np.float32)
+    eager = mu_lasso(X, L, 1.0)
+    assert isinstance(eager, LassoResult)
+    jitted = jax.jit(mu_lasso)(jnp.asarray(X), jnp.asarray(L), 1.0)
+    np.testing.assert_allclose(jitted.W, eager.W, atol=1e-6)
+    np.testing.assert_allclose(jitted.objective, eager.objective, rtol=1e-6)
+    path = jax.jit(mu_lasso)(X, L, jnp.array([2.0, 0.5]))
+    np.testing.assert_allclose(path.objective[1], mu_lasso(X, L, 0.5).objective, rtol=1e-5)
+    # Warm start from the solution: (almost) no iterations needed, same answer.
+    warm = mu_lasso(X, L, 1.0, warm_start=eager.W)
+    assert int(warm.iterations.max()) <= 2 < int(eager.iterations.min())
+    np.testing.assert_allclose(warm.objective, eager.objective, rtol=1e-5)
+
+
+def test_dtypes_follow_inputs():
+    X, L = _problem(seed=11)
+    res = mu_lasso(X, L, 1.0)  # float64 numpy inputs, x64 off -> float32
+    assert res.W.dtype == jnp.float32 and res.objective.dtype == jnp.float32
+    assert bool(jnp.all(res.converged)) and bool(jnp.all(res.residual <= 1e-6))
+    with jax.enable_x64(True):
+        r64 = mu_lasso(X, L.astype(bool), 1.0)
+        assert r64.W.dtype == r64.objective.dtype == r64.residual.dtype == jnp.float64
+        assert bool(jnp.all(r64.residual <= 1e-9))
+        r32 = mu_lasso(X.astype(np.float32), L.astype(np.int32), 1.0)
+        assert r32.W.dtype == jnp.float32 and r32.residual.dtype == jnp.float32
+    np.testing.assert_allclose(_objective(X, L, res.W), _objective(X, L, r64.W), rtol=1e-5)
