@@ -1,3 +1,75 @@
-"""svebi_jax: JAX-native interpretation and explanation of spiking neural networks."""
+"""svebi_jax: JAX-native interpretation and explanation of spiking neural networks (SVEBI).
+
+The functional core (all pure functions over time-major ``[T, B, ...]`` arrays and pytrees):
+
+- :func:`lif_scan`, :func:`integrator_readout` — LIF dynamics (:mod:`svebi_jax.lif`).
+- :func:`run_network` and the layer specs — feed-forward SNNs (:mod:`svebi_jax.layers`).
+- :func:`compute_responses` → :func:`mu_lasso` → :func:`relevant_filters` →
+  :func:`explain` / :func:`interpret_filters` — the SVEBI pipeline.
+- :mod:`svebi_jax.baselines` and :mod:`svebi_jax.metrics` — comparison methods and metrics.
+
+Models are thin Flax NNX definitions (:mod:`svebi_jax.models`); :func:`functional` turns one
+into ``(apply_fn, params)`` for everything above.
+"""
 
 __version__ = "0.1.0"
+
+from svebi_jax.explain import combine, explain, svebi_heatmaps, upsample_aligned, upsample_stretch
+from svebi_jax.interpret import interpret_filters, receptive_field_box, top_k_crops
+from svebi_jax.lasso import LassoResult, mu_lasso
+from svebi_jax.layers import (
+    LIF,
+    AvgPool,
+    Conv,
+    Dense,
+    Flatten,
+    Geometry,
+    MaxPool,
+    SNNConfig,
+    SNNOutput,
+    layer_geometry,
+    run_network,
+)
+from svebi_jax.lif import integrator_readout, lif_scan, lif_step, spike_function
+from svebi_jax.models import ShallowSNN, SpikingNetwork, functional
+from svebi_jax.relevance import layer_distribution, relevance_masks, relevant_filters
+from svebi_jax.responses import FilterIndex, Responses, compute_responses, filter_responses
+
+__all__ = [
+    "LIF",
+    "AvgPool",
+    "Conv",
+    "Dense",
+    "FilterIndex",
+    "Flatten",
+    "Geometry",
+    "LassoResult",
+    "MaxPool",
+    "Responses",
+    "SNNConfig",
+    "SNNOutput",
+    "ShallowSNN",
+    "SpikingNetwork",
+    "__version__",
+    "combine",
+    "compute_responses",
+    "explain",
+    "filter_responses",
+    "functional",
+    "integrator_readout",
+    "interpret_filters",
+    "layer_distribution",
+    "layer_geometry",
+    "lif_scan",
+    "lif_step",
+    "mu_lasso",
+    "receptive_field_box",
+    "relevance_masks",
+    "relevant_filters",
+    "run_network",
+    "spike_function",
+    "svebi_heatmaps",
+    "top_k_crops",
+    "upsample_aligned",
+    "upsample_stretch",
+]
