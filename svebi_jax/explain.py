@@ -43,6 +43,7 @@ import numpy as np
 
 from svebi_jax import layers as L
 from svebi_jax import relevance as _relevance
+from svebi_jax._validation import is_tracer as _is_tracer
 from svebi_jax.responses import FilterIndex, call_cached
 
 __all__ = [
@@ -60,10 +61,6 @@ __all__ = [
 Array = jax.Array
 Placement = Literal["aligned", "stretch"]
 PLACEMENTS: tuple[str, ...] = ("aligned", "stretch")
-
-
-def _is_tracer(x) -> bool:
-    return isinstance(x, jax.core.Tracer)
 
 
 def _check_placement(placement) -> None:

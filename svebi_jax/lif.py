@@ -39,6 +39,8 @@ import jax.numpy as jnp
 import numpy as np
 import spyx.axn
 
+from svebi_jax._validation import is_tracer as _is_tracer
+
 Array = jax.Array
 ResetMode = Literal["subtract", "subtract_then_leak", "zero"]
 SpikeFn = Callable[[Array], Array]
@@ -65,10 +67,6 @@ class LIFState(NamedTuple):
 
     membrane: Array
     spikes: Array
-
-
-def _is_tracer(x) -> bool:
-    return isinstance(x, jax.core.Tracer)
 
 
 def check_beta(beta) -> None:

@@ -49,10 +49,6 @@ Normalization = Literal["energy", "mean", "max"]
 NORMALIZATIONS: tuple[str, ...] = ("energy", "mean", "max")
 
 
-def _is_tracer(x) -> bool:
-    return isinstance(x, jax.core.Tracer)
-
-
 def _check_normalization(normalization) -> None:
     if normalization not in NORMALIZATIONS:
         raise ValueError(f"normalization must be one of {NORMALIZATIONS}, got {normalization!r}")

@@ -47,6 +47,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from svebi_jax._validation import is_tracer as _is_tracer
+
 __all__ = [
     "CHANNEL_REDUCTIONS",
     "OUTPUTS",
@@ -66,10 +68,6 @@ CHANNEL_REDUCTIONS: tuple[str, ...] = ("sum", "max", "mean", "none")
 
 # ----------------------------------------------------------------------------- validation
 # (shared by the other baselines of this package)
-
-
-def _is_tracer(x) -> bool:
-    return isinstance(x, jax.core.Tracer)
 
 
 def _check_choice(name: str, value, options: tuple[str, ...]) -> str:

@@ -59,6 +59,7 @@ from svebi_jax.baselines.grad import (
     _check_images,
     _is_tracer,
 )
+from svebi_jax.explain import minmax_normalize
 
 __all__ = [
     "TIME_REDUCTIONS",
@@ -175,14 +176,6 @@ def sam_heatmaps(
     spikes = _check_spikes(spikes)
     ncs = neuronal_contribution_score(spikes, gamma, include_current=include_current)
     return (ncs * spikes).sum(axis=-1)
-
-
-def minmax_normalize(maps: Array) -> Array:
-    """Per-map min-max normalization of ``[B, H, W]`` maps to [0, 1]; constant maps → 0."""
-    lo = maps.min(axis=(-2, -1), keepdims=True)
-    hi = maps.max(axis=(-2, -1), keepdims=True)
-    span = hi - lo
-    return jnp.where(span > 0, (maps - lo) / jnp.where(span > 0, span, 1.0), 0.0)
 
 
 def resize_maps(maps: Array, size: tuple[int, int], method: str = "bilinear") -> Array:

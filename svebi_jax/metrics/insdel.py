@@ -38,6 +38,8 @@ import jax.numpy as jnp
 import numpy as np
 from jax import lax
 
+from svebi_jax._validation import is_tracer as _is_tracer
+
 __all__ = [
     "CausalMetricResult",
     "auc",
@@ -71,10 +73,6 @@ class CausalMetricResult(NamedTuple):
     mean_auc: jax.Array
     auc_of_mean_curve: jax.Array
     classes: jax.Array
-
-
-def _is_tracer(x) -> bool:
-    return isinstance(x, jax.core.Tracer)
 
 
 def auc(curve: jax.Array) -> jax.Array:

@@ -22,6 +22,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from svebi_jax._validation import is_tracer as _is_tracer
+
 __all__ = [
     "RANDOM_INITS",
     "TIE_METHODS",
@@ -35,10 +37,6 @@ Array = jax.Array
 
 TIE_METHODS: tuple[str, ...] = ("average", "ordinal")
 RANDOM_INITS: tuple[str, ...] = ("like", "permute")
-
-
-def _is_tracer(x) -> bool:
-    return isinstance(x, jax.core.Tracer)
 
 
 def rankdata(x: Array, *, ties: str = "average") -> Array:
