@@ -30,7 +30,7 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
-from svebi_jax import checkpoint, data, explain, interpret, relevance, responses, train, viz
+from svebi_jax import checkpoint, data, heatmaps, interpret, relevance, responses, train, viz
 from svebi_jax.baselines import grad, ig, sam, trivial
 from svebi_jax.lasso import mu_lasso
 from svebi_jax.metrics import ablation, insdel, sanity
@@ -170,10 +170,10 @@ def saliency_methods(apply_fn, params, model, masks, cfg) -> dict[str, Callable]
         def fn(p, x):
             out = apply_fn(p, x, record="mean")
             cls = jnp.argmax(out.logits, axis=-1)
-            maps = explain.svebi_heatmaps(
+            maps = heatmaps.svebi_heatmaps(
                 out.spikes, cls, masks, geometry=geometry, image_shape=hw, placement=placement
             )
-            maps["combined"] = explain.combine(maps)
+            maps["combined"] = heatmaps.combine(maps)
             return maps
 
         return jax.jit(fn)
@@ -190,7 +190,7 @@ def saliency_methods(apply_fn, params, model, masks, cfg) -> dict[str, Callable]
         ig.integrated_gradients(apply_fn, p, x, num_steps=T, n_steps=cfg.ig_steps).attributions
     )
     for layer in conv_layers:
-        up = lambda m, layer=layer: explain.upsample_aligned(m, geometry[layer], hw)  # noqa: E731
+        up = lambda m, layer=layer: heatmaps.upsample_aligned(m, geometry[layer], hw)  # noqa: E731
         methods[f"SAM[{layer}]"] = lambda p, x, layer=layer, up=up: sam.sam(
             apply_fn, p, x, layer=layer, upsample=up
         )
@@ -275,7 +275,7 @@ def run(cfg: ExperimentConfig) -> dict:
         figure_images = test_ds.images[: cfg.num_figure_images]
         grids = {}
         for placement in ("aligned", "stretch"):
-            res = explain.explain(
+            res = heatmaps.explain(
                 apply_fn, params, figure_images, rel, geometry=model.geometry, placement=placement
             )
             grids[placement] = {k: np.asarray(v) for k, v in res.heatmaps.items()}

@@ -15,7 +15,7 @@ into ``(apply_fn, params)`` for everything above.
 __version__ = "0.1.0"
 
 from svebi_jax import baselines, data, metrics, models, train, viz
-from svebi_jax.explain import combine, explain, svebi_heatmaps, upsample_aligned, upsample_stretch
+from svebi_jax.heatmaps import combine, explain, svebi_heatmaps, upsample_aligned, upsample_stretch
 from svebi_jax.interpret import interpret_filters, receptive_field_box, top_k_crops
 from svebi_jax.lasso import LassoResult, mu_lasso
 from svebi_jax.layers import (

@@ -70,12 +70,13 @@ class TrainConfig:
       epochs: number of passes over the training set.
       batch_size: ``B``, examples per step (the last partial batch of an epoch is dropped,
         so there is a single compiled shape; the shuffle changes every epoch).
-      optimizer: ``"adam"`` (AdamW when ``weight_decay > 0``) or ``"sgd"`` (momentum
-        ``momentum``, decoupled weight decay added to the gradient).
+      optimizer: ``"adam"`` (AdamW, i.e. decoupled weight decay, when ``weight_decay > 0``)
+        or ``"sgd"`` (heavy-ball momentum ``momentum``; ``weight_decay`` is added to the
+        gradient as an L2 term).
       learning_rate: peak learning rate.
       schedule: ``"cosine"`` (linear warm-up for ``warmup_epochs``, then cosine decay to
         zero at the end of training) or ``"constant"``.
-      warmup_epochs: length of the linear warm-up (fraction of epochs allowed).
+      warmup_epochs: length of the linear warm-up in epochs (may be fractional).
       weight_decay: decoupled weight decay (0 disables it).
       momentum: momentum of ``"sgd"``.
       grad_clip: global-norm gradient clipping threshold (0 disables it).
@@ -90,13 +91,13 @@ class TrainConfig:
     epochs: int = 10
     batch_size: int = 100
     optimizer: str = "adam"
-    learning_rate: float = 2e-3
+    learning_rate: float = 4e-3
     schedule: str = "cosine"
     warmup_epochs: float = 0.5
     weight_decay: float = 0.0
     momentum: float = 0.9
     grad_clip: float = 0.0
-    augment_shift: int = 2
+    augment_shift: int = 1
     eval_batch_size: int = 500
     model: str = "shallow"
     snn: L.SNNConfig = dataclasses.field(default_factory=_default_snn)

@@ -59,7 +59,7 @@ from svebi_jax.baselines.grad import (
     _check_images,
     _is_tracer,
 )
-from svebi_jax.explain import minmax_normalize
+from svebi_jax.heatmaps import minmax_normalize
 
 __all__ = [
     "TIME_REDUCTIONS",
@@ -241,7 +241,7 @@ def sam_from_spikes(
         official code).
       upsample: ``None``/``"bilinear"`` (default), ``"nearest"``, or a callable mapping the
         ``[B, h, w]`` layer-resolution map to ``[B, H, W]`` (e.g. the receptive-field-aligned
-        upsampling of :mod:`svebi_jax.explain`).
+        upsampling of :mod:`svebi_jax.heatmaps`).
 
     Returns:
       ``[B, H, W]`` float maps in [0, 1] (min-max normalized per image; constant → zeros).

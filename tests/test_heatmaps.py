@@ -1,4 +1,4 @@
-"""Tests for svebi_jax.explain (heatmaps, upsampling) and svebi_jax.viz (smoke)."""
+"""Tests for svebi_jax.heatmaps (heatmaps, upsampling) and svebi_jax.viz (smoke)."""
 
 import functools
 
@@ -10,7 +10,7 @@ import pytest
 from flax import nnx
 
 from svebi_jax import viz
-from svebi_jax.explain import (
+from svebi_jax.heatmaps import (
     combine,
     explain,
     interpolation_matrix,
