@@ -12,9 +12,33 @@ which optax transforms like any other pytree. A training step is one pure, jitte
 (cross-entropy on the integrator readout logits), differentiated through the LIF surrogate
 gradients and applied with Adam/AdamW or SGD with momentum.
 
-Defaults (:class:`TrainConfig`) were chosen on a 4,500/500 train/validation split of the
-5,000 ``mnist-5k`` digits for the shallow SNN (``T = 10``); see ``TrainConfig`` for the values
-and the reasons.
+Defaults (:class:`TrainConfig`) were chosen on a 4,000/1,000 train/validation split of the
+5,000 ``mnist-5k`` digits (``split(..., 0.2, seed=1234)``) for the shallow SNN (``T = 10``,
+``β = 0.95``, subtract reset, triangle surrogate), 10 epochs unless noted; validation
+accuracy (1,000 digits, so about ±0.4 % run-to-run noise):
+
+============================================  ==========
+Adam 2e-3, cosine, shift ±2                   98.0 %
+Adam 2e-3, cosine, no augmentation            97.5 %
+Adam 1e-3, cosine, shift ±2                   97.6 %
+Adam 4e-3, cosine, shift ±2 (3 runs)          98.3 / 98.5 / 99.0 %
+Adam 4e-3, cosine, shift ±1 (**default**)     98.8 %
+Adam 4e-3, cosine, shift ±2, 15 epochs        99.1 %
+Adam 8e-3, cosine, shift ±1 / ±2              98.4 / 98.6 %
+Adam 8e-3, cosine, shift ±1, 6 epochs         98.0 %
+Adam 1.6e-2, cosine, shift ±1                 98.2 %
+Adam 2e-3, shift ±2, 6 epochs                 97.1 %
+Adam 2e-3, shift ±2, β = 0.5                  97.8 %
+Adam 4e-3, shift ±2, β = 0.8                  98.4 %
+SGD 0.1 momentum 0.9, cosine, shift ±1        97.4 %
+============================================  ==========
+
+Adam with a peak rate of 4e-3 (half-epoch linear warm-up, cosine decay to 0), random ±1 px
+translations and 10 epochs of batch 100 is the cheapest setting in the top group; larger
+rates or fewer epochs lose accuracy, augmentation is worth ~0.5 %, and the LIF settings of
+the paper (``β = 0.95``) were kept since other ``β`` did not help. Trained on all 5,000
+digits with these defaults (seed 0) the network reaches **98.43 %** on the real MNIST test
+set (10,000 digits) in 10 epochs of about 15-20 s each on 2 CPU cores.
 
 Usage::
 
@@ -62,7 +86,8 @@ class TrainConfig:
     """Training settings (frozen, JSON-able through :meth:`to_dict` / :meth:`from_dict`).
 
     The defaults train the shallow SNN (``T = 10``) on the 5,000 ``mnist-5k`` digits to
-    ≥ 97.5 % accuracy on the real MNIST test set (see the module docstring).
+    98.4 % accuracy on the real MNIST test set (≥ 97.5 % is tested; see the module docstring
+    for how they were chosen).
 
     Attributes:
       seed: seed of the parameter initialization (used by callers that build the model, e.g.
@@ -284,8 +309,7 @@ def make_train_step(
 
 
 def _eval_step(params, images, labels, mask, *, apply_fn):
-    loss, logits = loss_fn(params, apply_fn, images, labels)
-    del loss
+    logits = apply_fn(params, images).logits
     losses = optax.softmax_cross_entropy_with_integer_labels(logits, labels)
     correct = (jnp.argmax(logits, axis=-1) == labels).astype(jnp.float32)
     return jnp.sum(correct * mask), jnp.sum(losses * mask)
