@@ -31,7 +31,8 @@ import numpy as np
 from flax import nnx
 
 from svebi_jax import checkpoint, data, heatmaps, interpret, relevance, responses, train, viz
-from svebi_jax.baselines import grad, ig, sam, trivial
+from svebi_jax.baselines import grad, ig, trivial
+from svebi_jax.baselines.spike_activation_map import sam
 from svebi_jax.lasso import mu_lasso
 from svebi_jax.metrics import ablation, insdel, sanity
 from svebi_jax.models import ShallowSNN, functional
@@ -191,7 +192,7 @@ def saliency_methods(apply_fn, params, model, masks, cfg) -> dict[str, Callable]
     )
     for layer in conv_layers:
         up = lambda m, layer=layer: heatmaps.upsample_aligned(m, geometry[layer], hw)  # noqa: E731
-        methods[f"SAM[{layer}]"] = lambda p, x, layer=layer, up=up: sam.sam(
+        methods[f"SAM[{layer}]"] = lambda p, x, layer=layer, up=up: sam(
             apply_fn, p, x, layer=layer, upsample=up
         )
     methods["trivial: random"] = lambda p, x: trivial.random_map(jax.random.key(cfg.seed), x)

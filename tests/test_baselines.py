@@ -10,7 +10,7 @@ from flax import nnx
 
 from svebi_jax.baselines.grad import grad2d, per_step_gradients, predicted_classes
 from svebi_jax.baselines.ig import completeness, ig_alphas, integrated_gradients
-from svebi_jax.baselines.sam import (
+from svebi_jax.baselines.spike_activation_map import (
     minmax_normalize,
     neuronal_contribution_score,
     sam,

@@ -2,7 +2,7 @@
 
 from svebi_jax.baselines.grad import grad2d, per_step_gradients
 from svebi_jax.baselines.ig import IGResult, completeness, integrated_gradients
-from svebi_jax.baselines.sam import sam, sam_from_spikes
+from svebi_jax.baselines.spike_activation_map import sam, sam_from_spikes
 from svebi_jax.baselines.trivial import centered_gaussian, input_intensity, random_map
 
 __all__ = [
