@@ -8,6 +8,7 @@ is given (format from the suffix, e.g. ``.png`` or ``.pdf``).
 from __future__ import annotations
 
 import os
+import textwrap
 from collections.abc import Mapping, Sequence
 
 import matplotlib
@@ -97,6 +98,7 @@ def heatmap_grid(
     alpha: float = 0.6,
     cmap: str = "jet",
     show_image: bool = True,
+    normalize: bool = True,
     path: PathLike = None,
 ) -> Figure:
     """Grid of heatmap overlays: one row per image, one column per layer or method.
@@ -108,6 +110,8 @@ def heatmap_grid(
       alpha: overlay weight of the heatmap.
       cmap: colormap name.
       show_image: prepend a column with the plain image.
+      normalize: min–max normalize every map for display (raw gradients are not in
+        ``[0, 1]``); constant maps show as zeros.
       path: optional output file.
     """
     images = np.asarray(images)
@@ -137,11 +141,13 @@ def heatmap_grid(
             col = 1
         for name in names:
             ax = axes[r, col]
-            ax.imshow(
-                overlay_image(images[r], np.asarray(heatmaps[name])[r], alpha=alpha, cmap=cmap)
-            )
+            hm = np.asarray(heatmaps[name], dtype=np.float64)[r]
+            if normalize:
+                span = np.ptp(hm)
+                hm = (hm - hm.min()) / span if span > 0 else np.zeros_like(hm)
+            ax.imshow(overlay_image(images[r], hm, alpha=alpha, cmap=cmap))
             if r == 0:
-                ax.set_title(name)
+                ax.set_title(textwrap.fill(name, 16), fontsize=8)
             col += 1
         if titles is not None:
             axes[r, 0].set_ylabel(titles[r])
