@@ -52,6 +52,7 @@ class ExperimentConfig:
     data: str = "mnist-5k"
     test_data: str | None = None
     test_fraction: float = 0.1
+    train_limit: int = 0
     out: str = "runs/mnist_shallow"
     checkpoint: str | None = None
     seed: int = 0
@@ -79,6 +80,12 @@ def parse_args(argv=None) -> ExperimentConfig:
         help="evaluation data (default: a held-out split of --data), e.g. idx:../shared/data/mnist",
     )
     p.add_argument("--test-fraction", type=float, default=d.test_fraction)
+    p.add_argument(
+        "--train-limit",
+        type=int,
+        default=d.train_limit,
+        help="use only N training images (0 = all)",
+    )
     p.add_argument("--out", default=d.out, help="output directory")
     p.add_argument("--checkpoint", default=None, help="reuse a trained checkpoint directory")
     p.add_argument("--seed", type=int, default=d.seed)
@@ -98,26 +105,9 @@ def parse_args(argv=None) -> ExperimentConfig:
     p.add_argument("--top-k", type=int, default=d.top_k)
     p.add_argument("--batch-size", type=int, default=d.batch_size)
     p.add_argument("--no-progress", action="store_true")
-    a = p.parse_args(argv)
-    return ExperimentConfig(
-        data=a.data,
-        test_data=a.test_data,
-        test_fraction=a.test_fraction,
-        out=a.out,
-        checkpoint=a.checkpoint,
-        seed=a.seed,
-        epochs=a.epochs,
-        mu=a.mu,
-        mu_path_max=a.mu_path_max,
-        eval_samples=a.eval_samples,
-        ablation_samples=a.ablation_samples,
-        ablation_random_draws=a.ablation_random_draws,
-        ig_steps=a.ig_steps,
-        insdel_step=a.insdel_step,
-        top_k=a.top_k,
-        batch_size=a.batch_size,
-        progress=not a.no_progress,
-    )
+    args = vars(p.parse_args(argv))
+    args["progress"] = not args.pop("no_progress")
+    return ExperimentConfig(**args)
 
 
 class Timer:
@@ -209,6 +199,7 @@ def run(cfg: ExperimentConfig) -> dict:
 
     with timer("data"):
         train_ds, test_ds = load_data(cfg)
+        train_ds = take(train_ds, cfg.train_limit)
     results.update(dataset=cfg.data, n_train=len(train_ds), n_test=len(test_ds))
     results["test_dataset"] = cfg.test_data or f"held-out {cfg.test_fraction:.0%} of {cfg.data}"
 
