@@ -312,6 +312,8 @@ def run(cfg: ExperimentConfig) -> dict:
     methods = saliency_methods(apply_fn, params, model, masks, cfg)
     logits_fn = jax.jit(lambda x: apply_fn(params, x).logits)
     table, curves, maps_first = {}, {"insertion": {}, "deletion": {}}, {}
+    per_image: dict[str, dict[str, np.ndarray]] = {"insertion": {}, "deletion": {}}
+    predicted = None
     group_names: dict[str, list[str]] = {}
     chunk = 50
     with timer("insertion_deletion"):
@@ -336,9 +338,42 @@ def run(cfg: ExperimentConfig) -> dict:
                     row[f"{mode}_auc_of_mean_curve"] = float(r.auc_of_mean_curve)
                     row[f"{mode}_std"] = float(np.std(np.asarray(r.auc)))
                     curves[mode][name] = np.asarray(r.curves).mean(0)
+                    per_image[mode][name] = np.asarray(r.auc)
+                    predicted = np.asarray(r.classes)
                 table[name] = row
                 print(f"  {name:32s} ins {row['insertion']:.4f} del {row['deletion']:.4f}")
+    # Coverage: an image whose class has no relevant filter in a layer gets an all-zero SVEBI
+    # map from that layer (no explanation). Say how many, and score the covered images apart.
+    covered = {
+        k: np.asarray(v)
+        for k, v in relevance.has_relevant_filters(masks, jnp.asarray(predicted)).items()
+    }
+    covered["combined"] = np.any(np.stack(list(covered.values())), axis=0)
+    for name, row in table.items():
+        if not name.startswith("SVEBI["):
+            continue
+        cov = covered[name[len("SVEBI[") :].split(",")[0]]
+        row["coverage"] = float(cov.mean())
+        for mode in ("insertion", "deletion"):
+            auc_cov = per_image[mode][name][cov]
+            row[f"{mode}_covered"] = float(auc_cov.mean()) if auc_cov.size else float("nan")
     results["insertion_deletion"] = table
+    results["per_class_insertion"] = {
+        name: [
+            float(a[predicted == c].mean()) if np.any(predicted == c) else float("nan")
+            for c in range(num_classes)
+        ]
+        for name, a in per_image["insertion"].items()
+    }
+    names = list(table)
+    np.savez_compressed(
+        out / "per_image_auc.npz",
+        methods=np.asarray(names),
+        insertion=np.stack([per_image["insertion"][n] for n in names]),
+        deletion=np.stack([per_image["deletion"][n] for n in names]),
+        predicted=predicted,
+        labels=np.asarray(eval_ds.labels),
+    )
     for mode in ("insertion", "deletion"):
         viz.curves_plot(
             curves[mode],
@@ -497,7 +532,37 @@ def report(r: dict) -> str:
         "",
         "¹ Seconds to compute the maps; all SVEBI rows come from one shared forward pass, so "
         "they show that pass's time.",
+        "",
+        "### SVEBI coverage",
+        "",
+        "An image whose predicted class has no relevant filter in a layer gets an all-zero map "
+        "from that layer: the table above scores it anyway (its pixels enter in RISE's "
+        "tie order). Coverage is the share of images with at least one relevant filter; the "
+        "covered-only AUCs leave the others out.",
+        "",
+        "| method | coverage | insertion (covered) | deletion (covered) |",
+        "|---|---|---|---|",
     ]
+    for name, row in r["insertion_deletion"].items():
+        if "coverage" in row:
+            lines.append(
+                f"| {name} | {row['coverage']:.3f} | {row['insertion_covered']:.4f} | "
+                f"{row['deletion_covered']:.4f} |"
+            )
+    per_class = r.get("per_class_insertion", {})
+    if per_class:
+        k = len(next(iter(per_class.values())))
+        lines += [
+            "",
+            "### Insertion AUC per predicted class",
+            "",
+            "| method | " + " | ".join(str(c) for c in range(k)) + " |",
+            "|---|" + "---|" * k,
+        ]
+        for name, vals in per_class.items():
+            if "stretch" in name:
+                continue
+            lines.append(f"| {name} | " + " | ".join(f"{v:.3f}" for v in vals) + " |")
     best = max(
         (k for k in r["insertion_deletion"] if k.startswith("SVEBI")),
         key=lambda k: r["insertion_deletion"][k]["insertion"],

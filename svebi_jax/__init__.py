@@ -33,7 +33,12 @@ from svebi_jax.layers import (
 )
 from svebi_jax.lif import integrator_readout, lif_scan, lif_step, spike_function
 from svebi_jax.models import ShallowSNN, SpikingNetwork, functional
-from svebi_jax.relevance import layer_distribution, relevance_masks, relevant_filters
+from svebi_jax.relevance import (
+    has_relevant_filters,
+    layer_distribution,
+    relevance_masks,
+    relevant_filters,
+)
 from svebi_jax.responses import FilterIndex, Responses, compute_responses, filter_responses
 
 __all__ = [
@@ -63,6 +68,7 @@ __all__ = [
     "explain",
     "filter_responses",
     "functional",
+    "has_relevant_filters",
     "integrator_readout",
     "interpret_filters",
     "layer_distribution",

@@ -21,12 +21,14 @@ import numbers
 from collections.abc import Mapping, Sequence
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 
 from svebi_jax.responses import FilterIndex
 
 __all__ = [
     "Relevant",
+    "has_relevant_filters",
     "layer_distribution",
     "relevance_masks",
     "relevant_filters",
@@ -143,3 +145,38 @@ def relevance_masks(
                 index.column(layer, c)  # validates the layer name and the channel range
             masks[layer][int(j), np.asarray(chans, dtype=np.int64)] = 1.0
     return masks
+
+
+def has_relevant_filters(
+    relevance_masks: Mapping[str, jax.Array], classes: jax.Array
+) -> dict[str, jax.Array]:
+    """Which images a layer can explain: their class has at least one relevant filter there.
+
+    A class with no relevant filter in a layer gets an all-zero SVEBI heatmap from that layer
+    (:func:`svebi_jax.heatmaps.svebi_heatmaps`): it is not an explanation, and an evaluation
+    should say how many images it concerns (the *coverage*) instead of scoring it silently.
+    Pure and jittable.
+
+    Args:
+      relevance_masks: ``{layer: [K, C_l]}`` float masks (:func:`relevance_masks`).
+      classes: ``[B]`` int classes explained, in ``[0, K)``.
+
+    Returns:
+      ``{layer: [B]}`` bool, ``True`` where ``relevance_masks[layer][classes[b]]`` has a
+      positive entry.
+
+    Raises:
+      ValueError: ``classes`` not a 1-D int array, or a mask that is not ``[K, C]``.
+    """
+    classes = jnp.asarray(classes)
+    if classes.ndim != 1 or not jnp.issubdtype(classes.dtype, jnp.integer):
+        raise ValueError(f"classes must be a [B] int array, got {classes.dtype} {classes.shape}")
+    out = {}
+    for layer, mask in relevance_masks.items():
+        mask = jnp.asarray(mask)
+        if mask.ndim != 2:
+            raise ValueError(
+                f"relevance_masks[{layer!r}] must be [K, C], got shape {tuple(mask.shape)}"
+            )
+        out[layer] = jnp.any(mask[classes] > 0, axis=-1)
+    return out

@@ -36,6 +36,20 @@ def test_main_command_tiny(tmp_path):
         np.testing.assert_allclose(row["insertion"], row["insertion_auc_of_mean_curve"], atol=1e-5)
     assert "SVEBI[conv1,aligned]" in r["insertion_deletion"]
     assert "trivial: input intensity" in r["insertion_deletion"]
+    for name, row in r["insertion_deletion"].items():
+        assert ("coverage" in row) == name.startswith("SVEBI[")
+        if name.startswith("SVEBI["):
+            assert 0.0 <= row["coverage"] <= 1.0
+    assert set(r["per_class_insertion"]) == set(r["insertion_deletion"])
+    per_image = np.load(out / "per_image_auc.npz")
+    assert per_image["insertion"].shape == (len(r["insertion_deletion"]), 8)
+    # the per-image AUCs average to the table's numbers
+    for i, name in enumerate(per_image["methods"]):
+        np.testing.assert_allclose(
+            per_image["insertion"][i].mean(),
+            r["insertion_deletion"][str(name)]["insertion"],
+            atol=1e-6,
+        )
     report = (out / "report.md").read_text()
     assert "Insertion / deletion" in report and "0.8459" in report
     for fig in (

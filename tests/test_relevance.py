@@ -1,9 +1,16 @@
 """Tests for svebi_jax.relevance."""
 
+import jax
+import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from svebi_jax.relevance import layer_distribution, relevance_masks, relevant_filters
+from svebi_jax.relevance import (
+    has_relevant_filters,
+    layer_distribution,
+    relevance_masks,
+    relevant_filters,
+)
 from svebi_jax.responses import FilterIndex
 
 INDEX = FilterIndex(("conv1", "conv2"), (2, 3))
@@ -51,6 +58,21 @@ def test_relevance_masks_exact():
     m = relevance_masks({2: {"conv2": [2]}}, INDEX, 3)
     np.testing.assert_array_equal(m["conv1"], np.zeros((3, 2)))
     np.testing.assert_array_equal(m["conv2"], [[0, 0, 0], [0, 0, 0], [0, 0, 1]])
+
+
+def test_has_relevant_filters_per_image():
+    masks = relevance_masks(relevant_filters(W, INDEX), INDEX, 4)
+    classes = np.array([0, 1, 2, 3, 1, 0])
+    got = has_relevant_filters(masks, classes)
+    # conv1: classes 0, 2 have filters; conv2: classes 0, 1
+    np.testing.assert_array_equal(got["conv1"], [True, False, True, False, False, True])
+    np.testing.assert_array_equal(got["conv2"], [True, True, False, False, True, True])
+    jitted = jax.jit(has_relevant_filters)(masks, jnp.asarray(classes))
+    np.testing.assert_array_equal(jitted["conv1"], got["conv1"])
+    with pytest.raises(ValueError, match="classes"):
+        has_relevant_filters(masks, np.array([0.0, 1.0]))
+    with pytest.raises(ValueError, match=r"relevance_masks\['conv1'\]"):
+        has_relevant_filters({"conv1": np.zeros(3)}, classes)
 
 
 def test_errors():
