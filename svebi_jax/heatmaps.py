@@ -291,11 +291,15 @@ class ExplainResult(NamedTuple):
       heatmaps: ``{layer: [B, H, W]}`` float32 SVEBI heatmaps in ``[0, 1]``.
       classes: ``[B]`` int32 explained classes (the predictions unless given).
       logits: ``[B, K]`` float32 network outputs.
+      has_filters: ``{layer: [B]}`` bool, whether the explained class has at least one
+        relevant filter in the layer (:func:`svebi_jax.relevance.has_relevant_filters`);
+        where it is ``False`` the layer's heatmap is all zeros and explains nothing.
     """
 
     heatmaps: dict[str, Array]
     classes: Array
     logits: Array
+    has_filters: dict[str, Array]
 
 
 @functools.lru_cache(maxsize=32)
@@ -322,7 +326,8 @@ def _explain_fn(
             placement=placement,
             layers=layers,
         )
-        return ExplainResult(maps, classes, out.logits)
+        has = _relevance.has_relevant_filters({n: masks[n] for n in maps}, classes)
+        return ExplainResult(maps, classes, out.logits, has)
 
     return jax.jit(fn)
 
@@ -368,7 +373,7 @@ def explain(
 
     Returns:
       :class:`ExplainResult` (``heatmaps {layer: [B, H, W]}``, ``classes [B]``,
-      ``logits [B, K]``).
+      ``logits [B, K]``, ``has_filters {layer: [B]}``).
 
     Raises:
       ValueError: bad placement, images, relevant, layers or classes.

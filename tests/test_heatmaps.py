@@ -175,6 +175,13 @@ def test_explain_end_to_end_matches_pieces(net):
     ref2 = minmax_normalize(jax.image.resize(agg, (4, 28, 28), "bilinear"))
     np.testing.assert_allclose(res2.heatmaps["conv1"], ref2, atol=1e-5)
     np.testing.assert_array_equal(res2.classes, cls)
+    # classes 0 and 1 have filters in both layers; a class without any gets zero maps
+    assert all(bool(np.all(res2.has_filters[n])) for n in ("conv1", "conv2"))
+    res3 = explain(
+        apply_fn, params, images, relevant, geometry=model.geometry, classes=np.array([0, 5, 1, 5])
+    )
+    np.testing.assert_array_equal(res3.has_filters["conv1"], [True, False, True, False])
+    np.testing.assert_array_equal(res3.heatmaps["conv1"][1], np.zeros((28, 28)))
     with pytest.raises(ValueError, match="classes"):
         explain(apply_fn, params, images, masks, geometry=model.geometry, classes=[0, 0, 0, 10])
     with pytest.raises(ValueError, match="unknown layer 'fc9'"):
