@@ -61,7 +61,9 @@ class ExperimentConfig:
     mu_path_max: int = 50
     eval_samples: int = 200
     ablation_samples: int = 1000
-    ablation_random_draws: int = 3
+    # Random ablations vary a lot from draw to draw when few filters are ablated (sd ~0.02 of
+    # class-averaged accuracy at μ = 1 on MNIST); 10 draws keep the mean's standard error ~0.006.
+    ablation_random_draws: int = 10
     ig_steps: int = 50
     insdel_step: int = 28
     top_k: int = 100
@@ -609,7 +611,8 @@ def report(r: dict) -> str:
         f"Full model (class-averaged): {abl[0]['full']:.4f}. Relevant-filter ablation is below "
         f"random ablation (same count per layer) at {below} of {len(abl)} μ values.",
         "",
-        "| μ | filters ablated / class | relevant ablated | random ablated (± sd) |",
+        "| μ | filters ablated / class | relevant ablated | "
+        f"random ablated (mean ± sd over {r['config']['ablation_random_draws']} draws) |",
         "|---|---|---|---|",
     ]
     for a in abl:

@@ -59,3 +59,35 @@ def test_main_command_tiny(tmp_path):
         "fig6_insertion.png",
     ):
         assert (out / fig).stat().st_size > 1000
+
+
+def test_ablation_study_from_the_main_commands_checkpoint(tmp_path, shared_mnist_dir):
+    import ablation_study
+
+    from svebi_jax import checkpoint, data
+    from svebi_jax.models import functional
+
+    run = tmp_path / "run"
+    mnist_shallow.main(
+        [
+            "--train-limit", "300", "--epochs", "1", "--eval-samples", "4",
+            "--ablation-samples", "20", "--mu-path-max", "2", "--top-k", "3",
+            "--ig-steps", "2", "--out", str(run), "--no-progress",
+        ]
+    )  # fmt: skip
+    r = ablation_study.main(
+        [
+            "--checkpoint", str(run / "checkpoint"), "--test-data", f"idx:{shared_mnist_dir}",
+            "--samples", "60", "--draws", "2", "--mu-max", "2", "--out", str(tmp_path / "abl"),
+        ]
+    )  # fmt: skip
+    assert r["n_images"] == 60 and r["draws"] == 2 and [x["mu"] for x in r["rows"]] == [1.0, 2.0]
+    # the full model's class-averaged accuracy, computed independently
+    model = checkpoint.restore_model(run / "checkpoint")
+    apply_fn, params = functional(model)
+    test = data.subset(data.load(f"idx:{shared_mnist_dir}", split="test"), 60)
+    pred = np.asarray(apply_fn(params, test.images).logits).argmax(-1)
+    per_class = [np.mean(pred[test.labels == c] == c) for c in np.unique(test.labels)]
+    np.testing.assert_allclose(r["full"], np.mean(per_class), atol=1e-6)
+    saved = json.loads((tmp_path / "abl" / "ablation_study.json").read_text())
+    assert saved["relevant_below_random"] == r["relevant_below_random"]
