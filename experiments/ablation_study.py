@@ -47,12 +47,7 @@ def main(argv=None) -> dict:
     num_classes = resp.L.shape[1]
     mus = np.arange(1, a.mu_max + 1, dtype=np.float32)
     path_W = np.asarray(mu_lasso(resp.X, resp.L, mus).W)
-    index = resp.index
-    per_mu = [
-        relevance.relevance_masks(relevance.relevant_filters(w, index), index, num_classes)
-        for w in path_W
-    ]
-    stacked = {k: np.stack([m[k] for m in per_mu]) for k in per_mu[0]}
+    stacked = relevance.relevance_masks_path(path_W, resp.index, num_classes)
     t0 = time.perf_counter()
     abl = ablation.ablation_curve(
         apply_fn,

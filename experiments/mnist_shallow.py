@@ -423,12 +423,7 @@ def run(cfg: ExperimentConfig) -> dict:
 
     with timer("ablation"):
         abl_ds = take(test_ds, cfg.ablation_samples)
-        path_W = np.asarray(path.W)  # [P, m, C]
-        path_masks = [
-            relevance.relevance_masks(relevance.relevant_filters(w, index), index, num_classes)
-            for w in path_W
-        ]
-        stacked = {k: np.stack([pm[k] for pm in path_masks]) for k in path_masks[0]}
+        stacked = relevance.relevance_masks_path(np.asarray(path.W), index, num_classes)
         abl = ablation.ablation_curve(
             apply_fn,
             params,

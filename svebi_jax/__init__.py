@@ -37,6 +37,7 @@ from svebi_jax.relevance import (
     has_relevant_filters,
     layer_distribution,
     relevance_masks,
+    relevance_masks_path,
     relevant_filters,
 )
 from svebi_jax.responses import FilterIndex, Responses, compute_responses, filter_responses
@@ -78,6 +79,7 @@ __all__ = [
     "mu_lasso",
     "receptive_field_box",
     "relevance_masks",
+    "relevance_masks_path",
     "relevant_filters",
     "run_network",
     "spike_function",

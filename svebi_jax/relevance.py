@@ -31,6 +31,7 @@ __all__ = [
     "has_relevant_filters",
     "layer_distribution",
     "relevance_masks",
+    "relevance_masks_path",
     "relevant_filters",
 ]
 
@@ -180,3 +181,32 @@ def has_relevant_filters(
             )
         out[layer] = jnp.any(mask[classes] > 0, axis=-1)
     return out
+
+
+def relevance_masks_path(
+    W_path, index: FilterIndex, num_classes: int, *, threshold: float = 0.0
+) -> dict[str, np.ndarray]:
+    """Relevance masks along a μ path, stacked (the input of the ablation curve).
+
+    Args:
+      W_path: ``[P, m, K]`` lasso weights, one ``[m, K]`` per μ (``mu_lasso(X, L, mus).W``).
+      index: :class:`~svebi_jax.responses.FilterIndex` of the ``m`` columns.
+      num_classes: ``K`` (positive int).
+      threshold: weight above which a filter is relevant (see :func:`relevant_filters`).
+
+    Returns:
+      ``{layer: [P, K, C_l]}`` float32 0/1 masks; slice ``p`` equals
+      ``relevance_masks(relevant_filters(W_path[p], index), index, num_classes)``.
+
+    Raises:
+      ValueError: ``W_path`` not ``[P, m, K]`` with ``m`` = ``index``'s column count, or the
+        errors of :func:`relevance_masks`.
+    """
+    W_path = np.asarray(W_path)
+    if W_path.ndim != 3 or W_path.shape[0] < 1:
+        raise ValueError(f"W_path must be [P, m, K] with P >= 1, got shape {W_path.shape}")
+    per_mu = [
+        relevance_masks(relevant_filters(w, index, threshold=threshold), index, num_classes)
+        for w in W_path
+    ]
+    return {name: np.stack([m[name] for m in per_mu]) for name in per_mu[0]}

@@ -9,6 +9,7 @@ from svebi_jax.relevance import (
     has_relevant_filters,
     layer_distribution,
     relevance_masks,
+    relevance_masks_path,
     relevant_filters,
 )
 from svebi_jax.responses import FilterIndex
@@ -73,6 +74,18 @@ def test_has_relevant_filters_per_image():
         has_relevant_filters(masks, np.array([0.0, 1.0]))
     with pytest.raises(ValueError, match=r"relevance_masks\['conv1'\]"):
         has_relevant_filters({"conv1": np.zeros(3)}, classes)
+
+
+def test_relevance_masks_path_stacks_per_mu_masks():
+    W2 = np.where(W > 0.25, W, 0.0)  # a sparser second "μ"
+    got = relevance_masks_path(np.stack([W, W2]), INDEX, 4)
+    for p, w in enumerate((W, W2)):
+        ref = relevance_masks(relevant_filters(w, INDEX), INDEX, 4)
+        for name in ("conv1", "conv2"):
+            np.testing.assert_array_equal(got[name][p], ref[name])
+    np.testing.assert_array_equal(got["conv1"][1], [[0, 1], [0, 0], [0, 0], [0, 0]])
+    with pytest.raises(ValueError, match="W_path"):
+        relevance_masks_path(W, INDEX, 4)
 
 
 def test_errors():
