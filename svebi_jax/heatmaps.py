@@ -43,6 +43,7 @@ import numpy as np
 
 from svebi_jax import layers as L
 from svebi_jax import relevance as _relevance
+from svebi_jax._validation import as_class_vector
 from svebi_jax._validation import is_tracer as _is_tracer
 from svebi_jax.responses import FilterIndex, call_cached
 
@@ -211,9 +212,7 @@ def svebi_heatmaps(
     layers = _default_layers(relevance_masks, layers)
     if not layers:
         raise ValueError("layers must name at least one layer, got ()")
-    classes = jnp.asarray(classes)
-    if classes.ndim != 1 or not jnp.issubdtype(classes.dtype, jnp.integer):
-        raise ValueError(f"classes must be a [B] int array, got {classes.dtype} {classes.shape}")
+    classes = as_class_vector(classes)
     out = {}
     for name in layers:
         for what, table in (
@@ -326,7 +325,7 @@ def _explain_fn(
             placement=placement,
             layers=layers,
         )
-        has = _relevance.has_relevant_filters({n: masks[n] for n in maps}, classes)
+        has = _relevance.has_relevant_filters(masks, classes)
         return ExplainResult(maps, classes, out.logits, has)
 
     return jax.jit(fn)

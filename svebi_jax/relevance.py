@@ -24,6 +24,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from svebi_jax._validation import as_class_vector
 from svebi_jax.responses import FilterIndex
 
 __all__ = [
@@ -169,9 +170,7 @@ def has_relevant_filters(
     Raises:
       ValueError: ``classes`` not a 1-D int array, or a mask that is not ``[K, C]``.
     """
-    classes = jnp.asarray(classes)
-    if classes.ndim != 1 or not jnp.issubdtype(classes.dtype, jnp.integer):
-        raise ValueError(f"classes must be a [B] int array, got {classes.dtype} {classes.shape}")
+    classes = as_class_vector(classes)
     out = {}
     for layer, mask in relevance_masks.items():
         mask = jnp.asarray(mask)
