@@ -183,29 +183,60 @@ def _validate(X, L, mu, maxiter, tol, warm_start) -> None:
         t = np.asarray(tol)
         if t.ndim != 0 or not np.isfinite(t) or t <= 0:
             raise ValueError(f"tol must be a finite positive number, got {tol!r}")
-    if _concrete(mu):
-        mu_np = np.asarray(mu, dtype=np.float64)
-        if not np.all(np.isfinite(mu_np)) or np.any(mu_np <= 0):
-            raise ValueError(f"mu must be finite positive number(s), got {mu!r}")
-    # On-device check (no host copy of a large X).
-    if _concrete(X) and not bool(jnp.all(jnp.isfinite(jnp.asarray(X)))):
-        raise ValueError("X must be finite, got NaN or inf entries")
-    if _concrete(L):
-        l_np = np.asarray(L, dtype=np.float64)
-        if not np.all(np.isfinite(l_np)):
-            raise ValueError("L must be finite, got NaN or inf entries")
-        if not (np.all((l_np == 0) | (l_np == 1)) and np.all(l_np.sum(axis=1) == 1)):
-            raise ValueError("L must be one-hot: entries 0/1 with exactly one 1 per row")
-        absent = np.flatnonzero(l_np.sum(axis=0) == 0)
-        if absent.size:
-            warnings.warn(
-                f"L: class(es) {absent.tolist()} never occur; their weights are set to 0",
-                UserWarning,
-                stacklevel=3,
-            )
-    if warm_start is not None and _concrete(warm_start):
-        if not bool(jnp.all(jnp.isfinite(jnp.asarray(warm_start)))):
-            raise ValueError("warm_start must be finite, got NaN or inf entries")
+    # Values known at trace time (also constants a jitted caller closes over) are checked
+    # eagerly, without staging anything into the caller's trace.
+    with jax.ensure_compile_time_eval():
+        if _concrete(mu):
+            mu_np = np.asarray(mu, dtype=np.float64)
+            if not np.all(np.isfinite(mu_np)) or np.any(mu_np <= 0):
+                raise ValueError(f"mu must be finite positive number(s), got {mu!r}")
+        if _concrete(X):  # on device: no host copy of a large X
+            X = jnp.asarray(X)
+            if not bool(jnp.all(jnp.isfinite(X))):
+                raise ValueError("X must be finite, got NaN or inf entries")
+            dtype = jnp.result_type(X, jnp.float32)
+            if not bool(jnp.all(jnp.isfinite(jnp.sum(jnp.square(X.astype(dtype)), axis=0)))):
+                raise ValueError(
+                    f"X is too large for {jnp.dtype(dtype).name}: its Gram matrix X^T X "
+                    f"overflows (max |X| = {float(jnp.max(jnp.abs(X))):.3g}); rescale X"
+                )
+        if _concrete(L):
+            l_np = np.asarray(L, dtype=np.float64)
+            if not np.all(np.isfinite(l_np)):
+                raise ValueError("L must be finite, got NaN or inf entries")
+            if not (np.all((l_np == 0) | (l_np == 1)) and np.all(l_np.sum(axis=1) == 1)):
+                raise ValueError("L must be one-hot: entries 0/1 with exactly one 1 per row")
+            absent = np.flatnonzero(l_np.sum(axis=0) == 0)
+            if absent.size:
+                warnings.warn(
+                    f"L: class(es) {absent.tolist()} never occur; their weights are set to 0",
+                    UserWarning,
+                    stacklevel=3,
+                )
+        if warm_start is not None and _concrete(warm_start):
+            if not bool(jnp.all(jnp.isfinite(jnp.asarray(warm_start)))):
+                raise ValueError("warm_start must be finite, got NaN or inf entries")
+
+
+def _flag_invalid(result: LassoResult, X, L, mu) -> LassoResult:
+    """Marks a solve whose (traced, so unchecked) inputs were invalid: ``W``, ``objective``
+    and ``residual`` become NaN and ``converged`` False, instead of plausible weights."""
+    mu = jnp.asarray(mu)
+    ok = jnp.all(jnp.isfinite(X)) & jnp.all(jnp.isfinite(jnp.sum(X * X, axis=0)))
+    ok = ok & jnp.all(jnp.isfinite(L)) & jnp.all((L == 0) | (L == 1)) & jnp.all(L.sum(1) == 1)
+    ok = ok & jnp.isfinite(mu) & (mu > 0)  # [] or [P]
+    if result.W.ndim == 3:
+        ok_w, ok_c = ok[:, None, None], ok[:, None]
+    else:
+        ok_w, ok_c = ok, ok
+    nan = jnp.asarray(jnp.nan, result.W.dtype)
+    return LassoResult(
+        W=jnp.where(ok_w, result.W, nan),
+        objective=jnp.where(ok_c, result.objective, nan),
+        iterations=result.iterations,
+        residual=jnp.where(ok_c, result.residual, nan),
+        converged=result.converged & ok_c,
+    )
 
 
 # --------------------------------------------------------------------------------------------
@@ -339,9 +370,13 @@ def mu_lasso(
       1-D ``mu``, the other fields ``[C]`` or ``[P, C]``.
 
     Raises:
-      ValueError: on malformed shapes; and, when the values are concrete (not traced), on a
-        non-finite or non-positive ``mu``, NaN/inf in ``X``, ``L`` or ``warm_start``, or ``L``
-        not one-hot. Value checks are skipped under ``jit``.
+      ValueError: on malformed shapes; and, when the values are concrete (outside ``jit``, or
+        constants a jitted caller closes over), on a non-finite or non-positive ``mu``,
+        NaN/inf in ``X``, ``L`` or ``warm_start``, an ``X`` so large that ``X^T X``
+        overflows, or ``L`` not one-hot. Where these values are traced (under the caller's
+        ``jit``/``vmap``) they cannot raise: an invalid input gives ``W``, ``objective`` and
+        ``residual`` of NaN and ``converged`` False (per μ for a path), never plausible
+        weights.
     """
     _validate(X, L, mu, maxiter, tol, warm_start)
 
@@ -354,9 +389,11 @@ def mu_lasso(
     if tol is None:
         tol = _DEFAULT_TOL.get(jnp.dtype(dtype).itemsize, 1e-6)
     W0 = jnp.zeros((m, c), dtype) if warm_start is None else jnp.asarray(warm_start, dtype)
-    return _mu_lasso(
-        X, L, jnp.asarray(mu, dtype), W0, jnp.asarray(maxiter), jnp.asarray(tol, dtype)
-    )
+    mu = jnp.asarray(mu, dtype)
+    result = _mu_lasso(X, L, mu, W0, jnp.asarray(maxiter), jnp.asarray(tol, dtype))
+    if _concrete(X) and _concrete(L) and _concrete(mu):
+        return result  # validated above
+    return _flag_invalid(result, X, L, mu)
 
 
 @jax.jit

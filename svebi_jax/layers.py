@@ -28,8 +28,8 @@ from typing import Literal, NamedTuple
 
 import jax
 import jax.numpy as jnp
-import numpy as np
 
+from svebi_jax import _validation as V
 from svebi_jax import lif
 
 Array = jax.Array
@@ -482,28 +482,6 @@ def run_stepwise(
     return SNNOutput(u_final / num_steps, recorded)
 
 
-def check_inputs(inputs: Array, input_shape: tuple[int, int, int], num_steps: int) -> None:
-    """Validates an image batch against the network's input shape (eagerly, when concrete).
-
-    Raises:
-      ValueError: wrong rank, size, channels, time length, or NaN/inf values.
-    """
-    shape = tuple(inputs.shape)
-    if len(shape) not in (4, 5):
-        raise ValueError(
-            f"images must be [B, H, W, C] (or time-major [T, B, H, W, C]) with "
-            f"(H, W, C) = {tuple(input_shape)}, got shape {shape}"
-        )
-    if tuple(shape[-3:]) != tuple(input_shape):
-        raise ValueError(
-            f"images must have (H, W, C) = {tuple(input_shape)} per image, got {tuple(shape[-3:])}"
-        )
-    if len(shape) == 5 and shape[0] != num_steps:
-        raise ValueError(f"images: time-major input needs T = {num_steps} steps, got {shape[0]}")
-    if not isinstance(inputs, jax.core.Tracer) and not np.all(np.isfinite(np.asarray(inputs))):
-        raise ValueError("images contain NaN or inf values")
-
-
 def run_network(
     layers: Sequence[LayerSpec],
     params: Params,
@@ -527,13 +505,15 @@ def run_network(
 
     Returns:
       :class:`SNNOutput` with ``[B, K]`` logits.
+
+    Raises:
+      ValueError: unknown ``mode``/``record``/mask layer, inputs that are not a float
+        ``[B, H, W, C]``/``[T, B, H, W, C]`` array, or (when concrete) NaN/inf inputs.
     """
     if record not in (None, "mean", "spikes"):
         raise ValueError(f"record must be None, 'mean' or 'spikes', got {record!r}")
     _check_masks(masks, tuple(layers))
-    inputs = jnp.asarray(inputs)
-    if not jnp.issubdtype(inputs.dtype, jnp.floating):
-        inputs = inputs.astype(jnp.float32)
+    inputs = jnp.asarray(V.check_images(inputs, name="inputs", time_major=True))
     if mode == "time_batched":
         return run_time_batched(layers, params, inputs, config=config, record=record, masks=masks)
     if mode == "stepwise":

@@ -129,6 +129,23 @@ def sigmoid_surrogate(x: Array, *, slope: float = 5.0) -> Array:
     return slope * s * (1.0 - s)
 
 
+@functools.partial(jax.custom_jvp, nondiff_argnums=(0,))
+def _traced_surrogate_spike(surrogate: Callable, param: Array, x: Array) -> Array:
+    """``H(x)`` whose derivative is ``surrogate(x, param)``; ``param`` may be traced."""
+    return spyx.axn.heaviside(x)
+
+
+@_traced_surrogate_spike.defjvp
+def _traced_surrogate_spike_jvp(surrogate, primals, tangents):
+    param, x = primals
+    _, dx = tangents
+    if surrogate is triangle_surrogate:
+        grad = triangle_surrogate(x, threshold=param)
+    else:
+        grad = sigmoid_surrogate(x, slope=param)
+    return spyx.axn.heaviside(x), grad * dx
+
+
 @functools.lru_cache(maxsize=64)
 def _named_spike_fn(name: str, threshold: float, slope: float) -> SpikeFn:
     if name == "triangle":
@@ -169,8 +186,9 @@ def spike_function(
 
     Args:
       surrogate: a name from :data:`SURROGATES` or a callable ``x -> spikes``.
-      threshold: :math:`\\theta`, scales the triangle's half-width.
-      slope: :math:`k` of the sigmoid surrogate.
+      threshold: :math:`\\theta`, scales the triangle's half-width (a Python number or an
+        array, also a traced one).
+      slope: :math:`k` of the sigmoid surrogate (also traced).
 
     Returns:
       A function ``[...] -> [...]`` (same shape and dtype).
@@ -179,6 +197,16 @@ def spike_function(
         return surrogate
     if not isinstance(surrogate, str):
         raise ValueError(f"surrogate must be one of {SURROGATES} or a callable, got {surrogate!r}")
+    if surrogate == "triangle" and _is_tracer(threshold):
+        # A traced threshold (e.g. jax.jit(lambda th: lif_scan(I, beta=b, threshold=th))):
+        # the same surrogate with the threshold as an argument instead of a cached constant.
+        return functools.partial(_traced_surrogate_spike, triangle_surrogate, threshold)
+    if surrogate == "sigmoid" and _is_tracer(slope):
+        return functools.partial(_traced_surrogate_spike, sigmoid_surrogate, slope)
+    if surrogate != "triangle":
+        threshold = 1.0  # only the triangle's shape depends on the threshold
+    if surrogate != "sigmoid":
+        slope = 5.0
     return _named_spike_fn(surrogate, float(threshold), float(slope))
 
 
@@ -263,7 +291,8 @@ def lif_scan(
 
     Raises:
       ValueError: if ``beta`` is outside [0, 1], ``threshold`` ≤ 0, ``reset`` is unknown or
-        ``currents`` has no time axis.
+        ``currents`` has no time axis. A traced ``beta`` or ``threshold`` (e.g. under
+        ``jax.jit``) cannot be checked: when out of range, both outputs are all NaN.
     """
     currents = jnp.asarray(currents)
     if currents.ndim < 1 or currents.shape[0] < 1:
@@ -289,6 +318,13 @@ def lif_scan(
     if unroll is None:
         unroll = True if currents.shape[0] <= 12 else 4
     _, (spikes, membrane) = jax.lax.scan(step, initial_state, currents, unroll=unroll)
+    if _is_tracer(beta) or _is_tracer(threshold):
+        # The range checks above cannot raise on traced values: flag an invalid beta or
+        # threshold by NaN outputs instead of returning plausible spikes.
+        b, th = jnp.asarray(beta), jnp.asarray(threshold)
+        ok = jnp.all((b >= 0) & (b <= 1)) & jnp.all(jnp.isfinite(th) & (th > 0))
+        spikes = jnp.where(ok, spikes, jnp.nan).astype(spikes.dtype)
+        membrane = jnp.where(ok, membrane, jnp.nan).astype(membrane.dtype)
     return spikes, membrane
 
 

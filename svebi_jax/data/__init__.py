@@ -29,6 +29,7 @@ __all__ = [
     "batches",
     "normalize",
     "load",
+    "check_spec",
     "read_idx",
     "load_idx_dir",
     "load_mnist5k",
@@ -55,6 +56,43 @@ def _single_split(spec: str, split_name: str) -> None:
             f"split must be 'train' for {spec!r}, which has a single split (all examples), "
             f"got {split_name!r}; divide it with svebi_jax.data.split(ds, test_fraction, seed=...)"
         )
+
+
+def check_spec(spec, *, name: str = "spec", data_dir=None) -> str:
+    """Checks a dataset spec without loading anything (for command lines: fail before work).
+
+    Checks the form (see :func:`load`), that an ``idx:``/``folder:`` path is an existing
+    directory, and that ``tensorflow-datasets`` is installed for ``tfds:``.
+
+    Returns:
+      ``spec``.
+
+    Raises:
+      ValueError: naming ``name`` and the accepted forms, a missing directory, or a missing
+        ``tensorflow-datasets``.
+    """
+    if not isinstance(spec, str) or not spec:
+        raise ValueError(f"{name} must be a dataset spec ({_ACCEPTED}), got {spec!r}")
+    kind, sep, arg = spec.partition(":")
+    if not sep:
+        if spec == "mnist-5k":
+            return spec
+        raise ValueError(f"{name}: unknown dataset spec {spec!r}; accepted forms: {_ACCEPTED}")
+    if kind not in ("idx", "tfds", "folder") or not arg:
+        raise ValueError(f"{name}: unknown dataset spec {spec!r}; accepted forms: {_ACCEPTED}")
+    if kind == "tfds":
+        import importlib.util
+
+        if importlib.util.find_spec("tensorflow_datasets") is None:
+            raise ValueError(
+                f"{name} {spec!r} needs tensorflow-datasets, which is not installed; install "
+                "the 'tfds' extra: pip install svebi-jax[tfds]"
+            )
+        return spec
+    path = _resolve(arg, data_dir)
+    if not path.is_dir():
+        raise ValueError(f"{name} {spec!r}: {str(path)!r} is not an existing directory")
+    return spec
 
 
 def load(

@@ -93,6 +93,14 @@ class Dataset:
     def __len__(self) -> int:
         return int(self.images.shape[0])
 
+    def batches(
+        self, batch_size: int, *, seed: int | None = None, drop_remainder: bool = False
+    ) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+        """One epoch of ``(images, labels)`` batches (:func:`batches`); the data interface
+        every pipeline stage takes (:mod:`svebi_jax.batching`), which streaming sources
+        implement too."""
+        return batches(self, batch_size, seed=seed, drop_remainder=drop_remainder)
+
     @property
     def image_shape(self) -> tuple[int, int, int]:
         """``(H, W, C)`` of one image."""

@@ -128,6 +128,28 @@ def _find(root: pathlib.Path, names: tuple[str, ...], what: str) -> pathlib.Path
     raise FileNotFoundError(f"no {what} file in {root}; looked for: {', '.join(names)}")
 
 
+def _infer_num_classes(labels: np.ndarray, path: pathlib.Path) -> int:
+    """``max(label) + 1``, refused when some class below the maximum never occurs.
+
+    A class-per-label file of a classification split (MNIST, Fashion-MNIST, ...) holds every
+    class; a gap means a corrupt byte (one bad byte in t10k-labels would otherwise make a
+    256-class dataset whose model silently scores 0 on those classes).
+    """
+    if not labels.size:
+        return 1
+    counts = np.bincount(labels.astype(np.int64))
+    missing = np.flatnonzero(counts == 0)
+    if missing.size:
+        rare = np.flatnonzero((counts > 0) & (counts <= max(1, labels.size // 1000)))
+        raise ValueError(
+            f"labels in {path} skip class(es) {missing[:10].tolist()}"
+            f"{' ...' if missing.size > 10 else ''} below the largest label {labels.max()} "
+            f"(rare labels: {rare[:10].tolist()}); a corrupt file? Pass num_classes= to load "
+            "it anyway"
+        )
+    return int(counts.size)
+
+
 def load_idx_dir(
     path: str | os.PathLike,
     split: str = "test",
@@ -144,7 +166,8 @@ def load_idx_dir(
     Args:
       path: Directory holding the IDX files.
       split: ``"train"`` or ``"test"``.
-      num_classes: Number of classes; ``None`` uses ``max(label) + 1`` (10 for MNIST).
+      num_classes: Number of classes; ``None`` uses ``max(label) + 1`` (10 for MNIST) and
+        refuses labels that skip a class (the sign of a corrupt label byte).
 
     Returns:
       Dataset named ``"<directory name>-<split>"`` with images ``[N, H, W, 1]`` float32 in
@@ -153,7 +176,8 @@ def load_idx_dir(
     Raises:
       FileNotFoundError: If ``path`` is not a directory or a file is missing (the message lists
         every name looked for).
-      ValueError: If a file is corrupt or the images and labels do not match.
+      ValueError: If a file is corrupt, the images and labels do not match, or (with
+        ``num_classes=None``) the labels skip a class.
     """
     image_names, label_names = idx_file_names(split)
     root = pathlib.Path(path)
@@ -177,7 +201,7 @@ def load_idx_dir(
             f"{labels.shape[0]} labels"
         )
     if num_classes is None:
-        num_classes = int(labels.max()) + 1 if labels.size else 1
+        num_classes = _infer_num_classes(labels, label_path)
     return Dataset(
         images=images[..., None].astype(np.float32) / np.float32(255.0),
         labels=labels.astype(np.int32),

@@ -47,6 +47,7 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
+from svebi_jax import _validation as V
 from svebi_jax import layers as L
 from svebi_jax.models.snn import SpikingNetwork
 
@@ -84,9 +85,7 @@ TORCHVISION_VGG19_KEYS: dict[str, str] = _torchvision_keys()
 
 
 def _check_positive_int(value, name: str) -> int:
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
-        raise ValueError(f"{name} must be a positive integer, got {value!r}")
-    return int(value)
+    return V.check_positive_int(name, value)
 
 
 # ----------------------------------------------------------------------------- architecture
