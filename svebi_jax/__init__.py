@@ -4,17 +4,20 @@ The functional core (all pure functions over time-major ``[T, B, ...]`` arrays a
 
 - :func:`lif_scan`, :func:`integrator_readout` — LIF dynamics (:mod:`svebi_jax.lif`).
 - :func:`run_network` and the layer specs — feed-forward SNNs (:mod:`svebi_jax.layers`).
-- :func:`compute_responses` → :func:`mu_lasso` → :func:`relevant_filters` →
-  :func:`explain` / :func:`interpret_filters` — the SVEBI pipeline.
-- :mod:`svebi_jax.baselines` and :mod:`svebi_jax.metrics` — comparison methods and metrics.
+- :func:`compute_responses` → :func:`mu_lasso` → :func:`masks_from_weights` →
+  :func:`explain` / :func:`interpret_filters` — the SVEBI pipeline
+  (:func:`relevant_filters` lists the relevant filters for reports).
+- :mod:`svebi_jax.attribution` — every explanation method as
+  ``attr_fn(params, images, target) -> [B, H, W]``; :mod:`svebi_jax.metrics` scores them.
+- :mod:`svebi_jax.baselines` — the comparison methods as plain functions.
 
 Models are thin Flax NNX definitions (:mod:`svebi_jax.models`); :func:`functional` turns one
-into ``(apply_fn, params)`` for everything above.
+into ``(apply_fn, params)`` (:class:`~svebi_jax.protocols.ApplyFn`) for everything above.
 """
 
 __version__ = "0.1.0"
 
-from svebi_jax import baselines, data, metrics, models, train, viz
+from svebi_jax import attribution, baselines, data, metrics, models, train, viz
 from svebi_jax.heatmaps import combine, explain, svebi_heatmaps, upsample_aligned, upsample_stretch
 from svebi_jax.interpret import interpret_filters, receptive_field_box, top_k_crops
 from svebi_jax.lasso import LassoResult, mu_lasso
@@ -33,9 +36,11 @@ from svebi_jax.layers import (
 )
 from svebi_jax.lif import integrator_readout, lif_scan, lif_step, spike_function
 from svebi_jax.models import ShallowSNN, SpikingNetwork, functional
+from svebi_jax.protocols import ApplyFn, ModelInfo
 from svebi_jax.relevance import (
     has_relevant_filters,
     layer_distribution,
+    masks_from_weights,
     relevance_masks,
     relevance_masks_path,
     relevant_filters,
@@ -44,6 +49,8 @@ from svebi_jax.responses import FilterIndex, Responses, compute_responses, filte
 
 __all__ = [
     "LIF",
+    "ApplyFn",
+    "ModelInfo",
     "AvgPool",
     "Conv",
     "Dense",
@@ -58,6 +65,7 @@ __all__ = [
     "ShallowSNN",
     "SpikingNetwork",
     "__version__",
+    "attribution",
     "baselines",
     "data",
     "metrics",
@@ -75,6 +83,7 @@ __all__ = [
     "layer_distribution",
     "layer_geometry",
     "lif_scan",
+    "masks_from_weights",
     "lif_step",
     "mu_lasso",
     "receptive_field_box",
