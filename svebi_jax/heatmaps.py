@@ -162,14 +162,16 @@ def upsample_stretch(maps: Array, image_shape: Sequence[int]) -> Array:
 def minmax_normalize(maps: Array) -> Array:
     """Min–max normalizes each ``[H, W]`` map of ``[..., H, W]`` to ``[0, 1]``.
 
-    A constant (e.g. all-zero) map becomes all zeros; never NaN.
+    A constant (e.g. all-zero) map becomes all zeros; a map holding NaN (a flag from
+    upstream, e.g. NaN relevance masks of a failed solve) stays all NaN, never zeros.
     """
     maps = jnp.asarray(maps, jnp.float32)
     lo = jnp.min(maps, axis=(-2, -1), keepdims=True)
     hi = jnp.max(maps, axis=(-2, -1), keepdims=True)
     rng = hi - lo
     ok = rng > 0
-    return jnp.where(ok, (maps - lo) / jnp.where(ok, rng, 1.0), 0.0)
+    flat = jnp.where(jnp.isnan(rng), jnp.nan, 0.0)  # NaN min/max: the map is flagged
+    return jnp.where(ok, (maps - lo) / jnp.where(ok, rng, 1.0), flat)
 
 
 # ----------------------------------------------------------------------------- heatmaps
