@@ -17,7 +17,7 @@ import dataclasses
 import pathlib
 import shutil
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import jax
@@ -41,7 +41,7 @@ from svebi_jax.attribution import AttrFn
 from svebi_jax.baselines import ig
 from svebi_jax.lasso import mu_lasso
 from svebi_jax.metrics import ablation, insdel, sanity
-from svebi_jax.models import ShallowSNN
+from svebi_jax.models import ShallowSNN, SpikingNetwork
 
 __all__ = [
     "Relevance",
@@ -75,6 +75,11 @@ def take(ds, n: int):
     return ds if n <= 0 or n >= len(ds) else data.subset(ds, n)
 
 
+def shallow_snn(config: train.TrainConfig, train_data) -> SpikingNetwork:
+    """The paper's MNIST model, initialized from ``config.seed`` (the default model builder)."""
+    return ShallowSNN(rngs=nnx.Rngs(config.seed), config=config.snn)
+
+
 def train_or_restore(
     train_data,
     *,
@@ -82,11 +87,20 @@ def train_or_restore(
     checkpoint_dir: str | None,
     train_config: train.TrainConfig,
     progress: bool,
+    build_model: Callable[[train.TrainConfig, Any], SpikingNetwork] = shallow_snn,
 ):
     """The model: restored from ``checkpoint_dir`` or trained, and saved to ``out/checkpoint``.
 
     A restored checkpoint is copied into the run (so every run directory is self-contained,
     and replacing an earlier run never deletes the checkpoint it was started from).
+
+    Args:
+      train_data: the training set.
+      out: the run directory.
+      checkpoint_dir: a checkpoint to restore instead of training, or ``None``.
+      train_config: the training configuration.
+      progress: show a progress bar while training.
+      build_model: ``(train_config, train_data) -> SpikingNetwork`` (e.g. an SVGG19 builder).
 
     Returns:
       ``(model, history)``.
@@ -97,7 +111,7 @@ def train_or_restore(
         history = checkpoint.load_metrics(checkpoint_dir).get("history", {})
         shutil.copytree(checkpoint_dir, target)
         return model, history
-    model = ShallowSNN(rngs=nnx.Rngs(train_config.seed), config=train_config.snn)
+    model = build_model(train_config, train_data)
     params, history = train.fit(model, train_data, config=train_config, progress=progress)
     nnx.update(model, params)
     checkpoint.save_checkpoint(
