@@ -226,17 +226,17 @@ def svebi(
     """
     if not isinstance(options, SVEBIOptions):
         raise TypeError(f"options must be an SVEBIOptions, got {type(options).__name__}")
-    layers = None if layer == COMBINED else (layer,)
+    if layer != COMBINED and (not isinstance(masks, Mapping) or layer not in masks):
+        known = tuple(masks) if isinstance(masks, Mapping) else ()
+        raise ValueError(f"layer must be one of {known + (COMBINED,)}, got {layer!r}")
     many = svebi_variants(
         apply_fn,
         masks,
         geometry=geometry,
         placements=(options.placement,),
-        layers=layers,
+        layers=None if layer == COMBINED else (layer,),
         fusion=options.fusion,
     )
-    if layer != COMBINED and layer not in masks:
-        raise ValueError(f"layer must be one of {tuple(masks) + (COMBINED,)}, got {layer!r}")
 
     def attr_fn(params, images, target=None):
         return many(params, images, target)[(layer, options.placement)]

@@ -70,16 +70,17 @@ def table_methods(
 ) -> dict[MethodKey, AttrFn]:
     """Every method of Table 1 as an attribution function, in the table's row order.
 
-    SVEBI per layer, fused (``"combined"``) and per placement; SNN-Grad2D; SNN-IG2D with
-    ``ig_steps`` path points; SAM per conv layer (receptive-field-aligned, like SVEBI); and
-    three trivial maps (uniform noise from ``seed``, the image itself, a centred Gaussian).
+    SVEBI per layer, fused (``"combined"``) and per placement (rows sorted by label);
+    SNN-Grad2D; SNN-IG2D with ``ig_steps`` path points; SAM per conv layer
+    (receptive-field-aligned, like SVEBI); and three trivial maps (uniform noise from
+    ``seed``, the image itself, a centred Gaussian).
     """
+    svebi = [MethodKey(SVEBI, layer, p) for p in placements for layer in (*masks, COMBINED)]
     methods: dict[MethodKey, AttrFn] = {}
-    for placement in placements:
-        for layer in (*masks, COMBINED):
-            methods[MethodKey(SVEBI, layer, placement)] = attribution.svebi(
-                apply_fn, masks, layer=layer, options=SVEBIOptions(placement=placement)
-            )
+    for key in sorted(svebi, key=lambda k: k.label):  # the row order of earlier reports
+        methods[key] = attribution.svebi(
+            apply_fn, masks, layer=key.layer, options=SVEBIOptions(placement=key.placement)
+        )
     methods[MethodKey(GRAD2D)] = attribution.grad2d(apply_fn)
     methods[MethodKey(IG2D)] = attribution.integrated_gradients(apply_fn, path_steps=ig_steps)
     for layer in conv_layers:
