@@ -349,6 +349,24 @@ def _check_masks(masks, layers) -> None:
             raise ValueError(f"masks: unknown spiking layer {name!r}; expected one of {valid}")
 
 
+def _check_params(params, layers) -> None:
+    """Every synaptic layer has its ``kernel`` (and ``bias``) in ``params``."""
+    if not isinstance(params, Mapping):
+        raise ValueError(
+            f"params must be a {{layer: {{'kernel', 'bias'}}}} mapping, got {type(params).__name__}"
+        )
+    for spec in layers:
+        if isinstance(spec, (Conv, Dense)):
+            need = ("kernel", "bias") if spec.use_bias else ("kernel",)
+            have = params.get(spec.name)
+            missing = [k for k in need if not isinstance(have, Mapping) or k not in have]
+            if missing:
+                raise ValueError(
+                    f"params: layer {spec.name!r} lacks {missing}; params has layers "
+                    f"{sorted(params)}"
+                )
+
+
 def _spiking_name(layers, i) -> str | None:
     """Name of the synaptic layer feeding the LIF at position ``i``."""
     return layers[i - 1].name
@@ -513,6 +531,7 @@ def run_network(
     if record not in (None, "mean", "spikes"):
         raise ValueError(f"record must be None, 'mean' or 'spikes', got {record!r}")
     _check_masks(masks, tuple(layers))
+    _check_params(params, tuple(layers))
     inputs = jnp.asarray(V.check_images(inputs, name="inputs", time_major=True))
     if mode == "time_batched":
         return run_time_batched(layers, params, inputs, config=config, record=record, masks=masks)
