@@ -171,7 +171,7 @@ def check_images(
     value_range: tuple[float, float] | None = None,
     min_batch: int = 1,
 ) -> Any:
-    """Checks a batch of images and returns it as a float JAX array.
+    """Checks a batch of images (shape, float dtype, finite values) and returns it.
 
     Static checks (always, also under ``jit``): rank ``4`` (``[B, H, W, C]``, or ``5``
     ``[T, B, H, W, C]`` when ``time_major``), at least ``min_batch`` images, no empty axis,
@@ -199,8 +199,7 @@ def check_images(
     shape = tuple(np.shape(images))
     if not hasattr(images, "dtype"):
         images = np.asarray(images)
-    dtype = images.dtype
-    dtype = np.dtype(dtype)
+    dtype = np.dtype(images.dtype)
     ranks = (4, 5) if time_major else (4,)
     layout = "[B, H, W, C] (or time-major [T, B, H, W, C])" if time_major else "[B, H, W, C]"
     if image_shape is not None:
