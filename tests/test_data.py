@@ -536,6 +536,7 @@ def test_public_api():
             "batches",
             "normalize",
             "load",
+            "check_spec",
             "read_idx",
             "load_idx_dir",
             "load_mnist5k",
@@ -545,3 +546,16 @@ def test_public_api():
     )
     for name in data.__all__:
         assert hasattr(data, name)
+
+
+def test_check_spec_fails_before_loading(tmp_path):
+    assert data.check_spec("mnist-5k") == "mnist-5k"
+    assert data.check_spec(f"idx:{tmp_path}") == f"idx:{tmp_path}"
+    for spec, match in (
+        ("mnist-6k", "unknown dataset spec"),
+        ("idx:", "unknown dataset spec"),
+        (f"folder:{tmp_path / 'missing'}", "not an existing directory"),
+        ("", "must be a dataset spec"),
+    ):
+        with pytest.raises(ValueError, match=match):
+            data.check_spec(spec, name="--data")
