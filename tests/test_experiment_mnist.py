@@ -40,7 +40,7 @@ def _rise_auc(apply_fn, params, images, maps, *, mode: str, step: int = 28) -> n
     aucs = []
     for x, s in zip(images, maps, strict=True):
         c = int(np.argmax(probs(x[None])[0]))
-        order = np.argsort(-s.reshape(-1), kind="stable")
+        order = np.argsort(s.reshape(-1), kind="stable")[::-1]  # RISE's flip(argsort(s))
         n = -(-x.size // step)
         start = x.copy() if mode == "deletion" else np.zeros_like(x)
         finish = np.zeros_like(x) if mode == "deletion" else x
