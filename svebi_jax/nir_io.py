@@ -533,6 +533,8 @@ def from_nir(
         node = nodes[key]
         kind = _kind(node)
         declared = _declared_input(node)
+        if kind == "Conv2d" and declared is not None and int(np.asarray(node.groups)) > 1:
+            declared = shape[:1] + declared[1:]  # nir types grouped convs' channels wrongly
         if declared is not None and kind not in _NEURONS + ("Scale",) and declared != shape:
             raise ValueError(
                 f"shape mismatch between nodes {prev!r} -> {key!r}: {prev!r} outputs "
@@ -591,7 +593,7 @@ def from_nir(
             k = _pair(node.kernel_size, "kernel_size", key, node)
             s = _pair(node.stride, "stride", key, node)
             p = _pair(node.padding, "padding", key, node)
-            spec = (L.AvgPool if kind == "AvgPool2d" else L.SumPool)(k, s, p)
+            spec = (L.AvgPool if kind == "AvgPool2d" else L.SumPool)(k, None if s == k else s, p)
             h, wd = (shape[1] + 2 * p - k) // s + 1, (shape[2] + 2 * p - k) // s + 1
             if h < 1 or wd < 1:
                 raise ValueError(f"node {key!r} ({kind}) does not fit its {shape} input")
@@ -918,18 +920,17 @@ def to_nir(
             p = params[spec.name]
             weight = np.asarray(p["kernel"]).transpose(3, 2, 0, 1)
             bias = np.asarray(p["bias"]) if spec.use_bias else np.zeros(spec.features, np.float32)
-            add(
-                spec.name,
-                nir.Conv2d(
-                    input_shape=(shape[0], shape[1]),
-                    weight=weight,
-                    stride=spec.stride,
-                    padding=spec.padding,
-                    dilation=spec.dilation,
-                    groups=spec.groups,
-                    bias=bias,
-                ),
+            conv = nir.Conv2d(
+                input_shape=(shape[0], shape[1]),
+                weight=weight,
+                stride=spec.stride,
+                padding=spec.padding,
+                dilation=spec.dilation,
+                groups=spec.groups,
+                bias=bias,
             )
+            conv.input_type = {"input": np.array(first(shape))}  # nir ignores groups here
+            add(spec.name, conv)
             keff, s, pd = spec.dilation * (spec.kernel_size - 1) + 1, spec.stride, spec.padding
             shape = (
                 (shape[0] + 2 * pd - keff) // s + 1,
@@ -991,6 +992,9 @@ def to_nir(
         nodes=nodes,
         edges=edges,
         metadata={"dt": float(dt), "reset": config.reset, "producer": "svebi_jax"},
+        # nir 1.0.8 types a grouped Conv2d's input as weight.shape[1] channels: its type check
+        # would reject a correct graph (read such files with nir.read(path, type_check=False)).
+        type_check=all(getattr(s, "groups", 1) == 1 for s in layers),
     )
     if path is not None:
         nir.write(path, graph)

@@ -53,17 +53,17 @@ def leaky(shape, beta=0.9, threshold=1.0, **kwargs):
     return snn.Leaky(beta=torch.full(shape, beta), threshold=torch.full(shape, threshold), **kwargs)
 
 
-def build_conv_snn(seed: int = 0, beta: float = 0.9):
+def build_conv_snn(seed: int = 0, beta: float = 0.9, reset_mechanism: str = "subtract"):
     """The issue's network: Conv2d, AvgPool2d, Leaky (subtract reset), Linear readout."""
     import torch
 
     torch.manual_seed(seed)
     net = torch.nn.Sequential(
         torch.nn.Conv2d(1, 4, 5),
-        leaky((4, 24, 24), beta, init_hidden=True),
+        leaky((4, 24, 24), beta, init_hidden=True, reset_mechanism=reset_mechanism),
         torch.nn.AvgPool2d(2),
         torch.nn.Conv2d(4, 8, 5),
-        leaky((8, 8, 8), beta, init_hidden=True),
+        leaky((8, 8, 8), beta, init_hidden=True, reset_mechanism=reset_mechanism),
         torch.nn.AvgPool2d(2),
         torch.nn.Flatten(start_dim=-3),
         torch.nn.Linear(8 * 4 * 4, 10),
