@@ -24,7 +24,14 @@ NOTEBOOK = REPO / "notebooks" / "nir_snntorch.ipynb"
 COLAB = "https://colab.research.google.com/github/svebi-jax/svebi_jax/blob/main/notebooks/"
 
 # About a minute on 2 CPU cores (JAX compilation and the lasso dominate).
-SMALL = {"NUM_STEPS": 4, "N_TRAIN": 600, "TRAIN_BATCHES": 30, "N_EVAL": 16, "N_SHOW": 3}
+SMALL = {
+    "NUM_STEPS": 4,
+    "N_TRAIN": 600,
+    "TRAIN_BATCHES": 30,
+    "N_EVAL": 16,
+    "N_SHOW": 3,
+    "TORCH_THREADS": 1,  # torch's threads fight pytest's and the other jobs' on 2 cores
+}
 
 
 def _code(nb):
