@@ -503,259 +503,15 @@ def from_nir(
         dt = float(np.asarray(meta["dt"])) if "dt" in meta else DEFAULT_DT
     if not np.isfinite(dt) or dt <= 0:
         raise ValueError(f"dt must be a finite number > 0, got {dt!r}")
-    graph_reset = meta.get("reset")
-    graph_reset = graph_reset.decode() if isinstance(graph_reset, bytes) else graph_reset
-
-    order = _chain(graph)
-    nodes = graph.nodes
-    in_key = order[0]
-    shape = _declared_input(nodes[in_key])
-    if shape is None or len(shape) not in (1, 3):
-        raise ValueError(
-            f"Input node {in_key!r} has shape {shape}; expected [C, H, W] or [F] (no batch axis)"
-        )
-    shape = tuple(shape)
-    input_shape = (shape[1], shape[2], shape[0]) if len(shape) == 3 else (1, 1, shape[0])
-
-    specs: list[L.LayerSpec] = [] if len(shape) == 3 else [L.Flatten()]
-    params: dict[str, dict[str, np.ndarray]] = {}
-    node_names: dict[str, str] = {}
-    neurons: list[tuple[str, _Neuron]] = []  # (synaptic layer name, neuron)
-    taken: set[str] = set()
-    counts = {"conv": 0, "fc": 0, "scale": 0}
-    flattened_from: tuple[int, int, int] | None = None
-    pending_gain: np.ndarray | None = None
-    readout: dict[str, Any] | None = None
-    prev = in_key
-    i = 1
-    while i < len(order) - 1:
-        key = order[i]
-        node = nodes[key]
-        kind = _kind(node)
-        declared = _declared_input(node)
-        if kind == "Conv2d" and declared is not None and int(np.asarray(node.groups)) > 1:
-            declared = shape[:1] + declared[1:]  # nir types grouped convs' channels wrongly
-        if declared is not None and kind not in _NEURONS + ("Scale",) and declared != shape:
-            raise ValueError(
-                f"shape mismatch between nodes {prev!r} -> {key!r}: {prev!r} outputs "
-                f"{list(shape)} but {key!r} ({kind}) expects {list(declared)}"
-            )
-        if kind == "Conv2d":
-            if len(shape) != 3:
-                raise ValueError(f"node {key!r} (Conv2d) needs a [C, H, W] input, got {shape}")
-            w = np.asarray(node.weight)
-            groups = int(np.asarray(node.groups))
-            if w.ndim != 4 or w.shape[1] * groups != shape[0]:
-                raise ValueError(
-                    f"shape mismatch between nodes {prev!r} -> {key!r}: Conv2d weight "
-                    f"{list(w.shape)} with groups={groups} takes {w.shape[1] * groups} channels, "
-                    f"but {prev!r} outputs {list(shape)}"
-                )
-            if w.shape[2] != w.shape[3]:
-                raise ValueError(
-                    f"node {key!r} (Conv2d): kernel {w.shape[2]}x{w.shape[3]} is not square"
-                )
-            k = int(w.shape[2])
-            stride = _pair(node.stride, "stride", key, node)
-            dilation = _pair(node.dilation, "dilation", key, node)
-            pad = node.padding
-            if isinstance(pad, (str, bytes)):
-                pad = pad.decode() if isinstance(pad, bytes) else pad
-                if pad == "valid":
-                    pad = 0
-                elif stride == 1 and (dilation * (k - 1)) % 2 == 0:
-                    pad = dilation * (k - 1) // 2
-                else:
-                    raise ValueError(
-                        f"node {key!r} (Conv2d): padding 'same' with stride {stride} and "
-                        f"effective kernel {dilation * (k - 1) + 1} needs asymmetric padding"
-                    )
-            else:
-                pad = _pair(pad, "padding", key, node)
-            counts["conv"] += 1
-            name = _name(key, "conv", counts["conv"], taken)
-            bias = getattr(node, "bias", None)
-            spec = L.Conv(name, int(w.shape[0]), k, stride, pad, bias is not None, dilation, groups)
-            params[name] = {"kernel": np.ascontiguousarray(w.transpose(2, 3, 1, 0), np.float32)}
-            if bias is not None:
-                params[name]["bias"] = np.asarray(bias, np.float32).reshape(-1)
-            keff = dilation * (k - 1) + 1
-            h = (shape[1] + 2 * pad - keff) // stride + 1
-            wd = (shape[2] + 2 * pad - keff) // stride + 1
-            if h < 1 or wd < 1:
-                raise ValueError(f"node {key!r} (Conv2d) does not fit its {shape} input")
-            shape = (int(w.shape[0]), h, wd)
-            specs.append(spec)
-            node_names[name] = key
-        elif kind in ("AvgPool2d", "SumPool2d"):
-            if len(shape) != 3:
-                raise ValueError(f"node {key!r} ({kind}) needs a [C, H, W] input, got {shape}")
-            k = _pair(node.kernel_size, "kernel_size", key, node)
-            s = _pair(node.stride, "stride", key, node)
-            p = _pair(node.padding, "padding", key, node)
-            spec = (L.AvgPool if kind == "AvgPool2d" else L.SumPool)(k, None if s == k else s, p)
-            h, wd = (shape[1] + 2 * p - k) // s + 1, (shape[2] + 2 * p - k) // s + 1
-            if h < 1 or wd < 1:
-                raise ValueError(f"node {key!r} ({kind}) does not fit its {shape} input")
-            shape = (shape[0], h, wd)
-            specs.append(spec)
-        elif kind == "Flatten":
-            if len(shape) == 3:
-                start, end = int(node.start_dim), int(node.end_dim)
-                if start not in (0, -3) or end not in (-1, 2):
-                    raise ValueError(
-                        f"node {key!r} (Flatten, start_dim={start}, end_dim={end}) keeps some "
-                        f"axes of its {list(shape)} input; only flattening the whole map is "
-                        "supported (snnTorch: nn.Flatten(start_dim=-3), see the README)"
-                    )
-                flattened_from = shape
-                shape = (int(np.prod(shape)),)
-                specs.append(L.Flatten())
-        elif kind in ("Affine", "Linear"):
-            if len(shape) != 1:
-                raise ValueError(
-                    f"node {key!r} ({kind}) needs a flat input; {prev!r} outputs {list(shape)} "
-                    "(add a Flatten node)"
-                )
-            w = np.asarray(node.weight)
-            if w.ndim != 2 or w.shape[1] != shape[0]:
-                raise ValueError(
-                    f"shape mismatch between nodes {prev!r} -> {key!r}: {kind} weight "
-                    f"{list(w.shape)} takes {w.shape[-1]} inputs but {prev!r} outputs "
-                    f"{list(shape)}"
-                )
-            if flattened_from is not None:  # NIR flattens C·H·W, we flatten H·W·C
-                c, h, wd = flattened_from
-                w = w.reshape(w.shape[0], c, h, wd).transpose(0, 2, 3, 1).reshape(w.shape[0], -1)
-                flattened_from = None
-            counts["fc"] += 1
-            name = _name(key, "fc", counts["fc"], taken)
-            params[name] = {"kernel": np.ascontiguousarray(w.T, np.float32)}
-            if kind == "Affine":
-                params[name]["bias"] = np.asarray(node.bias, np.float32).reshape(-1)
-            specs.append(L.Dense(name, int(w.shape[0]), kind == "Affine"))
-            node_names[name] = key
-            shape = (int(w.shape[0]),)
-        elif kind == "Scale":
-            scale = _neuron_array(node, key, "scale", shape)
-            nxt = _kind(nodes[order[i + 1]])
-            if nxt in _NEURONS:
-                pending_gain = scale if pending_gain is None else pending_gain * scale
-            else:
-                counts["scale"] += 1
-                name = _name(key, "scale", counts["scale"], taken)
-                params[name] = {"scale": _compact(scale)}
-                specs.append(L.Scale(name))
-                node_names[name] = key
-        elif kind in _NEURONS:
-            last = order[i + 1] == order[-1]
-            if not specs or not isinstance(specs[-1], (L.Conv, L.Dense)):
-                raise ValueError(
-                    f"node {key!r} ({kind}) follows {prev!r} ({_kind(nodes[prev])}); the runner "
-                    "needs every neuron layer directly after a Conv2d, Affine or Linear node"
-                )
-            syn = specs[-1].name
-            if kind in ("I", "LI") and last:  # non-spiking readout
-                if not isinstance(specs[-1], L.Dense):
-                    raise ValueError(f"readout node {key!r} ({kind}) must follow Affine/Linear")
-                if kind == "I":
-                    beta, gain, bias = np.ones(shape), dt * _neuron_array(node, key, "r", shape), 0
-                else:
-                    tau = _neuron_array(node, key, "tau", shape)
-                    beta = _decay(dt, tau, key, node, "tau")
-                    gain = dt * _neuron_array(node, key, "r", shape) / tau
-                    bias = dt * _neuron_array(node, key, "v_leak", shape) / tau
-                if pending_gain is not None:
-                    gain, pending_gain = gain * pending_gain, None
-                readout = dict(beta=beta, gain=_snap(gain), bias=bias)
-                node_names[f"{syn}_readout"] = key
-            else:
-                threshold_node = None
-                if kind == "LI":
-                    nxt = order[i + 1]
-                    if _kind(nodes[nxt]) != "Threshold":
-                        raise ValueError(
-                            f"node {key!r} (LI) inside the network must be followed by a "
-                            "Threshold node (a non-resetting spiking neuron); only the last "
-                            "layer may be a non-spiking LI readout"
-                        )
-                    threshold_node = (nxt, nodes[nxt])
-                elif kind == "I":
-                    raise ValueError(
-                        f"node {key!r} (I) inside the network: an integrator is supported only "
-                        "as the readout (followed by Output)"
-                    )
-                node_reset = reset
-                if node_reset is None and kind != "Threshold" and threshold_node is None:
-                    node_meta = dict(getattr(node, "metadata", None) or {})
-                    node_reset = node_meta.get("reset", graph_reset) or "zero"
-                    node_reset = (
-                        node_reset.decode() if isinstance(node_reset, bytes) else node_reset
-                    )
-                    lif.check_reset(node_reset)
-                n = _neuron(node, key, shape, dt, node_reset, threshold_node)
-                if pending_gain is not None:
-                    g = pending_gain if n.gain is None else pending_gain * n.gain
-                    n, pending_gain = n._replace(gain=_snap(g)), None
-                _check_threshold(n, key, node)
-                neurons.append((syn, n))
-                specs.append(L.LIF())
-                node_names[f"{syn}_lif"] = key
-                if threshold_node is not None:
-                    i += 1  # the Threshold node is part of this neuron
-                    node_names[f"{syn}_lif"] = f"{key}+{threshold_node[0]}"
-        else:  # pragma: no cover - _chain rejects other types
-            raise ValueError(f"node {key!r} has unsupported NIR type {kind!r}")
-        prev = order[i]
-        i += 1
-
-    if pending_gain is not None:
-        raise ValueError("a Scale node directly before the Output is not supported")
-    if not specs or not isinstance(specs[-1], (L.Dense, L.LIF)):
-        last = order[-2]
-        raise ValueError(
-            f"the network must end in an Affine/Linear readout or a spiking layer before its "
-            f"Output; it ends with node {last!r} ({_kind(nodes[last])})"
-        )
-    if isinstance(specs[-1], L.LIF):  # spiking output: logits are the spike rates
-        if len(shape) != 1:
-            raise ValueError(
-                f"the last spiking layer outputs a {list(shape)} map; a flat output is needed"
-            )
-        name = _name("readout", "readout", 0, taken)
-        specs.append(L.Dense(name, shape[0], use_bias=False))
-        params[name] = {"kernel": np.eye(shape[0], dtype=np.float32)}
-
-    config, lif_specs = _neuron_specs(neurons, params, num_steps, reset)
-    specs = [lif_specs.pop(0) if isinstance(s, L.LIF) else s for s in specs]
-    readout_beta = 1.0
-    if readout is not None:
-        out = specs[-1].name
-        p = params[out]
-        if readout["gain"] is not None:
-            p["kernel"] = (p["kernel"] * readout["gain"][None, :]).astype(np.float32)
-            if "bias" in p:
-                p["bias"] = (p["bias"] * readout["gain"]).astype(np.float32)
-        if np.any(readout["bias"]):
-            b = np.broadcast_to(readout["bias"], shape)
-            p["bias"] = (p.get("bias", 0.0) + b).astype(np.float32)
-            specs[-1] = L.Dense(out, specs[-1].features, use_bias=True)
-        beta = _compact(readout["beta"])
-        if beta.ndim == 0:
-            readout_beta = float(str(beta))
-        else:
-            p["beta"] = beta
+    imp = _Importer(graph, dt, reset)
+    layers, params, node_names, config_kw, input_shape = imp.run(num_steps)
     config = L.SNNConfig(
         num_steps=num_steps,
-        beta=config["beta"],
-        threshold=config["threshold"],
-        reset=config["reset"],
         surrogate=surrogate,
         surrogate_slope=surrogate_slope,
-        readout_beta=readout_beta,
         detach_reset=detach_reset,
+        **config_kw,
     )
-    layers = tuple(specs)
     L.validate_layers(layers)
     params = jax.tree.map(jnp.asarray, params)
     geometry = L.layer_geometry(layers, input_shape)
@@ -763,7 +519,288 @@ def from_nir(
     return NIRNetwork(apply_fn, params, layers, config, input_shape, geometry, node_names)
 
 
-def _neuron_specs(neurons, params, num_steps, reset):
+def _text(value):
+    return value.decode() if isinstance(value, bytes) else value
+
+
+class _Importer:
+    """Walks a chain graph node by node, building specs and params (channels-first shapes)."""
+
+    def __init__(self, graph, dt: float, reset: str | None):
+        self.nodes = graph.nodes
+        self.order = _chain(graph)
+        self.dt, self.reset = dt, reset
+        self.graph_reset = _text(dict(getattr(graph, "metadata", None) or {}).get("reset"))
+        in_key = self.order[0]
+        shape = _declared_input(self.nodes[in_key])
+        if shape is None or len(shape) not in (1, 3):
+            raise ValueError(
+                f"Input node {in_key!r} has shape {shape}; expected [C, H, W] or [F] "
+                "(no batch axis)"
+            )
+        self.shape: tuple[int, ...] = tuple(shape)
+        self.specs: list[L.LayerSpec] = [] if len(shape) == 3 else [L.Flatten()]
+        self.params: dict[str, dict[str, np.ndarray]] = {}
+        self.node_names: dict[str, str] = {}
+        self.neurons: list[tuple[str, _Neuron]] = []  # (synaptic layer name, neuron)
+        self.taken: set[str] = set()
+        self.counts = {"conv": 0, "fc": 0, "scale": 0}
+        self.flattened_from: tuple[int, int, int] | None = None
+        self.pending_gain: np.ndarray | None = None
+        self.readout: dict[str, Any] | None = None
+
+    def name(self, key: str, prefix: str) -> str:
+        self.counts[prefix] += 1
+        return _name(key, prefix, self.counts[prefix], self.taken)
+
+    def run(self, num_steps: int):
+        shape = self.shape
+        input_shape = (shape[1], shape[2], shape[0]) if len(shape) == 3 else (1, 1, shape[0])
+        handlers = {
+            "Conv2d": self.conv,
+            "AvgPool2d": self.pool,
+            "SumPool2d": self.pool,
+            "Flatten": self.flatten,
+            "Affine": self.dense,
+            "Linear": self.dense,
+            "Scale": self.scale,
+        }
+        i = 1
+        while i < len(self.order) - 1:
+            key, prev = self.order[i], self.order[i - 1]
+            node = self.nodes[key]
+            kind = _kind(node)
+            self.check_declared(key, prev, node, kind)
+            if kind in _NEURONS:
+                i += self.neuron(i, key, prev, node, kind)
+            else:
+                handlers[kind](key, prev, node, kind)
+            i += 1
+        layers, config_kw = self.finish()
+        return layers, self.params, self.node_names, config_kw, input_shape
+
+    def check_declared(self, key, prev, node, kind) -> None:
+        declared = _declared_input(node)
+        if kind == "Conv2d" and declared is not None and int(np.asarray(node.groups)) > 1:
+            declared = self.shape[:1] + declared[1:]  # nir types grouped convs' channels wrongly
+        if declared is not None and kind not in _NEURONS + ("Scale",) and declared != self.shape:
+            raise ValueError(
+                f"shape mismatch between nodes {prev!r} -> {key!r}: {prev!r} outputs "
+                f"{list(self.shape)} but {key!r} ({kind}) expects {list(declared)}"
+            )
+
+    def spatial(self, key, kind) -> tuple[int, int, int]:
+        if len(self.shape) != 3:
+            raise ValueError(f"node {key!r} ({kind}) needs a [C, H, W] input, got {self.shape}")
+        return self.shape
+
+    def conv(self, key, prev, node, kind) -> None:
+        c, h, wd = self.spatial(key, kind)
+        w = np.asarray(node.weight)
+        groups = int(np.asarray(node.groups))
+        if w.ndim != 4 or w.shape[1] * groups != c:
+            raise ValueError(
+                f"shape mismatch between nodes {prev!r} -> {key!r}: Conv2d weight "
+                f"{list(w.shape)} with groups={groups} takes {w.shape[1] * groups} channels, "
+                f"but {prev!r} outputs {list(self.shape)}"
+            )
+        if w.shape[2] != w.shape[3]:
+            raise ValueError(
+                f"node {key!r} (Conv2d): kernel {w.shape[2]}x{w.shape[3]} is not square"
+            )
+        k = int(w.shape[2])
+        stride = _pair(node.stride, "stride", key, node)
+        dilation = _pair(node.dilation, "dilation", key, node)
+        keff = dilation * (k - 1) + 1
+        pad = _text(node.padding)
+        if isinstance(pad, str) and pad == "valid":
+            pad = 0
+        elif isinstance(pad, str):  # "same" (nir allows no other string)
+            if stride != 1 or (keff - 1) % 2:
+                raise ValueError(
+                    f"node {key!r} (Conv2d): padding 'same' with stride {stride} and "
+                    f"effective kernel {keff} needs asymmetric padding"
+                )
+            pad = (keff - 1) // 2
+        else:
+            pad = _pair(pad, "padding", key, node)
+        name = self.name(key, "conv")
+        bias = getattr(node, "bias", None)
+        self.params[name] = {"kernel": np.ascontiguousarray(w.transpose(2, 3, 1, 0), np.float32)}
+        if bias is not None:
+            self.params[name]["bias"] = np.asarray(bias, np.float32).reshape(-1)
+        self.specs.append(
+            L.Conv(name, int(w.shape[0]), k, stride, pad, bias is not None, dilation, groups)
+        )
+        self.node_names[name] = key
+        self.shape = (int(w.shape[0]),) + self.window_out(key, kind, h, wd, keff, stride, pad)
+
+    def window_out(self, key, kind, h, wd, k, s, p) -> tuple[int, int]:
+        ho, wo = (h + 2 * p - k) // s + 1, (wd + 2 * p - k) // s + 1
+        if ho < 1 or wo < 1:
+            raise ValueError(f"node {key!r} ({kind}) does not fit its {list(self.shape)} input")
+        return ho, wo
+
+    def pool(self, key, prev, node, kind) -> None:
+        c, h, wd = self.spatial(key, kind)
+        k = _pair(node.kernel_size, "kernel_size", key, node)
+        s = _pair(node.stride, "stride", key, node)
+        p = _pair(node.padding, "padding", key, node)
+        self.specs.append(
+            (L.AvgPool if kind == "AvgPool2d" else L.SumPool)(k, None if s == k else s, p)
+        )
+        self.shape = (c,) + self.window_out(key, kind, h, wd, k, s, p)
+
+    def flatten(self, key, prev, node, kind) -> None:
+        if len(self.shape) != 3:
+            return  # flattening a vector is the identity
+        start, end = int(node.start_dim), int(node.end_dim)
+        if start not in (0, -3) or end not in (-1, 2):
+            raise ValueError(
+                f"node {key!r} (Flatten, start_dim={start}, end_dim={end}) keeps some axes of "
+                f"its {list(self.shape)} input; only flattening the whole map is supported "
+                "(snnTorch: nn.Flatten(start_dim=-3), see the README)"
+            )
+        self.flattened_from = self.shape
+        self.shape = (int(np.prod(self.shape)),)
+        self.specs.append(L.Flatten())
+
+    def dense(self, key, prev, node, kind) -> None:
+        if len(self.shape) != 1:
+            raise ValueError(
+                f"node {key!r} ({kind}) needs a flat input; {prev!r} outputs "
+                f"{list(self.shape)} (add a Flatten node)"
+            )
+        w = np.asarray(node.weight)
+        if w.ndim != 2 or w.shape[1] != self.shape[0]:
+            raise ValueError(
+                f"shape mismatch between nodes {prev!r} -> {key!r}: {kind} weight "
+                f"{list(w.shape)} takes {w.shape[-1]} inputs but {prev!r} outputs "
+                f"{list(self.shape)}"
+            )
+        if self.flattened_from is not None:  # NIR flattens C·H·W, we flatten H·W·C
+            c, h, wd = self.flattened_from
+            w = w.reshape(w.shape[0], c, h, wd).transpose(0, 2, 3, 1).reshape(w.shape[0], -1)
+            self.flattened_from = None
+        name = self.name(key, "fc")
+        self.params[name] = {"kernel": np.ascontiguousarray(w.T, np.float32)}
+        if kind == "Affine":
+            self.params[name]["bias"] = np.asarray(node.bias, np.float32).reshape(-1)
+        self.specs.append(L.Dense(name, int(w.shape[0]), kind == "Affine"))
+        self.node_names[name] = key
+        self.shape = (int(w.shape[0]),)
+
+    def scale(self, key, prev, node, kind) -> None:
+        scale = _neuron_array(node, key, "scale", self.shape)
+        nxt = self.order[self.order.index(key) + 1]
+        if _kind(self.nodes[nxt]) in _NEURONS:  # folded into the neuron's input gain
+            self.pending_gain = scale if self.pending_gain is None else self.pending_gain * scale
+            return
+        name = self.name(key, "scale")
+        self.params[name] = {"scale": _compact(scale)}
+        self.specs.append(L.Scale(name))
+        self.node_names[name] = key
+
+    def neuron(self, i, key, prev, node, kind) -> int:
+        """Converts the neuron at ``order[i]``; returns how many extra nodes it consumed."""
+        nxt = self.order[i + 1]
+        if not self.specs or not isinstance(self.specs[-1], (L.Conv, L.Dense)):
+            raise ValueError(
+                f"node {key!r} ({kind}) follows {prev!r} ({_kind(self.nodes[prev])}); the "
+                "runner needs every neuron layer directly after a Conv2d, Affine or Linear node"
+            )
+        syn = self.specs[-1].name
+        if kind in ("I", "LI") and nxt == self.order[-1]:
+            self.readout_neuron(key, node, kind, syn)
+            return 0
+        threshold_node = None
+        if kind == "LI":
+            if _kind(self.nodes[nxt]) != "Threshold":
+                raise ValueError(
+                    f"node {key!r} (LI) inside the network must be followed by a Threshold "
+                    "node (a non-resetting spiking neuron); only the last layer may be a "
+                    "non-spiking LI readout"
+                )
+            threshold_node = (nxt, self.nodes[nxt])
+        elif kind == "I":
+            raise ValueError(
+                f"node {key!r} (I) inside the network: an integrator is supported only as the "
+                "readout (followed by Output)"
+            )
+        reset = self.reset
+        if reset is None and kind in ("LIF", "IF", "CubaLIF"):
+            node_meta = dict(getattr(node, "metadata", None) or {})
+            reset = _text(node_meta.get("reset", self.graph_reset)) or "zero"
+            lif.check_reset(reset)
+        n = _neuron(node, key, self.shape, self.dt, reset, threshold_node)
+        if self.pending_gain is not None:
+            g = self.pending_gain if n.gain is None else self.pending_gain * n.gain
+            n, self.pending_gain = n._replace(gain=_snap(g)), None
+        _check_threshold(n, key, node)
+        self.neurons.append((syn, n))
+        self.specs.append(L.LIF())
+        self.node_names[f"{syn}_lif"] = key if threshold_node is None else f"{key}+{nxt}"
+        return 0 if threshold_node is None else 1
+
+    def readout_neuron(self, key, node, kind, syn) -> None:
+        """A non-spiking ``I``/``LI`` readout: its leak, gain and bias (folded in later)."""
+        if not isinstance(self.specs[-1], L.Dense):
+            raise ValueError(f"readout node {key!r} ({kind}) must follow Affine/Linear")
+        shape, dt = self.shape, self.dt
+        if kind == "I":
+            beta, gain, bias = np.ones(shape), dt * _neuron_array(node, key, "r", shape), 0.0
+        else:
+            tau = _neuron_array(node, key, "tau", shape)
+            beta = _decay(dt, tau, key, node, "tau")
+            gain = dt * _neuron_array(node, key, "r", shape) / tau
+            bias = dt * _neuron_array(node, key, "v_leak", shape) / tau
+        if self.pending_gain is not None:
+            gain, self.pending_gain = gain * self.pending_gain, None
+        self.readout = dict(beta=beta, gain=_snap(gain), bias=bias)
+        self.node_names[f"{syn}_readout"] = key
+
+    def finish(self):
+        """Readout, LIF specs and config keywords once every node is converted."""
+        specs, params, shape = self.specs, self.params, self.shape
+        if self.pending_gain is not None:
+            raise ValueError("a Scale node directly before the Output is not supported")
+        if not specs or not isinstance(specs[-1], (L.Dense, L.LIF)):
+            last = self.order[-2]
+            raise ValueError(
+                "the network must end in an Affine/Linear readout or a spiking layer before its "
+                f"Output; it ends with node {last!r} ({_kind(self.nodes[last])})"
+            )
+        if isinstance(specs[-1], L.LIF):  # spiking output: logits are the spike rates
+            if len(shape) != 1:
+                raise ValueError(
+                    f"the last spiking layer outputs a {list(shape)} map; a flat output is needed"
+                )
+            name = _name("readout", "readout", 0, self.taken)
+            specs.append(L.Dense(name, shape[0], use_bias=False))
+            params[name] = {"kernel": np.eye(shape[0], dtype=np.float32)}
+        config_kw, lif_specs = _neuron_specs(self.neurons, params, self.reset)
+        specs = [lif_specs.pop(0) if isinstance(s, L.LIF) else s for s in specs]
+        config_kw["readout_beta"] = 1.0
+        if self.readout is not None:
+            readout, out = self.readout, specs[-1].name
+            p = params[out]
+            if readout["gain"] is not None:
+                p["kernel"] = (p["kernel"] * readout["gain"][None, :]).astype(np.float32)
+                if "bias" in p:
+                    p["bias"] = (p["bias"] * readout["gain"]).astype(np.float32)
+            if np.any(readout["bias"]):
+                b = np.broadcast_to(readout["bias"], shape)
+                p["bias"] = (p.get("bias", 0.0) + b).astype(np.float32)
+                specs[-1] = L.Dense(out, specs[-1].features, use_bias=True)
+            beta = _compact(readout["beta"])
+            if beta.ndim == 0:
+                config_kw["readout_beta"] = float(str(beta))
+            else:
+                p["beta"] = beta
+        return tuple(specs), config_kw
+
+
+def _neuron_specs(neurons, params, reset):
     """Plain ``LIF()`` specs when every neuron layer shares scalar dynamics, else named ones."""
     plain = bool(neurons)
     first = None
