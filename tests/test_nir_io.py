@@ -631,6 +631,18 @@ def test_recurrent_edge_and_branch():
     )
     with pytest.raises(ValueError, match=r"recurrent edge \('w_rec' -> 'lif'\).*LIF"):
         sv.from_nir(rec, num_steps=3)
+    # snnTorch exports RLeaky as a nested graph holding the loop.
+    sub_nodes, sub_edges = _chain_graph(
+        ("in", nir.Input(input_type=np.array([4]))),
+        ("lif", _lif((4,))),
+        ("out", nir.Output(output_type=np.array([4]))),
+    )
+    sub_nodes["w"] = _affine(4, 4)
+    sub = nir.NIRGraph(sub_nodes, sub_edges + [("lif", "w"), ("w", "lif")], type_check=False)
+    nested = dict(nodes, lif=sub)
+    nested.pop("w_rec")
+    with pytest.raises(ValueError, match="node 'lif' is a nested NIRGraph.*recurrent"):
+        sv.from_nir(nir.NIRGraph(nested, edges, type_check=False), num_steps=3)
     branch = nir.NIRGraph(nodes=nodes, edges=edges + [("fc", "w_rec")], type_check=False)
     with pytest.raises(ValueError, match="node 'fc' \\(Affine\\) feeds 2 nodes"):
         sv.from_nir(branch, num_steps=3)
