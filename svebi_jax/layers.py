@@ -158,7 +158,8 @@ class SNNConfig:
       num_steps: ``T``, timesteps per forward pass (≥ 1).
       beta: LIF decay :math:`\\beta \\in [0, 1]`.
       threshold: firing threshold :math:`\\theta > 0`.
-      reset: ``"subtract"`` (paper), ``"subtract_then_leak"`` (authors' code) or ``"zero"``.
+      reset: ``"subtract"`` (paper), ``"subtract_then_leak"`` (authors' code), ``"zero"`` or
+        ``"none"`` (see :mod:`svebi_jax.lif`).
       surrogate: surrogate-gradient name, see :func:`svebi_jax.lif.spike_function`.
       surrogate_slope: slope of the sigmoid surrogate.
       readout_beta: leak of the non-spiking integrator readout (1 = pure integrator).
