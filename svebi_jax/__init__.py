@@ -7,6 +7,8 @@ The functional core (all pure functions over time-major ``[T, B, ...]`` arrays a
 - :func:`compute_responses` → :func:`mu_lasso` → :func:`relevant_filters` →
   :func:`explain` / :func:`interpret_filters` — the SVEBI pipeline.
 - :mod:`svebi_jax.baselines` and :mod:`svebi_jax.metrics` — comparison methods and metrics.
+- :func:`from_nir` / :func:`to_nir` — networks from and to other SNN frameworks via NIR
+  (:mod:`svebi_jax.nir_io`).
 
 Models are thin Flax NNX definitions (:mod:`svebi_jax.models`); :func:`functional` turns one
 into ``(apply_fn, params)`` for everything above.
@@ -26,13 +28,16 @@ from svebi_jax.layers import (
     Flatten,
     Geometry,
     MaxPool,
+    Scale,
     SNNConfig,
     SNNOutput,
+    SumPool,
     layer_geometry,
     run_network,
 )
 from svebi_jax.lif import integrator_readout, lif_scan, lif_step, spike_function
 from svebi_jax.models import ShallowSNN, SpikingNetwork, functional
+from svebi_jax.nir_io import NIRNetwork, from_nir, to_nir
 from svebi_jax.relevance import (
     has_relevant_filters,
     layer_distribution,
@@ -52,9 +57,12 @@ __all__ = [
     "Geometry",
     "LassoResult",
     "MaxPool",
+    "NIRNetwork",
     "Responses",
     "SNNConfig",
     "SNNOutput",
+    "Scale",
+    "SumPool",
     "ShallowSNN",
     "SpikingNetwork",
     "__version__",
@@ -68,6 +76,7 @@ __all__ = [
     "compute_responses",
     "explain",
     "filter_responses",
+    "from_nir",
     "functional",
     "has_relevant_filters",
     "integrator_readout",
@@ -84,6 +93,7 @@ __all__ = [
     "run_network",
     "spike_function",
     "svebi_heatmaps",
+    "to_nir",
     "top_k_crops",
     "upsample_aligned",
     "upsample_stretch",

@@ -37,7 +37,8 @@ CONFIG_FILE = "config.json"
 METRICS_FILE = "metrics.json"
 
 _LAYER_TYPES = {
-    cls.__name__: cls for cls in (L.Conv, L.Dense, L.MaxPool, L.AvgPool, L.Flatten, L.LIF)
+    cls.__name__: cls
+    for cls in (L.Conv, L.Dense, L.MaxPool, L.AvgPool, L.SumPool, L.Scale, L.Flatten, L.LIF)
 }
 
 

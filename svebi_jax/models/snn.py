@@ -54,6 +54,8 @@ class SpikingNetwork(nnx.Module):
                     kernel_size=(k, k),
                     strides=spec.stride,
                     padding=[(spec.padding, spec.padding)] * 2,
+                    kernel_dilation=spec.dilation,
+                    feature_group_count=spec.groups,
                     use_bias=spec.use_bias,
                     rngs=rngs,
                 )
