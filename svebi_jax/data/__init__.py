@@ -9,6 +9,12 @@ Sources, selected by a spec string in :func:`load`:
 
 Every loader returns a :class:`Dataset` with images ``[N, H, W, C]`` float32 in ``[0, 1]``
 and labels ``[N]`` int32.
+
+For data that does not fit in memory (AwA2 at 224² is 22 GiB as float32), :func:`open_stream`
+takes the same specs and returns an :class:`ImageSource` that decodes on demand and yields
+fixed-shape, shuffled, per-host-sharded, masked :class:`Batch` es (grain pipeline, worker
+processes, prefetch); see :mod:`svebi_jax.data.stream`. :func:`as_source` wraps a
+``Dataset`` in the same interface.
 """
 
 from __future__ import annotations
@@ -17,9 +23,22 @@ import os
 import pathlib
 
 from svebi_jax.data.dataset import Dataset, batches, normalize, split, subset
-from svebi_jax.data.folder import load_image_folder
+from svebi_jax.data.folder import UnreadableImageError, load_image_folder
 from svebi_jax.data.idx import load_idx_dir, read_idx
 from svebi_jax.data.mnist5k import load_mnist5k
+from svebi_jax.data.stream import (
+    ArraySource,
+    Batch,
+    BatchIterator,
+    FolderSource,
+    IdxSource,
+    ImageSource,
+    SyntheticSource,
+    TfdsSource,
+    as_source,
+    open_stream,
+    prefetch_to_device,
+)
 from svebi_jax.data.tfds import load_tfds
 
 __all__ = [
@@ -34,6 +53,19 @@ __all__ = [
     "load_mnist5k",
     "load_tfds",
     "load_image_folder",
+    # streaming (svebi_jax.data.stream)
+    "ImageSource",
+    "FolderSource",
+    "IdxSource",
+    "TfdsSource",
+    "ArraySource",
+    "SyntheticSource",
+    "Batch",
+    "BatchIterator",
+    "UnreadableImageError",
+    "open_stream",
+    "as_source",
+    "prefetch_to_device",
 ]
 
 _ACCEPTED = (

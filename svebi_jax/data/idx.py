@@ -23,7 +23,7 @@ import numpy as np
 
 from svebi_jax.data.dataset import Dataset
 
-__all__ = ["read_idx", "load_idx_dir", "idx_file_names"]
+__all__ = ["read_idx", "open_idx", "parse_idx_header", "load_idx_dir", "idx_file_names"]
 
 _DTYPES: dict[int, np.dtype] = {
     0x08: np.dtype(np.uint8),
@@ -48,23 +48,20 @@ def _read_bytes(path: pathlib.Path) -> bytes:
         raise ValueError(f"IDX file {path} is a corrupt or truncated gzip stream: {err}") from err
 
 
-def read_idx(path: str | os.PathLike) -> np.ndarray:
-    """Reads one IDX file (raw or gzip-compressed) into a NumPy array.
+def parse_idx_header(raw: bytes, path: str | os.PathLike) -> tuple[np.dtype, tuple[int, ...], int]:
+    """Parses the header at the start of an (uncompressed) IDX byte string.
 
     Args:
-      path: Path to the ``*-ubyte`` or ``*-ubyte.gz`` file.
+      raw: The file's bytes (at least the header; the data may be absent).
+      path: The file, for error messages.
 
     Returns:
-      Array with the shape stored in the header and the element type of its type code, in
-      native byte order (e.g. ``[N, 28, 28]`` uint8 for MNIST images, ``[N]`` uint8 for labels).
+      ``(dtype, dims, header_len)``: big-endian element type, array shape, header bytes.
 
     Raises:
-      FileNotFoundError: If ``path`` does not exist.
-      ValueError: Naming the file, if the header is corrupt (magic bytes not zero, unknown type
-        code, incomplete dimension list) or the data is shorter or longer than the header says.
+      ValueError: Naming the file, if the magic bytes are not zero, the type code is unknown
+        or the dimension list is incomplete.
     """
-    path = pathlib.Path(path)
-    raw = _read_bytes(path)
     if len(raw) < 4:
         raise ValueError(f"IDX file {path} is truncated: {len(raw)} bytes, no 4-byte header")
     if raw[0] != 0 or raw[1] != 0:
@@ -83,9 +80,10 @@ def read_idx(path: str | os.PathLike) -> np.ndarray:
             f"({header_len} header bytes), file has {len(raw)} bytes"
         )
     dims = tuple(int(d) for d in np.frombuffer(raw, dtype=">u4", count=ndim, offset=4))
-    dtype = _DTYPES[code]
-    expected = math.prod(dims) * dtype.itemsize
-    found = len(raw) - header_len
+    return _DTYPES[code], dims, header_len
+
+
+def _check_data_length(path, dims, dtype, expected: int, found: int) -> None:
     if found < expected:
         raise ValueError(
             f"IDX file {path} is truncated: header promises shape {dims} of {dtype.name} "
@@ -96,6 +94,59 @@ def read_idx(path: str | os.PathLike) -> np.ndarray:
             f"IDX file {path} has {found - expected} trailing bytes after the "
             f"{expected} data bytes promised by its header (shape {dims}); corrupt file?"
         )
+
+
+def open_idx(path: str | os.PathLike) -> np.ndarray:
+    """Opens an IDX file without reading it all: memory-mapped if raw, decompressed if gzip.
+
+    A raw (uncompressed) file is returned as a read-only ``np.memmap`` over its data bytes, so
+    only the pages actually indexed are read (memory stays bounded whatever the file size);
+    a gzip file cannot be mapped and is decompressed into memory like :func:`read_idx`.
+
+    Args:
+      path: Path to the ``*-ubyte`` or ``*-ubyte.gz`` file.
+
+    Returns:
+      Array of the header's shape; big-endian dtypes are kept as stored for memory maps
+      (convert elements with ``.astype``).
+
+    Raises:
+      FileNotFoundError, ValueError: As :func:`read_idx`.
+    """
+    path = pathlib.Path(path)
+    with open(path, "rb") as f:
+        head = f.read(4 + 4 * 255)
+    if head[:2] == _GZIP_MAGIC:
+        return read_idx(path)
+    dtype, dims, header_len = parse_idx_header(head, path)
+    expected = math.prod(dims) * dtype.itemsize
+    _check_data_length(path, dims, dtype, expected, path.stat().st_size - header_len)
+    if expected == 0:
+        return np.zeros(dims, dtype)
+    return np.memmap(path, dtype=dtype, mode="r", offset=header_len, shape=dims)
+
+
+def read_idx(path: str | os.PathLike) -> np.ndarray:
+    """Reads one IDX file (raw or gzip-compressed) into a NumPy array.
+
+    Args:
+      path: Path to the ``*-ubyte`` or ``*-ubyte.gz`` file.
+
+    Returns:
+      Array with the shape stored in the header and the element type of its type code, in
+      native byte order (e.g. ``[N, 28, 28]`` uint8 for MNIST images, ``[N]`` uint8 for labels).
+
+    Raises:
+      FileNotFoundError: If ``path`` does not exist.
+      ValueError: Naming the file, if the header is corrupt (magic bytes not zero, unknown type
+        code, incomplete dimension list) or the data is shorter or longer than the header says.
+    """
+    path = pathlib.Path(path)
+    raw = _read_bytes(path)
+    dtype, dims, header_len = parse_idx_header(raw, path)
+    expected = math.prod(dims) * dtype.itemsize
+    found = len(raw) - header_len
+    _check_data_length(path, dims, dtype, expected, found)
     data = np.frombuffer(raw, dtype=dtype, count=math.prod(dims), offset=header_len)
     return data.reshape(dims).astype(dtype.newbyteorder("="))
 
