@@ -255,15 +255,15 @@ class _ReadItem:
         self._orders: dict[int, Any] = {}
 
     def _order(self, epoch: int):
-        if epoch not in self._orders:
+        order = self._orders.get(epoch)
+        if order is None:  # reader threads may race here: each builds the same lazy order
             import grain
 
-            self._orders = {  # one epoch at a time: O(1) memory
-                epoch: grain.MapDataset.range(self.num_items).shuffle(
-                    seed=_epoch_seed(self.seed, epoch)
-                )
-            }
-        return self._orders[epoch]
+            order = grain.MapDataset.range(self.num_items).shuffle(
+                seed=_epoch_seed(self.seed, epoch)
+            )
+            self._orders = {epoch: order}  # one epoch at a time: O(1) memory
+        return order
 
     def _blank(self, index: int) -> dict[str, np.ndarray]:
         return {

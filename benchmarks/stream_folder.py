@@ -1,0 +1,171 @@
+"""Throughput of the streaming folder source (decode + resize to 224² + scale) vs the peers.
+
+Usage::
+
+    python benchmarks/stream_folder.py [--images 320] [--photo-size 800] [--workers 0 2]
+                                       [--out benchmarks/results_stream.json]
+
+Writes a folder of real-photograph JPEGs (``make_photo_folder``, ``photo-size`` px square,
+quality 90: about the pixel count of an AwA2 photo), then times one pass of batches of 8 at
+224x224 for
+
+* ``svebi_jax`` ``FolderSource.batches`` with each ``--workers`` count (prefetch 2, two reader
+  threads per process), exact and with JPEG draft decoding;
+* the serial loop that :func:`svebi_jax.data.load_image_folder` runs (no prefetch, one core);
+* ``torch.utils.data.DataLoader`` with the same Pillow decode per item and the same worker
+  counts (what a PyTorch user would write; skipped when torch is missing).
+
+Start-up is reported apart from the steady-state rate: "first batch" is the time from
+creating the iterator to the first batch (grain spawns its workers, which import the package;
+torch forks), and img/s counts only the batches after the first ``1 + 2·workers``. The load average
+is recorded before and after each row; on a shared machine compare rows of one run (ratios).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import pathlib
+import platform
+import tempfile
+import time
+
+import numpy as np
+
+BATCH = 8
+SIZE = 224
+
+
+def _loadavg() -> list[float]:
+    return [float(x) for x in pathlib.Path("/proc/loadavg").read_text().split()[:3]]
+
+
+def _time_pass(make_iter, warmup: int) -> dict:
+    """One pass: time to the first batch, then img/s over the batches after ``warmup``."""
+    load0 = _loadavg()
+    t0 = time.perf_counter()
+    it = make_iter()
+    first = None
+    n = 0
+    t1 = None
+    for k, batch in enumerate(it):
+        if k == 0:
+            first = time.perf_counter() - t0
+        if k == warmup - 1:
+            t1 = time.perf_counter()
+        elif k >= warmup:
+            n += int(np.shape(batch[0])[0])  # every row's batch is (images [B, ...], ...)
+    t2 = time.perf_counter()
+    if hasattr(it, "close"):
+        it.close()
+    return {
+        "img_per_s": n / (t2 - t1),
+        "first_batch_s": first,
+        "images_timed": n,
+        "warmup_batches": warmup,
+        "loadavg_before": load0,
+        "loadavg_after": _loadavg(),
+    }
+
+
+class _TorchFolder:
+    """The map-style dataset a PyTorch user writes: Pillow decode + resize per item."""
+
+    def __init__(self, files):
+        self.files = files
+
+    def __len__(self):
+        return len(self.files)
+
+    def __getitem__(self, i):
+        from svebi_jax.data.folder import read_image
+
+        return read_image(self.files[i], SIZE).astype(np.float32) / np.float32(255.0)
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--images", type=int, default=320)
+    p.add_argument("--photo-size", type=int, default=800)
+    p.add_argument("--workers", type=int, nargs="+", default=[0, 2])
+    p.add_argument("--out", default="benchmarks/results_stream.json")
+    args = p.parse_args()
+
+    from svebi_jax.data import FolderSource
+    from svebi_jax.data.folder import read_image
+    from svebi_jax.data.sample_photos import make_photo_folder
+
+    tmp = tempfile.mkdtemp(prefix="svebi_stream_bench_")
+    per_class = max(1, args.images // 4)
+    root = make_photo_folder(tmp, classes=4, per_class=per_class, size=args.photo_size, seed=0)
+    src = FolderSource(root, image_size=SIZE)
+    mean_kb = np.mean([os.path.getsize(f) for f in src.files]) / 1024
+    rows = {}
+
+    def serial():
+        def gen():
+            for s in range(0, len(src) - BATCH + 1, BATCH):
+                yield (
+                    np.stack([read_image(f, SIZE) for f in src.files[s : s + BATCH]]).astype(
+                        np.float32
+                    )
+                    / np.float32(255.0),
+                    None,
+                )
+
+        return gen()
+
+    rows["serial loop (load_image_folder's)"] = _time_pass(serial, 1)
+    for workers in args.workers:
+        for draft in (False, True):
+            name = f"svebi_jax FolderSource, {workers} workers" + (", draft" if draft else "")
+            s = FolderSource(root, image_size=SIZE, draft=draft)
+            rows[name] = _time_pass(
+                lambda s=s, w=workers: s.batches(
+                    BATCH, seed=0, num_workers=w, shard=(0, 1), drop_remainder=True
+                ),
+                1 + 2 * workers,  # every worker has started and delivered before timing
+            )
+    try:
+        import torch.utils.data as tud
+
+        for workers in args.workers:
+            loader = tud.DataLoader(
+                _TorchFolder(src.files),
+                batch_size=BATCH,
+                shuffle=True,
+                num_workers=workers,
+                drop_last=True,
+                generator=__import__("torch").Generator().manual_seed(0),
+            )
+            rows[f"torch DataLoader, {workers} workers"] = _time_pass(
+                lambda loader=loader: ((images, None) for images in loader), 1 + 2 * workers
+            )
+    except ImportError:
+        pass
+
+    result = {
+        "setting": {
+            "images": len(src),
+            "photo_px": args.photo_size,
+            "mean_jpeg_kb": round(mean_kb, 1),
+            "out_px": SIZE,
+            "batch": BATCH,
+            "cpus": os.cpu_count(),
+            "python": platform.python_version(),
+        },
+        "rows": rows,
+    }
+    print("| pipeline | img/s | first batch (s) | load avg before → after |")
+    print("|---|---|---|---|")
+    for name, r in rows.items():
+        print(
+            f"| {name} | {r['img_per_s']:.1f} | {r['first_batch_s']:.2f} | "
+            f"{r['loadavg_before'][0]:.2f} → {r['loadavg_after'][0]:.2f} |"
+        )
+    pathlib.Path(args.out).write_text(json.dumps(result, indent=1) + "\n")
+
+
+if __name__ == "__main__":
+    main()
