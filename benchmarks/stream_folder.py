@@ -3,6 +3,7 @@
 Usage::
 
     python benchmarks/stream_folder.py [--images 320] [--photo-size 800] [--workers 0 2]
+                                       [--repeats 3]
                                        [--out benchmarks/results_stream.json]
 
 Writes a folder of real-photograph JPEGs (``make_photo_folder``, ``photo-size`` px square,
@@ -18,7 +19,9 @@ quality 90: about the pixel count of an AwA2 photo), then times one pass of batc
 Start-up is reported apart from the steady-state rate: "first batch" is the time from
 creating the iterator to the first batch (grain spawns its workers, which import the package;
 torch forks), and img/s counts only the batches after the first ``1 + 2·workers``. The load average
-is recorded before and after each row; on a shared machine compare rows of one run (ratios).
+is recorded around each pass. Rows run in interleaved rounds (``--repeats``), each round
+starting one row later, and the median per row is reported: on a shared machine compare rows
+of one run (ratios).
 """
 
 from __future__ import annotations
@@ -28,6 +31,8 @@ import json
 import os
 import pathlib
 import platform
+import statistics
+import sys
 import tempfile
 import time
 
@@ -89,6 +94,7 @@ def main() -> None:
     p.add_argument("--images", type=int, default=320)
     p.add_argument("--photo-size", type=int, default=800)
     p.add_argument("--workers", type=int, nargs="+", default=[0, 2])
+    p.add_argument("--repeats", type=int, default=3)
     p.add_argument("--out", default="benchmarks/results_stream.json")
     args = p.parse_args()
 
@@ -101,49 +107,68 @@ def main() -> None:
     root = make_photo_folder(tmp, classes=4, per_class=per_class, size=args.photo_size, seed=0)
     src = FolderSource(root, image_size=SIZE)
     mean_kb = np.mean([os.path.getsize(f) for f in src.files]) / 1024
-    rows = {}
+    configs = []
 
     def serial():
-        def gen():
-            for s in range(0, len(src) - BATCH + 1, BATCH):
-                yield (
-                    np.stack([read_image(f, SIZE) for f in src.files[s : s + BATCH]]).astype(
-                        np.float32
-                    )
-                    / np.float32(255.0),
-                    None,
-                )
+        for s in range(0, len(src) - BATCH + 1, BATCH):
+            pixels = np.stack([read_image(f, SIZE) for f in src.files[s : s + BATCH]])
+            yield pixels.astype(np.float32) / np.float32(255.0), None
 
-        return gen()
-
-    rows["serial loop (load_image_folder's)"] = _time_pass(serial, 1)
+    configs.append(("serial loop (load_image_folder's)", serial, 1))
     for workers in args.workers:
         for draft in (False, True):
             name = f"svebi_jax FolderSource, {workers} workers" + (", draft" if draft else "")
             s = FolderSource(root, image_size=SIZE, draft=draft)
-            rows[name] = _time_pass(
-                lambda s=s, w=workers: s.batches(
-                    BATCH, seed=0, num_workers=w, shard=(0, 1), drop_remainder=True
-                ),
-                1 + 2 * workers,  # every worker has started and delivered before timing
+            configs.append(
+                (
+                    name,
+                    lambda s=s, w=workers: s.batches(
+                        BATCH, seed=0, num_workers=w, shard=(0, 1), drop_remainder=True
+                    ),
+                    1 + 2 * workers,  # every worker has started and delivered before timing
+                )
             )
     try:
+        import torch
         import torch.utils.data as tud
 
         for workers in args.workers:
-            loader = tud.DataLoader(
-                _TorchFolder(src.files),
-                batch_size=BATCH,
-                shuffle=True,
-                num_workers=workers,
-                drop_last=True,
-                generator=__import__("torch").Generator().manual_seed(0),
-            )
-            rows[f"torch DataLoader, {workers} workers"] = _time_pass(
-                lambda loader=loader: ((images, None) for images in loader), 1 + 2 * workers
-            )
+
+            def torch_pass(w=workers):
+                loader = tud.DataLoader(
+                    _TorchFolder(src.files),
+                    batch_size=BATCH,
+                    shuffle=True,
+                    num_workers=w,
+                    drop_last=True,
+                    generator=torch.Generator().manual_seed(0),
+                )
+                return ((images, None) for images in loader)
+
+            configs.append((f"torch DataLoader, {workers} workers", torch_pass, 1 + 2 * workers))
     except ImportError:
         pass
+
+    # Interleaved rounds (each round starts one row later), median per row: on a shared
+    # machine the load drifts within minutes, so rows measured side by side compare best.
+    runs: dict[str, list[dict]] = {name: [] for name, _, _ in configs}
+    for r in range(args.repeats):
+        for k in range(len(configs)):
+            name, make_iter, warmup = configs[(k + r) % len(configs)]
+            runs[name].append(_time_pass(make_iter, warmup))
+            print(f"round {r}: {name}: {runs[name][-1]['img_per_s']:.1f} img/s", file=sys.stderr)
+    rows = {
+        name: {
+            "img_per_s_median": statistics.median(x["img_per_s"] for x in rs),
+            "img_per_s_all": [round(x["img_per_s"], 2) for x in rs],
+            "first_batch_s_median": statistics.median(x["first_batch_s"] for x in rs),
+            "loadavg_1min_range": [
+                min(x["loadavg_before"][0] for x in rs),
+                max(x["loadavg_after"][0] for x in rs),
+            ],
+        }
+        for name, rs in runs.items()
+    }
 
     result = {
         "setting": {
@@ -154,15 +179,18 @@ def main() -> None:
             "batch": BATCH,
             "cpus": os.cpu_count(),
             "python": platform.python_version(),
+            "repeats": args.repeats,
         },
         "rows": rows,
     }
-    print("| pipeline | img/s | first batch (s) | load avg before → after |")
-    print("|---|---|---|---|")
+    base = rows["serial loop (load_image_folder's)"]["img_per_s_median"]
+    print("| pipeline | img/s (median) | vs serial | first batch (s) | 1-min load avg |")
+    print("|---|---|---|---|---|")
     for name, r in rows.items():
+        lo, hi = r["loadavg_1min_range"]
         print(
-            f"| {name} | {r['img_per_s']:.1f} | {r['first_batch_s']:.2f} | "
-            f"{r['loadavg_before'][0]:.2f} → {r['loadavg_after'][0]:.2f} |"
+            f"| {name} | {r['img_per_s_median']:.1f} | {r['img_per_s_median'] / base:.2f}x | "
+            f"{r['first_batch_s_median']:.2f} | {lo:.1f}-{hi:.1f} |"
         )
     pathlib.Path(args.out).write_text(json.dumps(result, indent=1) + "\n")
 

@@ -333,8 +333,10 @@ def test_workers_give_the_same_batches_and_report_in_the_main_process(photo_root
     got = _collect(it)
     np.testing.assert_array_equal(got.index, ref.index)
     np.testing.assert_array_equal(got.mask, ref.mask)
-    mean, std = np.array(data.stream.IMAGENET_MEAN), np.array(data.stream.IMAGENET_STD)
-    expected = np.where(ref.mask[:, None, None, None], (ref.images - mean) / std, 0.0)
+    from svebi_jax.models.vgg import imagenet_normalize  # the model's own normalization
+
+    normalized = np.asarray(imagenet_normalize(jax.numpy.asarray(ref.images)))
+    expected = np.where(ref.mask[:, None, None, None], normalized, 0.0)
     np.testing.assert_allclose(got.images, expected, rtol=1e-6, atol=1e-6)
     assert [s.path for s in it.skipped] == [str(garbage)]
 
@@ -427,11 +429,12 @@ def test_stratified_split_keeps_class_proportions():
     train, test = src.split(0.2, seed=0, stratify=True)
     np.testing.assert_array_equal(np.bincount(test.labels, minlength=3), [2, 4, 1])
     np.testing.assert_array_equal(np.bincount(train.labels, minlength=3), [8, 16, 4])
-    t_idx, s_idx = train._indices, test._indices
+    t_idx, s_idx = train.indices, test.indices
+    assert train.parent is src
     assert set(t_idx) | set(s_idx) == set(range(35)) and not set(t_idx) & set(s_idx)
-    again = src.split(0.2, seed=0, stratify=True)[1]._indices
+    again = src.split(0.2, seed=0, stratify=True)[1].indices
     np.testing.assert_array_equal(again, s_idx)
-    assert not np.array_equal(src.split(0.2, seed=1, stratify=True)[1]._indices, s_idx)
+    assert not np.array_equal(src.split(0.2, seed=1, stratify=True)[1].indices, s_idx)
 
 
 class _FakeTfdsSource:

@@ -477,6 +477,10 @@ class ImageSource(abc.ABC):
         Args:
           indices: ``[M]`` ints in ``[0, N)``.
           name: Name of the view; default ``"<name>[M items]"``.
+
+        Returns:
+          A source whose item ``k`` is item ``indices[k]`` of this one (``.parent`` and
+          ``.indices`` give the mapping back, e.g. to list a split's files).
         """
         return _SubsetSource(self, indices, name)
 
@@ -708,6 +712,16 @@ class _SubsetSource(ImageSource):
 
     def __len__(self) -> int:
         return len(self._indices)
+
+    @property
+    def parent(self) -> ImageSource:
+        """The source this view indexes."""
+        return self._parent
+
+    @property
+    def indices(self) -> np.ndarray:
+        """``[M]`` positions in :attr:`parent` of this view's items (read-only copy)."""
+        return self._indices.copy()
 
     def read(self, index: int) -> tuple[np.ndarray, int]:
         return self._parent.read(int(self._indices[index]))
@@ -1097,6 +1111,7 @@ def open_stream(
         raise TypeError(f"spec must be a str, got {type(spec).__name__}; accepted: {_ACCEPTED}")
     if not isinstance(split, str) or not split:
         raise ValueError(f"split must be a non-empty str, got {split!r}")
+    _check_resize(resize)
     kind, sep, arg = spec.partition(":")
     source: ImageSource
     if not sep and spec == "mnist-5k":
