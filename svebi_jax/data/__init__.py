@@ -86,7 +86,23 @@ def _single_split(spec: str, split_name: str) -> None:
         raise ValueError(
             f"split must be 'train' for {spec!r}, which has a single split (all examples), "
             f"got {split_name!r}; divide it with svebi_jax.data.split(ds, test_fraction, seed=...)"
+            " (or source.split(test_fraction, seed=...) for a stream)"
         )
+
+
+def _parse_spec(spec: str) -> tuple[str, str]:
+    """``("mnist-5k", "")`` or ``(kind, PATH_or_NAME)`` for kind idx/tfds/folder; shared by
+    :func:`load` and :func:`open_stream`. Errors name the spec and list the accepted forms."""
+    if not isinstance(spec, str):
+        raise TypeError(f"spec must be a str, got {type(spec).__name__}; accepted: {_ACCEPTED}")
+    kind, sep, arg = spec.partition(":")
+    if not sep and spec == "mnist-5k":
+        return spec, ""
+    if sep and kind in ("idx", "tfds", "folder"):
+        if not arg:
+            raise ValueError(f"spec {spec!r} is missing the part after '{kind}:'")
+        return kind, arg
+    raise ValueError(f"unknown dataset spec {spec!r}; accepted forms: {_ACCEPTED}")
 
 
 def load(
@@ -127,24 +143,16 @@ def load(
       ValueError: If ``spec`` is not one of the accepted forms (the message lists them) or
         ``split`` is not valid for the source.
     """
-    if not isinstance(spec, str):
-        raise TypeError(f"spec must be a str, got {type(spec).__name__}; accepted: {_ACCEPTED}")
+    kind, arg = _parse_spec(spec)
     if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
         raise ValueError(f"seed must be a non-negative int, got {seed!r}")
     if not isinstance(split, str) or not split:
         raise ValueError(f"split must be a non-empty str, got {split!r}")
-    kind, sep, arg = spec.partition(":")
-    if not sep:
-        if spec == "mnist-5k":
-            _single_split(spec, split)
-            return load_mnist5k()
-    elif kind in ("idx", "tfds", "folder"):
-        if not arg:
-            raise ValueError(f"spec {spec!r} is missing the part after '{kind}:'")
-        if kind == "idx":
-            return load_idx_dir(_resolve(arg, data_dir), split)
-        if kind == "tfds":
-            return load_tfds(arg, split, data_dir=data_dir)
-        _single_split(spec, split)
-        return load_image_folder(_resolve(arg, data_dir), image_size=image_size)
-    raise ValueError(f"unknown dataset spec {spec!r}; accepted forms: {_ACCEPTED}")
+    if kind == "idx":
+        return load_idx_dir(_resolve(arg, data_dir), split)
+    if kind == "tfds":
+        return load_tfds(arg, split, data_dir=data_dir)
+    _single_split(spec, split)
+    if kind == "mnist-5k":
+        return load_mnist5k()
+    return load_image_folder(_resolve(arg, data_dir), image_size=image_size)

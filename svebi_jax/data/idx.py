@@ -23,7 +23,14 @@ import numpy as np
 
 from svebi_jax.data.dataset import Dataset
 
-__all__ = ["read_idx", "open_idx", "parse_idx_header", "load_idx_dir", "idx_file_names"]
+__all__ = [
+    "read_idx",
+    "open_idx",
+    "open_idx_split",
+    "parse_idx_header",
+    "load_idx_dir",
+    "idx_file_names",
+]
 
 _DTYPES: dict[int, np.dtype] = {
     0x08: np.dtype(np.uint8),
@@ -179,6 +186,49 @@ def _find(root: pathlib.Path, names: tuple[str, ...], what: str) -> pathlib.Path
     raise FileNotFoundError(f"no {what} file in {root}; looked for: {', '.join(names)}")
 
 
+def open_idx_split(
+    path: str | os.PathLike, split: str, *, mapped: bool
+) -> tuple[pathlib.Path, pathlib.Path, np.ndarray, np.ndarray]:
+    """Finds and checks a split's image and label files (see :func:`load_idx_dir`).
+
+    Args:
+      path: Directory holding the IDX files.
+      split: ``"train"`` or ``"test"``.
+      mapped: Open with :func:`open_idx` (raw files memory-mapped) instead of
+        :func:`read_idx` (read into memory).
+
+    Returns:
+      ``(image_path, label_path, images [N, H, W] uint8, labels [N] int)``.
+
+    Raises:
+      FileNotFoundError: If ``path`` is not a directory or a file is missing.
+      ValueError: If a file is corrupt or the images and labels do not match.
+    """
+    image_names, label_names = idx_file_names(split)
+    root = pathlib.Path(path)
+    if not root.is_dir():
+        raise FileNotFoundError(f"path must be a directory of IDX files, got {str(root)!r}")
+    image_path = _find(root, image_names, f"{split} images")
+    label_path = _find(root, label_names, f"{split} labels")
+    opener = open_idx if mapped else read_idx
+    images = opener(image_path)
+    labels = np.asarray(opener(label_path))
+    if images.ndim != 3 or images.dtype != np.uint8:
+        raise ValueError(
+            f"{image_path} must hold a [N, H, W] uint8 array, got {images.shape} {images.dtype}"
+        )
+    if labels.ndim != 1 or not np.issubdtype(labels.dtype, np.integer):
+        raise ValueError(
+            f"{label_path} must hold a [N] integer array, got {labels.shape} {labels.dtype}"
+        )
+    if labels.shape[0] != images.shape[0]:
+        raise ValueError(
+            f"{image_path} holds {images.shape[0]} images but {label_path} holds "
+            f"{labels.shape[0]} labels"
+        )
+    return image_path, label_path, images, labels
+
+
 def load_idx_dir(
     path: str | os.PathLike,
     split: str = "test",
@@ -206,27 +256,8 @@ def load_idx_dir(
         every name looked for).
       ValueError: If a file is corrupt or the images and labels do not match.
     """
-    image_names, label_names = idx_file_names(split)
     root = pathlib.Path(path)
-    if not root.is_dir():
-        raise FileNotFoundError(f"path must be a directory of IDX files, got {str(root)!r}")
-    image_path = _find(root, image_names, f"{split} images")
-    label_path = _find(root, label_names, f"{split} labels")
-    images = read_idx(image_path)
-    labels = read_idx(label_path)
-    if images.ndim != 3 or images.dtype != np.uint8:
-        raise ValueError(
-            f"{image_path} must hold a [N, H, W] uint8 array, got {images.shape} {images.dtype}"
-        )
-    if labels.ndim != 1 or not np.issubdtype(labels.dtype, np.integer):
-        raise ValueError(
-            f"{label_path} must hold a [N] integer array, got {labels.shape} {labels.dtype}"
-        )
-    if labels.shape[0] != images.shape[0]:
-        raise ValueError(
-            f"{image_path} holds {images.shape[0]} images but {label_path} holds "
-            f"{labels.shape[0]} labels"
-        )
+    _, _, images, labels = open_idx_split(root, split, mapped=False)
     if num_classes is None:
         num_classes = int(labels.max()) + 1 if labels.size else 1
     return Dataset(

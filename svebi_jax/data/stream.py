@@ -77,7 +77,7 @@ from svebi_jax.data.folder import (
     read_image,
     resize_image,
 )
-from svebi_jax.data.idx import _find, idx_file_names, open_idx
+from svebi_jax.data.idx import open_idx, open_idx_split
 
 __all__ = [
     "Batch",
@@ -827,26 +827,8 @@ class IdxSource(ImageSource):
     def __init__(
         self, path: str | os.PathLike, split: str = "test", *, num_classes: int | None = None
     ) -> None:
-        image_names, label_names = idx_file_names(split)
         root = pathlib.Path(path)
-        if not root.is_dir():
-            raise FileNotFoundError(f"path must be a directory of IDX files, got {str(root)!r}")
-        self.image_path = _find(root, image_names, f"{split} images")
-        label_path = _find(root, label_names, f"{split} labels")
-        images = open_idx(self.image_path)
-        labels = np.asarray(open_idx(label_path))
-        if images.ndim != 3 or images.dtype != np.uint8:
-            raise ValueError(
-                f"{self.image_path} must hold a [N, H, W] uint8 array, "
-                f"got {images.shape} {images.dtype}"
-            )
-        if labels.ndim != 1 or not np.issubdtype(labels.dtype, np.integer):
-            raise ValueError(f"{label_path} must hold a [N] integer array, got {labels.shape}")
-        if labels.shape[0] != images.shape[0]:
-            raise ValueError(
-                f"{self.image_path} holds {images.shape[0]} images but {label_path} holds "
-                f"{labels.shape[0]} labels"
-            )
+        self.image_path, label_path, images, labels = open_idx_split(root, split, mapped=True)
         if num_classes is None:
             num_classes = int(labels.max()) + 1 if labels.size else 1
         num_classes = _positive_int(num_classes, "num_classes")
@@ -1064,12 +1046,6 @@ def as_source(data: Dataset | ImageSource) -> ImageSource:
     )
 
 
-_ACCEPTED = (
-    "'mnist-5k', 'idx:PATH' (directory of MNIST IDX files), 'tfds:NAME' "
-    "(TensorFlow Datasets name), 'folder:PATH' (PATH/<class>/*.jpg|png)"
-)
-
-
 def open_stream(
     spec: str,
     *,
@@ -1104,34 +1080,26 @@ def open_stream(
       ValueError: If ``spec`` is not an accepted form (the message lists them), ``split`` is
         invalid for it, or ``image_size`` cannot apply.
     """
-    from svebi_jax.data import _resolve, _single_split
+    from svebi_jax.data import _parse_spec, _resolve, _single_split
     from svebi_jax.data.mnist5k import load_mnist5k
 
-    if not isinstance(spec, str):
-        raise TypeError(f"spec must be a str, got {type(spec).__name__}; accepted: {_ACCEPTED}")
+    kind, arg = _parse_spec(spec)
     if not isinstance(split, str) or not split:
         raise ValueError(f"split must be a non-empty str, got {split!r}")
     _check_resize(resize)
-    kind, sep, arg = spec.partition(":")
-    source: ImageSource
-    if not sep and spec == "mnist-5k":
+    if kind == "tfds":
+        return TfdsSource(arg, split, data_dir=data_dir, image_size=image_size, resize=resize)
+    if kind == "idx":
+        source: ImageSource = IdxSource(_resolve(arg, data_dir), split)
+    else:
         _single_split(spec, split)
-        source = ArraySource(load_mnist5k())
-    elif sep and kind in ("idx", "tfds", "folder"):
-        if not arg:
-            raise ValueError(f"spec {spec!r} is missing the part after '{kind}:'")
         if kind == "folder":
-            _single_split(spec, split)
             return FolderSource(
                 _resolve(arg, data_dir),
                 image_size=224 if image_size is None else image_size,
                 resize=resize,
             )
-        if kind == "tfds":
-            return TfdsSource(arg, split, data_dir=data_dir, image_size=image_size, resize=resize)
-        source = IdxSource(_resolve(arg, data_dir), split)
-    else:
-        raise ValueError(f"unknown dataset spec {spec!r}; accepted forms: {_ACCEPTED}")
+        source = ArraySource(load_mnist5k())
     if image_size is not None and _check_size(image_size) != source.image_shape[:2]:
         raise ValueError(
             f"image_size={image_size!r} cannot apply to {spec!r}, whose images are "
