@@ -3,15 +3,20 @@
 An :class:`ImageSource` is a random-access labelled image collection that is never held in
 memory as a whole: ``len(source)`` items, ``source.num_classes``, ``source.class_names``,
 ``source.image_shape`` ``(H, W, C)``, and :meth:`ImageSource.batches`, which yields
-fixed-shape :class:`Batch` es for one epoch::
+fixed-shape :class:`Batch` es, one epoch or several::
 
     from svebi_jax import data
 
-    source = data.open_stream("folder:/data/AwA2/JPEGImages", image_size=224)
-    train, test = source.split(0.2, seed=0)               # seeded 80/20 split
-    for epoch in range(50):
-        for batch in train.batches(8, seed=0, epoch=epoch, num_workers=8):
-            ...  # batch.images [8, 224, 224, 3] f32, batch.labels [8] i32, batch.mask [8] bool
+    def main():  # worker processes are spawned: keep the entry point under a main guard
+        source = data.open_stream("folder:/data/AwA2/JPEGImages", image_size=224)
+        train, test = source.split(0.2, seed=0)                # seeded 80/20 split
+        with train.batches(8, seed=0, num_epochs=50, num_workers=8) as it:
+            for step, batch in enumerate(it):                  # it.steps_per_epoch per epoch
+                ...  # batch.images [8, 224, 224, 3] f32, .labels [8] i32, .mask [8] bool
+        print(it.skipped)                                      # unreadable files, if any
+
+    if __name__ == "__main__":
+        main()
 
 Sources: :class:`FolderSource` (``root/<class>/*.jpg|jpeg|png``, AwA2's layout),
 :class:`IdxSource` (MNIST-style IDX files, memory-mapped), :class:`TfdsSource`
@@ -585,6 +590,14 @@ class ImageSource(abc.ABC):
     ) -> BatchIterator:
         """Fixed-shape batches of one epoch (or ``num_epochs``) for this host.
 
+        Row ``k`` of step ``s`` on host ``h`` of ``P`` holds item ``π_e(g)`` of the source,
+
+        .. math::
+          g = s \\, B P + h \\, B + k, \\qquad
+          \\text{padding (mask False) when } g \\ge N,
+
+        with ``π_e`` the epoch's permutation (identity when ``seed`` is None).
+
         Args:
           batch_size: Per-host batch size ``B`` (the global batch is ``B·P``).
           seed: ``None`` keeps source order (``epoch`` then has no effect); an int shuffles
@@ -599,8 +612,9 @@ class ImageSource(abc.ABC):
             ``jax.process_count()``), a pair ``(index, count)``, or a
             ``grain.sharding.ShardOptions`` (e.g. ``ShardByJaxProcess()``).
           num_workers: Worker processes that read and decode (grain ``mp_prefetch``; spawned
-            per iterator, a few seconds each: they import this package). ``0`` reads in this
-            process. The batches do not depend on it.
+            per iterator, a few seconds each: they import this package; a script must start
+            them under ``if __name__ == "__main__":``). ``0`` reads in this process. The
+            batches do not depend on it.
           prefetch: Batches each process reads ahead (``>= 1``; ``0`` reads on demand).
           num_threads: Reader threads per process (Pillow releases the GIL while decoding and
             resizing); default ``prefetch``.
