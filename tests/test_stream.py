@@ -138,6 +138,13 @@ def test_same_seed_same_order_new_epoch_new_order_no_seed_source_order():
     it = src.batches(8, seed=3, epoch=0, num_epochs=2, shard=(0, 1))
     assert len(it) == 10 and it.steps_per_epoch == 5
     np.testing.assert_array_equal(_collect(it).index, np.concatenate([a, e1]))
+    # resuming at batch 7 (epoch 1, step 2) yields exactly the rest of that pass
+    rest = src.batches(8, seed=3, epoch=0, num_epochs=2, start=7, shard=(0, 1))
+    assert len(rest) == 3
+    np.testing.assert_array_equal(_collect(rest).index, e1[16:])
+    assert len(src.batches(8, seed=3, num_epochs=2, start=10, shard=(0, 1))) == 0
+    with pytest.raises(ValueError, match="start must be at most"):
+        src.batches(8, seed=3, start=6, shard=(0, 1))
 
 
 def test_order_is_the_same_in_a_fresh_process():

@@ -580,6 +580,7 @@ class ImageSource(abc.ABC):
         seed: int | None = None,
         epoch: int = 0,
         num_epochs: int = 1,
+        start: int = 0,
         drop_remainder: bool = False,
         shard: Any = None,
         num_workers: int = 0,
@@ -606,6 +607,10 @@ class ImageSource(abc.ABC):
           num_epochs: Epochs ``epoch, epoch + 1, ...`` to yield back to back, each exactly as
             a separate call would (``it.steps_per_epoch`` batches each). One iterator over
             many epochs keeps its worker processes, which a new iterator per epoch restarts.
+          start: Index of the first batch to yield, counted across the ``num_epochs`` epochs
+            (``0 <= start <= num_epochs · steps_per_epoch``): resuming an interrupted pass at
+            batch ``start`` yields exactly the remaining batches of the full pass, without
+            reading the skipped ones.
           drop_remainder: Drop the last global batch when it is short (every row then has
             ``mask`` True unless unreadable); otherwise pad it (``mask`` False).
           shard: ``None`` for this JAX process (``jax.process_index()`` of
@@ -625,7 +630,8 @@ class ImageSource(abc.ABC):
             ``"raise"`` raises :class:`~svebi_jax.data.folder.UnreadableImageError`.
 
         Returns:
-          A :class:`BatchIterator` of ``num_epochs · num_batches(...)`` :class:`Batch` es.
+          A :class:`BatchIterator` of ``num_epochs · num_batches(...) - start``
+          :class:`Batch` es.
 
         Raises:
           ValueError: For an invalid argument (named), or ``drop_remainder=True`` with fewer
@@ -655,7 +661,13 @@ class ImageSource(abc.ABC):
         seed = None if seed is None else _check_seed(seed)
         item = _ReadItem(self, seed, epoch, steps, batch_size, shard, norm, on_error)
         total = steps * num_epochs
-        ds = grain.MapDataset.range(total * batch_size).map(item).batch(batch_size)
+        start = _non_negative_int(start, "start")
+        if start > total:
+            raise ValueError(
+                f"start must be at most num_epochs x steps_per_epoch = {total}, got {start}"
+            )
+        ds = grain.MapDataset.range(start * batch_size, total * batch_size)
+        ds = ds.map(item).batch(batch_size)
         it_ds = ds.to_iter_dataset(
             grain.ReadOptions(num_threads=num_threads, prefetch_buffer_size=prefetch)
         )
@@ -666,7 +678,7 @@ class ImageSource(abc.ABC):
                     num_workers=num_workers, per_worker_buffer_size=max(1, prefetch)
                 )
             )
-        return BatchIterator(self, it_ds, total, steps)
+        return BatchIterator(self, it_ds, total - start, steps)
 
     def gather(self, indices: Sequence[int] | np.ndarray, *, normalize: Any = None) -> Batch:
         """Reads the items ``indices`` in this process as one :class:`Batch` (all ``mask``
