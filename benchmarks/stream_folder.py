@@ -18,7 +18,9 @@ quality 90: about the pixel count of an AwA2 photo), then times one pass of batc
 
 Start-up is reported apart from the steady-state rate: "first batch" is the time from
 creating the iterator to the first batch (grain spawns its workers, which import the package;
-torch forks), and img/s counts only the batches after the first ``1 + 2·workers``. The load average
+torch forks), and img/s counts only the batches after the first ``1 + 2·workers``. CPU ms/img
+(user + system time of the process and its workers, from psutil, per image) measures the cost
+independently of the load: on a busy machine compare it rather than img/s. The load average
 is recorded around each pass. Rows run in interleaved rounds (``--repeats``), each round
 starting one row later, and the median per row is reported: on a shared machine compare rows
 of one run (ratios).
@@ -46,26 +48,52 @@ def _loadavg() -> list[float]:
     return [float(x) for x in pathlib.Path("/proc/loadavg").read_text().split()[:3]]
 
 
+def _cpu_by_process() -> dict[int, float]:
+    """User + system CPU seconds of this process and each live child (worker), by pid."""
+    import psutil
+
+    me = psutil.Process()
+    out = {}
+    for proc in [me, *me.children(recursive=True)]:
+        try:
+            t = proc.cpu_times()
+            out[proc.pid] = t.user + t.system
+        except psutil.NoSuchProcess:
+            pass
+    return out
+
+
+def _cpu_delta(before: dict[int, float], after: dict[int, float]) -> float:
+    # processes alive at both moments: this one and this pass's workers (the previous pass's
+    # workers may still be exiting at ``before``)
+    return sum(after[pid] - before[pid] for pid in after if pid in before)
+
+
 def _time_pass(make_iter, warmup: int) -> dict:
-    """One pass: time to the first batch, then img/s over the batches after ``warmup``."""
+    """One pass: time to the first batch, then img/s and CPU ms/img over the batches after
+    ``warmup`` (CPU of this process and its workers; independent of the machine's load)."""
     load0 = _loadavg()
     t0 = time.perf_counter()
     it = make_iter()
     first = None
     n = 0
-    t1 = None
+    t1 = c1 = None
+    c2: dict[int, float] = {}
     for k, batch in enumerate(it):
         if k == 0:
             first = time.perf_counter() - t0
         if k == warmup - 1:
-            t1 = time.perf_counter()
+            t1, c1 = time.perf_counter(), _cpu_by_process()
         elif k >= warmup:
             n += int(np.shape(batch[0])[0])  # every row's batch is (images [B, ...], ...)
+            c2.update(_cpu_by_process())  # last reading of each process: workers may exit
+            # once their share is decoded, before the main process has consumed it
     t2 = time.perf_counter()
     if hasattr(it, "close"):
         it.close()
     return {
         "img_per_s": n / (t2 - t1),
+        "cpu_ms_per_img": 1000 * _cpu_delta(c1, c2) / n,
         "first_batch_s": first,
         "images_timed": n,
         "warmup_batches": warmup,
@@ -161,6 +189,7 @@ def main() -> None:
         name: {
             "img_per_s_median": statistics.median(x["img_per_s"] for x in rs),
             "img_per_s_all": [round(x["img_per_s"], 2) for x in rs],
+            "cpu_ms_per_img_median": statistics.median(x["cpu_ms_per_img"] for x in rs),
             "first_batch_s_median": statistics.median(x["first_batch_s"] for x in rs),
             "loadavg_1min_range": [
                 min(x["loadavg_before"][0] for x in rs),
@@ -184,13 +213,16 @@ def main() -> None:
         "rows": rows,
     }
     base = rows["serial loop (load_image_folder's)"]["img_per_s_median"]
-    print("| pipeline | img/s (median) | vs serial | first batch (s) | 1-min load avg |")
-    print("|---|---|---|---|---|")
+    print(
+        "| pipeline | img/s (median) | vs serial | CPU ms/img | first batch (s) | 1-min load avg |"
+    )
+    print("|---|---|---|---|---|---|")
     for name, r in rows.items():
         lo, hi = r["loadavg_1min_range"]
         print(
             f"| {name} | {r['img_per_s_median']:.1f} | {r['img_per_s_median'] / base:.2f}x | "
-            f"{r['first_batch_s_median']:.2f} | {lo:.1f}-{hi:.1f} |"
+            f"{r['cpu_ms_per_img_median']:.1f} | {r['first_batch_s_median']:.2f} | "
+            f"{lo:.1f}-{hi:.1f} |"
         )
     pathlib.Path(args.out).write_text(json.dumps(result, indent=1) + "\n")
 
