@@ -541,6 +541,18 @@ def test_public_api():
             "load_mnist5k",
             "load_tfds",
             "load_image_folder",
+            "ImageSource",
+            "FolderSource",
+            "IdxSource",
+            "TfdsSource",
+            "ArraySource",
+            "SyntheticSource",
+            "Batch",
+            "BatchIterator",
+            "UnreadableImageError",
+            "open_stream",
+            "as_source",
+            "prefetch_to_device",
         ]
     )
     for name in data.__all__:
