@@ -10,6 +10,8 @@ The functional core (all pure functions over time-major ``[T, B, ...]`` arrays a
 - :mod:`svebi_jax.attribution` — every explanation method as
   ``attr_fn(params, images, target) -> [B, H, W]``; :mod:`svebi_jax.metrics` scores them.
 - :mod:`svebi_jax.baselines` — the comparison methods as plain functions.
+- :func:`from_nir` / :func:`to_nir` — networks from and to other SNN frameworks via NIR
+  (:mod:`svebi_jax.nir_io`).
 
 Models are thin Flax NNX definitions (:mod:`svebi_jax.models`); :func:`functional` turns one
 into ``(apply_fn, params)`` (:class:`~svebi_jax.protocols.ApplyFn`) for everything above.
@@ -29,13 +31,16 @@ from svebi_jax.layers import (
     Flatten,
     Geometry,
     MaxPool,
+    Scale,
     SNNConfig,
     SNNOutput,
+    SumPool,
     layer_geometry,
     run_network,
 )
 from svebi_jax.lif import integrator_readout, lif_scan, lif_step, spike_function
 from svebi_jax.models import ShallowSNN, SpikingNetwork, functional
+from svebi_jax.nir_io import NIRNetwork, from_nir, to_nir
 from svebi_jax.protocols import ApplyFn, ModelInfo
 from svebi_jax.relevance import (
     has_relevant_filters,
@@ -59,9 +64,12 @@ __all__ = [
     "Geometry",
     "LassoResult",
     "MaxPool",
+    "NIRNetwork",
     "Responses",
     "SNNConfig",
     "SNNOutput",
+    "Scale",
+    "SumPool",
     "ShallowSNN",
     "SpikingNetwork",
     "__version__",
@@ -76,6 +84,7 @@ __all__ = [
     "compute_responses",
     "explain",
     "filter_responses",
+    "from_nir",
     "functional",
     "has_relevant_filters",
     "integrator_readout",
@@ -93,6 +102,7 @@ __all__ = [
     "run_network",
     "spike_function",
     "svebi_heatmaps",
+    "to_nir",
     "top_k_crops",
     "upsample_aligned",
     "upsample_stretch",

@@ -53,7 +53,8 @@ MANIFEST_FORMAT = "svebi_jax.checkpoint/1"
 CHECKPOINT_FILES = (PARAMS_FILE, CONFIG_FILE, METRICS_FILE, MANIFEST_FILE)
 
 _LAYER_TYPES = {
-    cls.__name__: cls for cls in (L.Conv, L.Dense, L.MaxPool, L.AvgPool, L.Flatten, L.LIF)
+    cls.__name__: cls
+    for cls in (L.Conv, L.Dense, L.MaxPool, L.AvgPool, L.SumPool, L.Scale, L.Flatten, L.LIF)
 }
 
 

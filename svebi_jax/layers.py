@@ -43,7 +43,12 @@ Record = Literal["mean", "spikes"] | None
 
 @dataclasses.dataclass(frozen=True)
 class Conv:
-    """2-D convolution, NHWC, square kernel, symmetric integer padding (0 = ``VALID``)."""
+    """2-D convolution, NHWC, square kernel, symmetric integer padding (0 = ``VALID``).
+
+    ``dilation`` spaces the kernel taps (effective window ``dilation·(kernel_size-1) + 1``);
+    ``groups`` splits the channels into independent groups (kernel ``[k, k, C_in/groups,
+    features]``, as in ``torch.nn.Conv2d``).
+    """
 
     name: str
     features: int
@@ -51,6 +56,8 @@ class Conv:
     stride: int = 1
     padding: int = 0
     use_bias: bool = True
+    dilation: int = 1
+    groups: int = 1
 
 
 @dataclasses.dataclass(frozen=True)
@@ -81,16 +88,66 @@ class AvgPool:
 
 
 @dataclasses.dataclass(frozen=True)
+class SumPool:
+    """Sum pooling over a square window (stride defaults to the window): ``window²`` × average."""
+
+    window: int
+    stride: int | None = None
+    padding: int = 0
+
+
+@dataclasses.dataclass(frozen=True)
+class Scale:
+    """Element-wise gain ``x ⊙ s`` with ``s = params[name]["scale"]`` (broadcast to ``[H, W, C]``
+    or ``[F]``), e.g. NIR's ``Scale`` node."""
+
+    name: str
+
+
+@dataclasses.dataclass(frozen=True)
 class Flatten:
     """Flattens ``[..., H, W, C]`` to ``[..., H·W·C]``."""
 
 
 @dataclasses.dataclass(frozen=True)
 class LIF:
-    """LIF neurons on the output of the preceding synaptic layer (network-wide dynamics)."""
+    """LIF neurons on the output of the preceding synaptic layer.
+
+    ``LIF()`` uses the network-wide dynamics of :class:`SNNConfig`. A *named* ``LIF(name)``
+    reads per-layer (or per-neuron) parameters from ``params[name]``, arrays broadcastable to
+    the layer's ``[H, W, C]`` (or ``[F]``) output, as imported from NIR graphs:
+
+    - ``"beta"``, ``"threshold"`` (required): decay :math:`\\beta` and threshold :math:`\\theta`;
+    - ``"gain"`` :math:`g`, ``"bias"`` :math:`b` (optional): the input current becomes
+      :math:`g I + b`;
+    - ``"alpha"`` (optional): a current-based synapse
+      :math:`J[t] = \\alpha J[t-1] + g I[t]` feeds the membrane :math:`J[t] + b` instead;
+    - ``"v_reset"`` (optional): reset potential of the ``"zero"`` reset.
+
+    ``reset`` overrides :attr:`SNNConfig.reset` for this layer. Parameter arrays live in
+    ``params`` (not in the hashable spec) so that specs stay static under ``jit``.
+    """
+
+    name: str | None = None
+    reset: str | None = None
+
+    def __post_init__(self):
+        if self.reset is not None:
+            lif.check_reset(self.reset)
 
 
-LayerSpec = Conv | Dense | MaxPool | AvgPool | Flatten | LIF
+LayerSpec = Conv | Dense | MaxPool | AvgPool | SumPool | Scale | Flatten | LIF
+
+#: Pooling kinds the model builders offer (``pool=``); only ``"avg"`` and ``"sum"`` export to
+#: NIR 1.0, which has no max-pooling node.
+POOLS: dict[str, type] = {"max": MaxPool, "avg": AvgPool, "sum": SumPool}
+
+
+def pool_spec(pool: str, window: int = 2) -> MaxPool | AvgPool | SumPool:
+    """The pooling spec named ``pool`` (``"max"``, ``"avg"`` or ``"sum"``) over ``window``."""
+    if pool not in POOLS:
+        raise ValueError(f"pool must be one of {tuple(POOLS)}, got {pool!r}")
+    return POOLS[pool](window)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -101,7 +158,8 @@ class SNNConfig:
       num_steps: ``T``, timesteps per forward pass (≥ 1).
       beta: LIF decay :math:`\\beta \\in [0, 1]`.
       threshold: firing threshold :math:`\\theta > 0`.
-      reset: ``"subtract"`` (paper), ``"subtract_then_leak"`` (authors' code) or ``"zero"``.
+      reset: ``"subtract"`` (paper), ``"subtract_then_leak"`` (authors' code), ``"zero"`` or
+        ``"none"`` (see :mod:`svebi_jax.lif`).
       surrogate: surrogate-gradient name, see :func:`svebi_jax.lif.spike_function`.
       surrogate_slope: slope of the sigmoid surrogate.
       readout_beta: leak of the non-spiking integrator readout (1 = pure integrator).
@@ -167,8 +225,9 @@ class Geometry(NamedTuple):
 
 
 def _window(spec) -> tuple[int, int, int]:
+    """``(effective window, stride, padding)`` of a conv (dilation included) or pool spec."""
     if isinstance(spec, Conv):
-        return spec.kernel_size, spec.stride, spec.padding
+        return spec.dilation * (spec.kernel_size - 1) + 1, spec.stride, spec.padding
     return spec.window, spec.stride or spec.window, spec.padding
 
 
@@ -179,7 +238,7 @@ def _walk(layers: Sequence[LayerSpec], input_shape: tuple[int, int, int]):
     flat = False
     for spec in layers:
         c_in = c
-        if isinstance(spec, (Conv, MaxPool, AvgPool)):
+        if isinstance(spec, (Conv, MaxPool, AvgPool, SumPool)):
             if flat:
                 raise ValueError(f"layers: {spec} follows Flatten/Dense; spatial layers come first")
             k, s, p = _window(spec)
@@ -260,7 +319,8 @@ def validate_layers(layers: Sequence[LayerSpec]) -> None:
     layers = tuple(layers)
     if not layers or not isinstance(layers[-1], Dense):
         raise ValueError("layers must end with a Dense readout layer")
-    names = [s.name for s in layers if isinstance(s, (Conv, Dense))]
+    names = [s.name for s in layers if isinstance(s, (Conv, Dense, Scale))]
+    names += [s.name for s in layers if isinstance(s, LIF) and s.name is not None]
     if len(set(names)) != len(names):
         raise ValueError(f"layers: layer names must be unique, got {names}")
     prev = None
@@ -281,14 +341,16 @@ def _conv(x: Array, p: Mapping[str, Array], spec: Conv) -> Array:
         p["kernel"],
         window_strides=(spec.stride, spec.stride),
         padding=((spec.padding, spec.padding), (spec.padding, spec.padding)),
+        rhs_dilation=(spec.dilation, spec.dilation),
         dimension_numbers=("NHWC", "HWIO", "NHWC"),
+        feature_group_count=spec.groups,
     )
     if spec.use_bias:
         y = y + p["bias"]
     return y
 
 
-def _pool(x: Array, spec: MaxPool | AvgPool) -> Array:
+def _pool(x: Array, spec: MaxPool | AvgPool | SumPool) -> Array:
     k, s, p = _window(spec)
     if s == k and p == 0:
         # Non-overlapping windows: a reshape + reduce is exact (VALID floors the size) and its
@@ -297,20 +359,24 @@ def _pool(x: Array, spec: MaxPool | AvgPool) -> Array:
         n, h, w, c = x.shape
         hh, ww = h // k, w // k
         x = x[:, : hh * k, : ww * k, :].reshape(n, hh, k, ww, k, c)
+        if isinstance(spec, SumPool):
+            return x.sum(axis=(2, 4))
         return x.max(axis=(2, 4)) if isinstance(spec, MaxPool) else x.mean(axis=(2, 4))
     pad = ((0, 0), (p, p), (p, p), (0, 0))
     if isinstance(spec, MaxPool):
         return jax.lax.reduce_window(x, -jnp.inf, jax.lax.max, (1, k, k, 1), (1, s, s, 1), pad)
     summed = jax.lax.reduce_window(x, 0.0, jax.lax.add, (1, k, k, 1), (1, s, s, 1), pad)
-    return summed / (k * k)
+    return summed if isinstance(spec, SumPool) else summed / (k * k)
 
 
 def _apply(x: Array, spec: LayerSpec, params: Params) -> Array:
     """Applies a stateless op to a ``[N, ...]`` batch (N may be T·B)."""
     if isinstance(spec, Conv):
         return _conv(x, params[spec.name], spec)
-    if isinstance(spec, (MaxPool, AvgPool)):
+    if isinstance(spec, (MaxPool, AvgPool, SumPool)):
         return _pool(x, spec)
+    if isinstance(spec, Scale):
+        return x * params[spec.name]["scale"]
     if isinstance(spec, Flatten):
         return x.reshape(x.shape[0], -1)
     if isinstance(spec, Dense):
@@ -372,6 +438,41 @@ def _spiking_name(layers, i) -> str | None:
     return layers[i - 1].name
 
 
+def _neuron_settings(spec: LIF, params: Params, config: SNNConfig) -> dict:
+    """``beta, threshold, reset, v_reset`` of a LIF spec (``params[name]`` for a named one)."""
+    reset = spec.reset or config.reset
+    if spec.name is None:
+        return dict(beta=config.beta, threshold=config.threshold, reset=reset, v_reset=None)
+    p = params[spec.name]
+    v_reset = p["v_reset"] if "v_reset" in p else None
+    return dict(beta=p["beta"], threshold=p["threshold"], reset=reset, v_reset=v_reset)
+
+
+def _neuron_currents(x: Array, spec: LIF, params: Params, num_steps: int, static: bool) -> Array:
+    """Time-major ``[T, ...]`` membrane input of a LIF layer from its synaptic output ``x``.
+
+    ``x`` is ``[B, ...]`` when ``static`` (the same current at every step), else ``[T, B, ...]``.
+    A named LIF applies its gain, current-based synapse and bias (see :class:`LIF`).
+    """
+    p = params[spec.name] if spec.name is not None else {}
+    if "gain" in p:
+        x = x * p["gain"]
+    if "alpha" in p:
+        x = jnp.broadcast_to(x, (num_steps,) + x.shape) if static else x
+        static = False
+        alpha = p["alpha"]
+        _, x = jax.lax.scan(lambda j, i: (alpha * j + i,) * 2, jnp.zeros_like(x[0]), x)
+    if "bias" in p:
+        x = x + p["bias"]
+    return jnp.broadcast_to(x, (num_steps,) + x.shape) if static else x
+
+
+def _readout_beta(layers, params: Params, config: SNNConfig):
+    """Leak of the readout: ``params[readout]["beta"]`` (per neuron) or the config's scalar."""
+    p = params[layers[-1].name]
+    return p["beta"] if "beta" in p else config.readout_beta
+
+
 def run_time_batched(
     layers: Sequence[LayerSpec],
     params: Params,
@@ -407,13 +508,11 @@ def run_time_batched(
     )
     for i, spec in enumerate(layers):
         if isinstance(spec, LIF):
-            currents = jnp.broadcast_to(x, (config.num_steps,) + x.shape) if static else x
+            currents = _neuron_currents(x, spec, params, config.num_steps, static)
             static = False
             spikes, _ = lif.lif_scan(
                 currents,
-                beta=config.beta,
-                threshold=config.threshold,
-                reset=config.reset,
+                **_neuron_settings(spec, params, config),
                 surrogate=spike_fn,
                 detach_reset=config.detach_reset,
             )
@@ -428,7 +527,7 @@ def run_time_batched(
             x = _apply_time(x, spec, params)
     if static:  # no spiking layer at all: the readout current is constant in time
         x = jnp.broadcast_to(x, (config.num_steps,) + x.shape)
-    logits = lif.integrator_readout(x, beta=config.readout_beta)
+    logits = lif.integrator_readout(x, beta=_readout_beta(layers, params, config))
     return SNNOutput(logits, recorded)
 
 
@@ -452,6 +551,7 @@ def run_stepwise(
     )
     lif_positions = [i for i, s in enumerate(layers) if isinstance(s, LIF)]
     num_steps = config.num_steps
+    readout_beta = _readout_beta(layers, params, config)
     if inputs.ndim == 5:
         xs = inputs
     else:
@@ -465,17 +565,24 @@ def run_stepwise(
         k = 0
         for i, spec in enumerate(layers):
             if isinstance(spec, LIF):
-                state = states[k] if states is not None else lif.init_state(x.shape, x.dtype)
+                p = params[spec.name] if spec.name is not None else {}
+                x = x * p["gain"] if "gain" in p else x
+                if states is not None:
+                    state, syn = states[k]
+                else:  # abstract first step: (LIF state, synaptic current or None)
+                    state = lif.init_state(x.shape, x.dtype)
+                    syn = jnp.zeros_like(x) if "alpha" in p else None
+                if syn is not None:
+                    syn = x = p["alpha"] * syn + x
+                x = x + p["bias"] if "bias" in p else x
                 state, (s, _) = lif.lif_step(
                     state,
                     x,
-                    beta=config.beta,
-                    threshold=config.threshold,
-                    reset=config.reset,
+                    **_neuron_settings(spec, params, config),
                     spike_fn=spike_fn,
                     detach_reset=config.detach_reset,
                 )
-                new_states.append(state)
+                new_states.append((state, syn))
                 k += 1
                 name = _spiking_name(layers, i)
                 s = _mask(s, (masks or {}).get(name), time_axis=False)
@@ -485,12 +592,12 @@ def run_stepwise(
             else:
                 x = _apply(x, spec, params)
         u_prev = jnp.zeros_like(x) if u_out is None else u_out
-        u_new = config.readout_beta * u_prev + x
+        u_new = readout_beta * u_prev + x
         return (tuple(new_states), u_new), rec
 
     # Shapes of the carry from one abstract step starting at rest.
     (state_shapes, u_shape), _ = jax.eval_shape(lambda x: step((None, None), x), xs[0])
-    init_states = tuple(lif.init_state(s.membrane.shape, s.membrane.dtype) for s in state_shapes)
+    init_states = jax.tree.map(lambda s: jnp.zeros(s.shape, s.dtype), state_shapes)
     assert len(init_states) == len(lif_positions)
     init = (init_states, jnp.zeros(u_shape.shape, u_shape.dtype))
     (_, u_final), rec = jax.lax.scan(step, init, xs)

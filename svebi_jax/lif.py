@@ -17,10 +17,16 @@ Three reset orders are supported, all with the threshold :math:`\\theta` and dec
 .. math::
     U[t] = \\beta (U[t-1] - \\theta S[t-1]) + I[t], \\qquad S[t] = H(U[t] - \\theta)
 
-``"zero"`` (hard reset)
+``"zero"`` (hard reset, to :math:`v_r = 0` unless a reset potential ``v_reset`` is given)
 
 .. math::
-    U[t] = \\beta U[t-1] (1 - S[t-1]) + I[t], \\qquad S[t] = H(U[t] - \\theta)
+    U[t] = \\beta \\big(U[t-1] (1 - S[t-1]) + v_r S[t-1]\\big) + I[t], \\qquad
+    S[t] = H(U[t] - \\theta)
+
+``"none"`` (no reset: a leaky integrator read through a threshold, NIR's ``LI`` + ``Threshold``)
+
+.. math::
+    U[t] = \\beta U[t-1] + I[t], \\qquad S[t] = H(U[t] - \\theta)
 
 A spike is emitted in the step of the crossing (:math:`S[t]` depends on :math:`U[t]`), so
 stacked layers add no delay. ``membrane`` outputs are the pre-reset potentials :math:`U[t]`.
@@ -42,10 +48,10 @@ import spyx.axn
 from svebi_jax._validation import is_tracer as _is_tracer
 
 Array = jax.Array
-ResetMode = Literal["subtract", "subtract_then_leak", "zero"]
+ResetMode = Literal["subtract", "subtract_then_leak", "zero", "none"]
 SpikeFn = Callable[[Array], Array]
 
-RESET_MODES: tuple[str, ...] = ("subtract", "subtract_then_leak", "zero")
+RESET_MODES: tuple[str, ...] = ("subtract", "subtract_then_leak", "zero", "none")
 SURROGATES: tuple[str, ...] = (
     "triangle",
     "sigmoid",
@@ -197,11 +203,12 @@ def spike_function(
         return surrogate
     if not isinstance(surrogate, str):
         raise ValueError(f"surrogate must be one of {SURROGATES} or a callable, got {surrogate!r}")
-    if surrogate == "triangle" and _is_tracer(threshold):
-        # A traced threshold (e.g. jax.jit(lambda th: lif_scan(I, beta=b, threshold=th))):
-        # the same surrogate with the threshold as an argument instead of a cached constant.
+    if surrogate == "triangle" and (_is_tracer(threshold) or np.ndim(threshold) > 0):
+        # A traced threshold (e.g. jax.jit(lambda th: lif_scan(I, beta=b, threshold=th))) or
+        # one per neuron: the same surrogate with the threshold as an argument instead of a
+        # cached constant.
         return functools.partial(_traced_surrogate_spike, triangle_surrogate, threshold)
-    if surrogate == "sigmoid" and _is_tracer(slope):
+    if surrogate == "sigmoid" and (_is_tracer(slope) or np.ndim(slope) > 0):
         return functools.partial(_traced_surrogate_spike, sigmoid_surrogate, slope)
     if surrogate != "triangle":
         threshold = 1.0  # only the triangle's shape depends on the threshold
@@ -219,6 +226,7 @@ def lif_step(
     reset: ResetMode = "subtract",
     spike_fn: SpikeFn | None = None,
     detach_reset: bool = False,
+    v_reset: float | Array | None = None,
 ) -> tuple[LIFState, tuple[Array, Array]]:
     """One LIF timestep (see the module docstring for the equations).
 
@@ -230,6 +238,8 @@ def lif_step(
       reset: one of :data:`RESET_MODES`.
       spike_fn: spiking non-linearity from :func:`spike_function` (default: triangle).
       detach_reset: stop the gradient through the reset term.
+      v_reset: reset potential :math:`v_r` of the ``"zero"`` reset (default ``None``: 0);
+        ignored by the other resets.
 
     Returns:
       ``(new_state, (spikes, membrane))`` with ``spikes`` :math:`S[t]` and ``membrane``
@@ -244,8 +254,12 @@ def lif_step(
         u = beta * prev_u + current - threshold * prev_s
     elif reset == "subtract_then_leak":
         u = beta * (prev_u - threshold * prev_s) + current
-    elif reset == "zero":
+    elif reset == "zero" and v_reset is None:
         u = beta * prev_u * (1.0 - prev_s) + current
+    elif reset == "zero":
+        u = beta * (prev_u * (1.0 - prev_s) + v_reset * prev_s) + current
+    elif reset == "none":
+        u = beta * prev_u + current
     else:
         raise ValueError(f"reset must be one of {RESET_MODES}, got {reset!r}")
     s = spike_fn(u - threshold).astype(u.dtype)
@@ -269,6 +283,7 @@ def lif_scan(
     detach_reset: bool = False,
     initial_state: LIFState | None = None,
     unroll: int | bool | None = None,
+    v_reset: float | Array | None = None,
 ) -> tuple[Array, Array]:
     """Runs a LIF population over time with :func:`jax.lax.scan`.
 
@@ -276,7 +291,8 @@ def lif_scan(
       currents: ``[T, ...]`` float input currents :math:`I[t]`, time-major.
       beta: decay :math:`\\beta \\in [0, 1]`.
       threshold: firing threshold :math:`\\theta > 0`.
-      reset: ``"subtract"`` (paper), ``"subtract_then_leak"`` (authors' code) or ``"zero"``.
+      reset: ``"subtract"`` (paper), ``"subtract_then_leak"`` (authors' code), ``"zero"``
+        or ``"none"``.
       surrogate: surrogate-gradient name or callable, see :func:`spike_function`.
       surrogate_slope: slope of the ``"sigmoid"`` surrogate.
       detach_reset: stop the gradient through the reset term.
@@ -314,6 +330,7 @@ def lif_scan(
         reset=reset,
         spike_fn=spike_fn,
         detach_reset=detach_reset,
+        v_reset=v_reset,
     )
     if unroll is None:
         unroll = True if currents.shape[0] <= 12 else 4
@@ -339,14 +356,15 @@ def integrator_readout(currents: Array, *, beta: float = 1.0) -> Array:
 
     Args:
       currents: ``[T, B, K]`` (any trailing shape) readout currents, time-major.
-      beta: leak of the integrator, in [0, 1].
+      beta: leak of the integrator, in [0, 1]: a scalar or an array broadcastable to the
+        trailing shape (one leak per output neuron, e.g. ``[K]``).
 
     Returns:
       ``[B, K]`` logits: the potential after the last step divided by ``T``.
     """
     check_beta(beta)
     num_steps = currents.shape[0]
-    if not _is_tracer(beta) and float(beta) == 1.0:
+    if not _is_tracer(beta) and np.all(np.asarray(beta) == 1.0):
         return jnp.sum(currents, axis=0) / num_steps
 
     def step(u, i):

@@ -55,6 +55,8 @@ class SpikingNetwork(nnx.Module):
                     kernel_size=(k, k),
                     strides=spec.stride,
                     padding=[(spec.padding, spec.padding)] * 2,
+                    kernel_dilation=spec.dilation,
+                    feature_group_count=spec.groups,
                     use_bias=spec.use_bias,
                     rngs=rngs,
                 )
@@ -114,34 +116,63 @@ class SpikingNetwork(nnx.Module):
           ValueError: images of the wrong rank, size, channels or time length, integer
             images (refused, not rescaled), or (when concrete) NaN/inf pixels.
         """
-        images = V.check_images(
-            images,
-            image_shape=self.input_shape,
-            time_major=True,
-            num_steps=self.config.num_steps,
-        )
-        images = jnp.asarray(images)
-        out = L.run_network(
+        return run_checked(
             self.layers,
             self.weights(),
             images,
             config=self.config,
+            input_shape=self.input_shape,
             mode=mode,
             record=record,
             masks=masks,
         )
-        if not V.is_tracer(images):
-            return out  # checked above: every image is finite
-        # Traced images cannot be checked: NaN/inf pixels would otherwise give plausible
-        # logits (H(NaN) = 0, no spike). Mark those images' outputs NaN instead.
-        valid = V.rows_finite(images, axis=images.ndim - 4)
-        logits = V.flag_rows(out.logits, valid)
-        spikes = {n: V.flag_rows(v, valid, axis=v.ndim - 4) for n, v in out.spikes.items()}
-        return L.SNNOutput(logits, spikes)
 
     def __call__(self, images: Array, **kwargs) -> Array:
         """``[B, H, W, C] -> [B, K]`` logits (see :meth:`forward` for the options)."""
         return self.forward(images, **kwargs).logits
+
+
+def run_checked(
+    layers: Sequence[L.LayerSpec],
+    params,
+    images: Array,
+    *,
+    config: L.SNNConfig,
+    input_shape: tuple[int, int, int],
+    record: L.Record = None,
+    masks: Mapping[str, Array] | None = None,
+    mode: L.RunMode = "time_batched",
+) -> L.SNNOutput:
+    """:func:`~svebi_jax.layers.run_network` behind the model boundary's checks.
+
+    Every ``apply_fn`` of the library (:func:`functional`, :func:`svebi_jax.nir_io.from_nir`)
+    runs through here: images are checked with :func:`svebi_jax._validation.check_images`
+    (rank, ``input_shape``, ``T`` of a time-major input, float dtype, and finite values when
+    concrete). Traced images cannot be checked, and NaN/inf pixels would otherwise give
+    plausible logits (``H(NaN) = 0``: no spike), so the outputs of those images (logits and
+    recorded spike maps) are set to NaN instead.
+
+    Args:
+      layers, params, config, record, masks, mode: as :func:`~svebi_jax.layers.run_network`.
+      images: ``[B, H, W, C]`` float images or a time-major ``[T, B, H, W, C]`` input.
+      input_shape: ``(H, W, C)`` the network takes.
+
+    Returns:
+      :class:`~svebi_jax.layers.SNNOutput`.
+    """
+    images = V.check_images(
+        images, image_shape=input_shape, time_major=True, num_steps=config.num_steps
+    )
+    images = jnp.asarray(images)
+    out = L.run_network(
+        layers, params, images, config=config, mode=mode, record=record, masks=masks
+    )
+    if not V.is_tracer(images):
+        return out  # checked above: every image is finite
+    valid = V.rows_finite(images, axis=images.ndim - 4)
+    logits = V.flag_rows(out.logits, valid)
+    spikes = {n: V.flag_rows(v, valid, axis=v.ndim - 4) for n, v in out.spikes.items()}
+    return L.SNNOutput(logits, spikes)
 
 
 class FunctionalModel:
