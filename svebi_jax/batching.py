@@ -11,9 +11,11 @@ dataset of any length compiles once. Used by :mod:`~svebi_jax.responses`,
 * an in-memory :class:`svebi_jax.data.Dataset` (``.images``, ``.labels``) or any object with
   ``images`` and ``labels`` arrays,
 * an ``[N, H, W, C]`` array,
-* any object with a ``batches(batch_size)`` method, or any iterable, yielding
-  ``(images, labels)`` pairs, bare ``images`` or ``{"image": ..., "label": ...}`` mappings
-  (a streaming pipeline such as a grain ``DataLoader`` fits here),
+* any object with a ``batches(batch_size)`` method — a streaming
+  :class:`svebi_jax.data.stream.ImageSource` — or any iterable, yielding
+  :class:`svebi_jax.data.stream.Batch` es (rows whose ``mask`` is False are dropped),
+  ``(images, labels)`` pairs, bare ``images`` or ``{"image": ..., "label": ...[, "mask"]}``
+  mappings,
 
 so the same stage runs on a small in-memory set and on a dataset that never fits in memory.
 """
@@ -87,11 +89,21 @@ class Batch(NamedTuple):
 
 
 def _split_item(item) -> tuple[Any, Any]:
+    """``(images, labels | None)`` of one incoming batch; masked-out rows are dropped."""
+    if hasattr(item, "images") and hasattr(item, "mask"):  # svebi_jax.data.stream.Batch
+        keep = np.asarray(item.mask, bool)
+        labels = getattr(item, "labels", None)
+        return np.asarray(item.images)[keep], None if labels is None else np.asarray(labels)[keep]
     if isinstance(item, Mapping):
         images = item.get("image", item.get("images"))
         if images is None:
             raise ValueError(f"data: a batch mapping needs an 'image' key, got keys {list(item)}")
-        return images, item.get("label", item.get("labels"))
+        labels = item.get("label", item.get("labels"))
+        if "mask" in item:
+            keep = np.asarray(item["mask"], bool)
+            images = np.asarray(images)[keep]
+            labels = None if labels is None else np.asarray(labels)[keep]
+        return images, labels
     if isinstance(item, tuple) and len(item) == 2:
         return item
     return item, None

@@ -200,4 +200,8 @@ def test_stages_take_a_stream_of_batches(run):
     _, _, apply_fn, params, _, test = run
     small = data.subset(test, 40)
     stream = [(small.images[i : i + 16], small.labels[i : i + 16]) for i in range(0, 40, 16)]
-    assert stages.accuracy(apply_fn, params, stream) == stages.accuracy(apply_fn, params, small)
+    want = stages.accuracy(apply_fn, params, small)
+    assert stages.accuracy(apply_fn, params, stream) == want
+    # a streaming source (its padded last batch is masked out)
+    source = data.stream.as_source(small)
+    assert stages.accuracy(apply_fn, params, source) == want
