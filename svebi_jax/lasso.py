@@ -244,27 +244,59 @@ def _validate(X, L, mu, maxiter, tol, warm_start, method, capacity, max_active) 
             )
 
 
-def _inputs_valid(x_finite, L, mu, W0) -> jax.Array:
-    """On-device scalar bool: the value checks of :func:`_validate`, for traced inputs.
+@jax.jit
+def _column_sq_norms(X: jax.Array) -> jax.Array:
+    r"""``[m]`` :math:`\|X_{:, i}\|^2`: one pass over ``X`` (its NaN/inf/overflow check too)."""
+    return jnp.sum(X * X, axis=0)
 
-    ``x_finite`` comes from a reduction the solver does anyway (the column norms of ``X``):
-    NaN/inf entries make them NaN/inf (as would entries beyond ~1e19 in float32, whose
-    squares overflow, so no result could be trusted either).
+
+def _check_x(X, colsq) -> None:
+    """Eager (concrete) values only: NaN/inf in ``X``, or a Gram matrix that overflows."""
+    if not _concrete(colsq):
+        return
+    with jax.ensure_compile_time_eval():  # no tracers from concrete values inside a trace
+        if bool(jnp.all(jnp.isfinite(colsq))):
+            return
+        if not bool(jnp.all(jnp.isfinite(X))):
+            raise ValueError("X must be finite, got NaN or inf entries")
+        raise ValueError(
+            f"X is too large for {jnp.dtype(X.dtype).name}: its Gram matrix X^T X "
+            f"overflows (max |X| = {float(jnp.max(jnp.abs(X))):.3g}); rescale X"
+        )
+
+
+def _valid_mask(colsq, L, mu, W0) -> jax.Array:
+    r"""On-device validity (for traced inputs, which :func:`_validate` cannot check).
+
+    Shape of ``mu`` (``[]`` or ``[P]``): the checks of ``X`` (finite column norms, i.e. no
+    NaN/inf and no overflow of :math:`X^\top X`), ``L`` (one-hot) and ``W0`` (finite) apply
+    to every budget, the check of ``mu`` (finite, positive) to each one.
     """
     one_hot = jnp.all((L == 0) | (L == 1)) & jnp.all(jnp.sum(L, axis=1) == 1)
-    return x_finite & jnp.all(jnp.isfinite(W0)) & jnp.all(jnp.isfinite(mu) & (mu > 0)) & one_hot
+    common = jnp.all(jnp.isfinite(colsq)) & jnp.all(jnp.isfinite(W0)) & one_hot
+    return common & jnp.isfinite(mu) & (mu > 0)
+
+
+def _usable_mu(mu, valid):
+    """Invalid budgets replaced by 1 so that they cannot disturb the valid ones of a path."""
+    return jnp.where(valid, mu, jnp.ones_like(mu))
 
 
 def _flag_invalid(result: LassoResult, valid: jax.Array) -> LassoResult:
-    """NaN weights/objective/residual and ``converged = False`` when ``valid`` is False."""
-    nan = lambda a: jnp.where(valid, a, jnp.full_like(a, jnp.nan))
+    """NaN ``W``/``objective``/``residual``/``gap`` and ``converged = False`` where invalid.
+
+    ``valid`` is ``[]`` for a scalar ``mu`` or ``[P]`` for a path (per budget).
+    """
+    per_class = valid[..., None]  # [C] / [P, C]
+    per_weight = valid[..., None, None]  # [m, C] / [P, m, C]
+    nan = lambda a, ok: jnp.where(ok, a, jnp.full_like(a, jnp.nan))
     return LassoResult(
-        W=nan(result.W),
-        objective=nan(result.objective),
-        iterations=jnp.where(valid, result.iterations, jnp.zeros_like(result.iterations)),
-        residual=nan(result.residual),
-        converged=result.converged & valid,
-        gap=nan(result.gap),
+        W=nan(result.W, per_weight),
+        objective=nan(result.objective, per_class),
+        iterations=result.iterations,
+        residual=nan(result.residual, per_class),
+        converged=result.converged & per_class,
+        gap=nan(result.gap, per_class),
     )
 
 
@@ -384,8 +416,13 @@ def _solve_one_mu(W0, mu, Gt, Bt, maxiter, tol):
 
 
 @jax.jit
-def _mu_lasso_fista(X, L, mu, W0, maxiter, tol) -> LassoResult:
+def _mu_lasso_fista(X, L, mu, W0, maxiter, tol, colsq) -> LassoResult:
     """Compiled core of ``mu_lasso(..., method="fista")`` (inputs already cast)."""
+    # A caller's jit may close over a concrete X: keep XLA from constant-folding products of
+    # it at compile time (slow for large X, and rounded differently from the compiled ones).
+    X, L = jax.lax.optimization_barrier((X, L))
+    valid = _valid_mask(colsq, L, mu, W0)
+    mu = _usable_mu(mu, valid)
     G = jnp.matmul(X.T, X, precision=_HIGHEST)
     B = jnp.matmul(X.T, L, precision=_HIGHEST)
     lam = _lipschitz_bound(G)
@@ -412,8 +449,7 @@ def _mu_lasso_fista(X, L, mu, W0, maxiter, tol) -> LassoResult:
         inverse = jnp.argsort(order)
         _, outs = jax.lax.scan(solve, W0, mu[order])
         outs = jax.tree.map(lambda a: a[inverse], outs)
-    x_finite = jnp.all(jnp.isfinite(jnp.diagonal(G)))
-    return _flag_invalid(LassoResult(*outs), _inputs_valid(x_finite, L, mu, W0)), x_finite
+    return _flag_invalid(LassoResult(*outs), valid)
 
 
 def _duality_gap(W, corr, mu):
@@ -695,7 +731,7 @@ class _RoundState(NamedTuple):
     unfinished: jax.Array  # bool, columns still wanted to join when the rounds stopped
 
 
-def _active_set_full(X, L, B, present, mus, maxiter, tol, max_active):
+def _active_set_full(X, L, B, present, mus, maxiter, tol, max_active, colsq=None):
     """Working set = all columns: one restricted solve on the full Gram."""
     G = jnp.matmul(X.T, X, precision=_HIGHEST)
     ok = jnp.diagonal(G) > 0
@@ -705,11 +741,10 @@ def _active_set_full(X, L, B, present, mus, maxiter, tol, max_active):
     R = jnp.einsum("nm,pmc->pnc", X, W, precision=_HIGHEST) - L[None]
     corr = B.T[None] - jnp.einsum("ik,pkc->pci", G, W, precision=_HIGHEST)  # [P, C, m]
     gap = jnp.where(present, _duality_gap(jnp.swapaxes(W, 1, 2), corr, mus[:, None]), 0)
-    x_finite = jnp.all(jnp.isfinite(jnp.diagonal(G)))
-    return W, jnp.sum(R * R, axis=1), iters, res, gap, jnp.zeros((), bool), x_finite
+    return W, jnp.sum(R * R, axis=1), iters, res, gap, jnp.zeros((), bool)
 
 
-def _active_set_rounds(X, L, B, present, mus, W0, maxiter, tol, max_active, capacity):
+def _active_set_rounds(X, L, B, present, mus, W0, maxiter, tol, max_active, capacity, colsq):
     """Working set of ``capacity`` columns, grown until no column outside it should join."""
     n, m = X.shape
     c = L.shape[1]
@@ -717,7 +752,6 @@ def _active_set_rounds(X, L, B, present, mus, W0, maxiter, tol, max_active, capa
     dtype = X.dtype
     block = min(_BLOCK, capacity)
     K = -(-capacity // block) * block
-    colsq = jnp.sum(X * X, axis=0)
     ok = colsq > 0
     scale = jnp.sum(L * L, axis=0)  # c_j = f_j(0), the objective's natural scale
     lam = _lipschitz_bound_through(X)
@@ -816,19 +850,20 @@ def _active_set_rounds(X, L, B, present, mus, W0, maxiter, tol, max_active, capa
     used = jnp.arange(K) < st.n_used
     W = jnp.zeros((P, m, c), dtype).at[:, st.idx, :].add(jnp.where(used[None, :, None], st.W, 0))
     W = jnp.where(present, W, jnp.zeros_like(W))
-    return W, st.obj, st.iters, st.res, st.gap, st.unfinished, jnp.all(jnp.isfinite(colsq))
+    return W, st.obj, st.iters, st.res, st.gap, st.unfinished
 
 
 @functools.partial(jax.jit, static_argnames=("capacity", "max_active"))
-def _mu_lasso_active_set(X, L, mu, W0, maxiter, tol, *, capacity, max_active):
+def _mu_lasso_active_set(X, L, mu, W0, maxiter, tol, colsq, *, capacity, max_active):
     """Compiled core of ``mu_lasso(..., method="active_set")`` (inputs already cast).
 
-    Returns ``(LassoResult, unfinished, x_finite)``; ``unfinished``: the working set was too
-    small; ``x_finite``: no NaN/inf in ``X``.
+    Returns ``(LassoResult, unfinished)``; ``unfinished``: the working set was too small.
     """
+    X, L = jax.lax.optimization_barrier((X, L))  # see _mu_lasso_fista
     m = X.shape[1]
     c = L.shape[1]
-    mus = jnp.atleast_1d(mu)
+    valid = _valid_mask(colsq, L, mu, W0)
+    mus = jnp.atleast_1d(_usable_mu(mu, valid))
     order = jnp.argsort(mus)
     mus_sorted = mus[order]
     # B = X'L by class sums (L is one-hot; if it is not, the result is flagged below).
@@ -843,16 +878,15 @@ def _mu_lasso_active_set(X, L, mu, W0, maxiter, tol, *, capacity, max_active):
             max_active=min(max_active, capacity),
             capacity=capacity,
         )
-    W, obj, iters, res, gap, unfinished, x_finite = solve(
-        X, L, B, present, mus_sorted, maxiter=maxiter, tol=tol
+    W, obj, iters, res, gap, unfinished = solve(
+        X, L, B, present, mus_sorted, maxiter=maxiter, tol=tol, colsq=colsq
     )
     inverse = jnp.argsort(order)
     W, obj, iters, res, gap = (a[inverse] for a in (W, obj, iters, res, gap))
     result = LassoResult(W, obj, iters, res, (res <= tol) & ~unfinished, gap)
     if mu.ndim == 0:
         result = LassoResult(*(a[0] for a in result))
-    valid = _inputs_valid(x_finite, L, mu, W0)
-    return _flag_invalid(result, valid), unfinished & valid, x_finite
+    return _flag_invalid(result, valid), unfinished & jnp.all(valid)
 
 
 def _default_capacity(m: int, c: int, seeded: int | None = None) -> int:
@@ -1005,29 +1039,26 @@ def mu_lasso(
     dtype = jnp.result_type(X, L, jnp.float32)
     if not jnp.issubdtype(dtype, jnp.floating):
         dtype = jnp.result_type(float)
-    X = jnp.asarray(X, dtype)
-    L = jnp.asarray(L, dtype)
+    # Concrete values stay concrete (also constants a jitted caller closes over), so that the
+    # pass over X below checks them eagerly; traced ones stay traced.
+    with jax.ensure_compile_time_eval():
+        X = jnp.asarray(X, dtype)
+        L = jnp.asarray(L, dtype)
+        # One pass over X: its column norms check it and serve the working-set solver.
+        colsq = _column_sq_norms(X)
+    _check_x(X, colsq)
     m, c = X.shape[1], L.shape[1]
     if tol is None:
         tol = _DEFAULT_TOL.get(jnp.dtype(dtype).itemsize, 1e-6)
     W0 = jnp.zeros((m, c), dtype) if warm_start is None else jnp.asarray(warm_start, dtype)
     args = (X, L, jnp.asarray(mu, dtype), W0, jnp.asarray(maxiter), jnp.asarray(tol, dtype))
     if method == "fista":
-        result, x_finite = _mu_lasso_fista(*args)
-        _raise_if_not_finite(x_finite)
-        return result
+        return _mu_lasso_fista(*args, colsq)
 
     cap = _default_capacity(m, c) if capacity is None else min(int(capacity), m)
     active = _DEFAULT_MAX_ACTIVE if max_active is None else int(max_active)
     while True:
-        result, unfinished, x_finite = _mu_lasso_active_set(*args, capacity=cap, max_active=active)
-        _raise_if_not_finite(x_finite)
+        result, unfinished = _mu_lasso_active_set(*args, colsq, capacity=cap, max_active=active)
         if cap >= m or not _concrete(unfinished) or not bool(unfinished):
             return result
         cap = min(2 * cap, m)  # eager only: the working set filled up, retry with more room
-
-
-def _raise_if_not_finite(x_finite) -> None:
-    """Eager calls raise on NaN/inf in X (found during the solve); traced ones are flagged."""
-    if _concrete(x_finite) and not bool(x_finite):
-        raise ValueError("X must be finite, got NaN or inf entries")
