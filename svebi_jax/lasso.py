@@ -719,12 +719,15 @@ def _solve_working_set(G, B, ok, mus, maxiter, tol, max_active: int, retry: bool
     )(W_path, mus).astype(G.dtype)
 
     def polish(W_start):
-        return jax.vmap(lambda W0, mu: _solve_one_mu(W0, mu, Gt, Bt, maxiter, tol))(W_start, mus)
+        W, it, r = jax.vmap(lambda W0, mu: _solve_one_mu(W0, mu, Gt, Bt, maxiter, tol))(
+            W_start, mus
+        )
+        return W, it.astype(steps.dtype), r
 
     def keep(W_start):
         return W_start, jnp.zeros_like(steps[None, :].repeat(mus.shape[0], 0)), res
 
-    needed = jnp.any(res > tol) & ~(full if retry else False)
+    needed = jnp.any(res > tol) & ~(full & retry)
     W, iters, res = jax.lax.cond(needed, polish, keep, W_path)
     return W, iters + steps[None, :], res, full
 
@@ -766,7 +769,7 @@ class _RoundState(NamedTuple):
     obj: jax.Array  # [P, C]
     rounds: jax.Array
     more: jax.Array  # bool, another round is needed and possible
-    unfinished: jax.Array  # bool, columns still wanted to join when the rounds stopped
+    unfinished: jax.Array  # [P, C] bool, columns still wanted to join when the rounds stopped
     full_active: jax.Array  # bool, some homotopy ran out of room
 
 
@@ -783,7 +786,7 @@ def _active_set_full(X, L, B, present, mus, maxiter, tol, max_active, retry, col
     # Objective from the Gram form, ||L_j||^2 - b_j'w - c'w (c = b_j - G w): O(m^2 P C)
     # instead of the O(N m P C) of forming X W, 30x faster for a 50-budget path here.
     obj = jnp.sum(L * L, axis=0) - jnp.sum(Wt * (B.T[None] + corr), axis=-1)
-    return W, obj, iters, res, gap, jnp.zeros((), bool), full
+    return W, obj, iters, res, gap, jnp.zeros(res.shape, bool), full
 
 
 def _active_set_rounds(X, L, B, present, mus, W0, maxiter, tol, max_active, retry, capacity, colsq):
@@ -871,8 +874,8 @@ def _active_set_rounds(X, L, B, present, mus, W0, maxiter, tol, max_active, retr
             gap=gap,
             obj=obj,
             rounds=st.rounds + 1,
-            more=wanted & ~full & ~last & ~(full_a if retry else False),
-            unfinished=wanted & (full | last),
+            more=wanted & ~full & ~last & ~(full_a & retry),
+            unfinished=jnp.any(need, axis=-1) & (full | last),
             full_active=st.full_active | full_a,
         )
 
@@ -889,7 +892,7 @@ def _active_set_rounds(X, L, B, present, mus, W0, maxiter, tol, max_active, retr
         obj=jnp.zeros((P, c), dtype),
         rounds=jnp.array(0, jnp.int32),
         more=jnp.array(True),
-        unfinished=jnp.array(False),
+        unfinished=jnp.zeros((P, c), bool),
         full_active=jnp.array(False),
     )
     st = jax.lax.while_loop(lambda s: s.more, one_round, state)
@@ -903,7 +906,7 @@ class _Status(NamedTuple):
     """What the eager driver of :func:`mu_lasso` needs to know besides the result."""
 
     prep: _Prepared | None  # the value checks, when the solver made them itself
-    unfinished: jax.Array  # bool, the working set ran out of capacity
+    unfinished: jax.Array  # bool, the working set ran out of capacity (for some class)
     full_active: jax.Array  # bool, a homotopy ran out of active-set room
 
 
@@ -946,13 +949,15 @@ def _mu_lasso_active_set(X, L, mu, W0, maxiter, tol, colsq, *, capacity, max_act
         X, L, B, present, mus_sorted, maxiter=maxiter, tol=tol, colsq=colsq, retry=retry
     )
     inverse = jnp.argsort(order)
-    W, obj, iters, res, gap = (a[inverse] for a in (W, obj, iters, res, gap))
-    stopped = unfinished | (full_active if retry else False)
+    W, obj, iters, res, gap, unfinished = (
+        a[inverse] for a in (W, obj, iters, res, gap, unfinished)
+    )
+    stopped = unfinished | (full_active & retry)
     result = LassoResult(W, obj, iters, res, (res <= tol) & ~stopped, gap)
     if mu.ndim == 0:
         result = LassoResult(*(a[0] for a in result))
     ok = jnp.all(valid)
-    return _flag_invalid(result, valid), _Status(prep, unfinished & ok, full_active & ok)
+    return _flag_invalid(result, valid), _Status(prep, jnp.any(unfinished) & ok, full_active & ok)
 
 
 def _default_capacity(m: int, c: int, seeded: int | None = None) -> int:
