@@ -9,8 +9,9 @@ Prints one JSON row per comparison on stdout, ``{name, svebi_s, peer_s, ratio, a
 notes}`` (``ratio = peer_s / svebi_s``: above 1 means svebi_jax is faster), then the Markdown
 table on stderr, and writes every number (timings of both sides, agreement, settings, the
 machine and its load average) to ``--out`` (default ``benchmarks/results_lasso_peers.json``,
-``..._quick.json`` with ``--quick``). ``--check`` exits with status 1 if a row's objectives
-disagree by more than ``1e-4`` relative or svebi_jax did not converge (what the test suite
+``..._quick.json`` with ``--quick``). ``--check`` exits with status 1 if svebi_jax did not converge,
+or ``method="active_set"``'s objective is more than ``1e-4`` relative above SPAMS's, or
+``method="fista"``'s excess exceeds its own duality gap (what the test suite
 needs from a quick run: that both sides compute the same thing, not their speed).
 
 Rows (svebi_jax side: ``mu_lasso``; peer: ``spams.lasso(X=L, D=X, lambda1=mu, mode=0,
@@ -29,8 +30,9 @@ pos=True)``, see ``peers_spams.py``):
 Method. Both sides get their inputs in their preferred form before timing (svebi_jax: float32
 device arrays; SPAMS: Fortran-ordered float64 arrays). Warm-up first: svebi_jax's first call
 (compilation included) is timed on its own and reported as ``compile_s ≈ first call − median``;
-SPAMS is called once with ``numThreads=1`` and once with all cores (its default), and keeps the
-faster (on a shared 2-core machine its OpenMP threads can make it several times slower). Then
+SPAMS is called with ``numThreads=1`` and with all cores (its default), and keeps the faster
+(best of three warm-up calls when they are cheap; on a shared 2-core machine its OpenMP
+threads can make it several times slower). Then
 ``repeats`` rounds, each timing both sides back to back, the order alternating between rounds
 (wall clock, and process CPU time as a load-robust second opinion), stopping early after
 ``max_time_s`` once ``min_repeats`` rounds are done. Reported: median, min, max and quartiles.
@@ -208,6 +210,8 @@ def side_by_side(
     out_peer = None
     for name, fn in peer_variants.items():
         out, t, _ = _timed(fn)
+        if t < 1.0:  # cheap: the best of three calls, so that one slow call does not decide
+            t = min(t, *(_timed(fn)[1] for _ in range(2)))
         warm_peer[name] = t
         if out_peer is None:
             out_peer = out
@@ -250,8 +254,13 @@ def objectives(X: np.ndarray, L: np.ndarray, W: np.ndarray) -> np.ndarray:
     return np.sum(R * R, axis=-2)
 
 
-def agreement(X, L, result: sv.LassoResult, W_peer: np.ndarray) -> dict[str, Any]:
-    """Objective, gap and support agreement of svebi_jax's ``result`` with the peer's ``W``."""
+def agreement(X, L, result: sv.LassoResult, W_peer: np.ndarray, *, exact: bool) -> dict[str, Any]:
+    """Objective, gap and support agreement of svebi_jax's ``result`` with the peer's ``W``.
+
+    ``exact``: the method claims the optimum (``active_set``), so ``ok`` requires the
+    objectives to agree to ``AGREEMENT_TOL`` relative; otherwise (``fista``) ``ok`` requires
+    svebi_jax's excess over SPAMS to stay within its own certified duality gap.
+    """
     W = np.asarray(result.W, np.float64)
     present = np.asarray(L).sum(axis=0) > 0
     f_ours = objectives(X, L, W)[..., present]
@@ -272,7 +281,16 @@ def agreement(X, L, result: sv.LassoResult, W_peer: np.ndarray) -> dict[str, Any
         "support_jaccard": float(np.sum(s_ours & s_peer) / union) if union else 1.0,
         "max_nonzeros_per_class": int(np.max(np.sum(s_ours, axis=-2))),
         "distinct_filters": int(np.sum(np.any(s_ours.reshape(-1, *W.shape[-2:]), axis=(0, 2)))),
-        "ok": bool(np.max(rel) <= AGREEMENT_TOL and np.all(np.asarray(result.converged))),
+        # The check: active_set is exact, so its objective must match SPAMS's to 1e-4; FISTA
+        # stops on a step-length residual, so its excess must stay within its certified gap.
+        "ok": bool(
+            np.all(np.asarray(result.converged))
+            and (
+                np.max(rel) <= AGREEMENT_TOL
+                if exact
+                else np.all(f_ours - f_peer <= gap * scale + 1e-6 * scale)
+            )
+        ),
     }
 
 
@@ -387,7 +405,7 @@ def run(args) -> dict[str, Any]:
                     spams_variants(peers_spams.spams_mu_lasso, Xf, Lf, mu),
                     **timing_cfg,
                 )
-                a = agreement(X, L, t["out_svebi"], t["out_peer"])
+                a = agreement(X, L, t["out_svebi"], t["out_peer"], exact=method == "active_set")
                 emit(
                     *make_row(
                         f"mu_lasso {method}, mu={mu:g}, {dims}",
@@ -415,7 +433,7 @@ def run(args) -> dict[str, Any]:
                         spams_variants(fn, *fargs),
                         **timing_cfg,
                     )
-                    a = agreement(X, L, t["out_svebi"], t["out_peer"])
+                    a = agreement(X, L, t["out_svebi"], t["out_peer"], exact=method == "active_set")
                     emit(
                         *make_row(
                             f"mu_lasso {method}, {label}, {dims} vs SPAMS {peer_name}",
@@ -450,7 +468,7 @@ def run(args) -> dict[str, Any]:
                 spams_variants(peers_spams.spams_mu_lasso, Xf, Lf, mu),
                 **big_cfg,
             )
-            a = agreement(X, L, t["out_svebi"], t["out_peer"])
+            a = agreement(X, L, t["out_svebi"], t["out_peer"], exact=method == "active_set")
             s = a["distinct_filters"]
             flops = 4 * n_ * m * c + n_ * s * s
             emit(

@@ -11,8 +11,8 @@ with ``X`` the ``[N, m]`` filter responses and ``L`` the ``[N, C]`` one-hot pred
 This is what ``spams.lasso(X=L, D=X, lambda1=mu, mode=0, pos=True)`` solves in the authors'
 code. Filters with :math:`w_{ij} > 0` are the relevant filters of class :math:`j`.
 
-Two solvers share one certificate of optimality, the projected-gradient residual (see
-:func:`mu_lasso`):
+Two solvers share the certificates of optimality, the projected-gradient residual and the
+Frank–Wolfe duality gap on the full problem (see :func:`mu_lasso`):
 
 - ``method="fista"`` (default) works on the Gram form, computed once,
 
@@ -25,10 +25,10 @@ Two solvers share one certificate of optimality, the projected-gradient residual
   ``jaxopt.ProjectedGradient``, vmapped over the ``C`` classes, and a ``lax.scan`` over sorted
   :math:`\mu` values (warm-started) for a regularisation path.
 - ``method="active_set"`` follows the exact solution path (homotopy, as SPAMS's LARS does) on
-  a working set of columns, polishes it with the same ``jaxopt.ProjectedGradient`` and checks
-  the full problem with one pass over ``X``, growing the working set until the residual is
-  met. The solutions are very sparse, so it never forms the full Gram and a whole path costs
-  about one solve.
+  a working set of columns, polishes it with the same ``jaxopt.ProjectedGradient`` where
+  needed and checks the full problem with one pass over ``X``, growing the working set until
+  no column outside it should enter. The solutions are very sparse, so it never forms the
+  full Gram and a whole path costs about one solve.
 
 ``jaxopt`` is unmaintained upstream; every use of it is confined to this module.
 """
@@ -75,7 +75,9 @@ class LassoResult(NamedTuple):
         non-negative, each column sums to at most ``mu``. Exactly zero for classes that never
         occur in ``L``.
       objective: ``[C]`` (or ``[P, C]``) float, :math:`\|X w_j - L_{:, j}\|_2^2` including the
-        constant, evaluated directly from ``X`` (not from the Gram form) after the solve.
+        constant, evaluated directly from ``X`` after the solve (``method="active_set"`` with
+        the whole Gram formed: from the Gram form, rounding ~1e-7 of
+        :math:`\|L_{:, j}\|^2` in float32).
       iterations: ``[C]`` (or ``[P, C]``) int, FISTA iterations spent on each class (for
         ``method="active_set"``: homotopy steps plus projected-gradient polish iterations,
         summed over the rounds).
@@ -1027,16 +1029,21 @@ def mu_lasso(
        restricted problem until its residual is below ``tol`` (normally zero iterations: the
        homotopy is exact up to rounding; it takes over when the homotopy stops early).
     4. The full problem is checked with one pass over ``X``: correlations
-       :math:`X^\top (L - X W)`, the residual :math:`r_j` below on all ``m`` columns, and the
-       columns outside :math:`U` that a projected-gradient step would switch on (at most
-       ``8`` per class and budget) join :math:`U`. Steps 2-4 repeat until every
-       :math:`r_j \le` ``tol`` (or nothing is left to add, or 20 rounds).
+       :math:`c = X^\top (L_{:, j} - X w_j)` on all ``m`` columns give the residual
+       :math:`r_j` below and the duality gap (``LassoResult.gap``). A column :math:`i`
+       outside :math:`U` violates the optimality conditions if :math:`c_i > \nu_j` (the
+       correlation level of the support); those that alone would break the gap tolerance,
+       :math:`2 \mu (c_i - \nu_j) > \mathrm{tol}\, \|L_{:, j}\|^2`, join :math:`U` (at most
+       ``8`` per class and budget, the largest first). Steps 2-4 repeat until no column is
+       left to add (at most 20 rounds).
 
-    For ``m <= 512`` the working set is simply all columns (one round on the full Gram). The
-    answer is the same problem's optimum as ``"fista"``'s, certified by the same residual, so
-    ``converged`` means the same for both methods. On SVEBI-sized problems it is much faster:
-    the path costs about as much as a single budget, and for thousands of columns the cost is
-    a few passes over ``X`` instead of the :math:`2 N m^2` FLOPs of the Gram.
+    For ``m <= 512`` the working set is simply all columns (one round on the full Gram; the
+    objective is then evaluated from the Gram form). The answer is the same problem's optimum
+    as ``"fista"``'s, certified by the same residual on the full problem, so ``converged``
+    means the same for both methods (plus: no column was left out). On SVEBI-sized problems it
+    is much faster: a path costs about as much as a single budget, and for thousands of
+    columns the cost is a few passes over ``X`` instead of the :math:`2 N m^2` FLOPs of the
+    Gram.
 
     Stopping rule and ``residual`` (both methods): with the projected-gradient step
     :math:`w^+ = P_\mu\big(w - \nabla f_j(w) / \mathcal{L}\big)`,
@@ -1050,8 +1057,11 @@ def mu_lasso(
     and does not depend on whether the budget is active. ``converged = residual <= tol``. For
     ``"fista"`` and for ``"active_set"`` with all columns in the working set,
     :math:`\mathcal L` is the bound above; when the Gram is not formed, :math:`\bar\lambda` is
-    one Collatz–Wielandt step through :math:`|X|` from its column sums (within ~2% of
-    :math:`\lambda_{\max}(G)` on SVEBI-like responses).
+    two Collatz–Wielandt steps through :math:`|X|` from its column sums (within 2e-5 of
+    :math:`\lambda_{\max}(G)` on SVEBI-like responses, ~1% on the tests' random ones). The
+    residual is a step length, not an objective error: on ill-conditioned problems (large
+    budgets) FISTA can meet ``tol`` while its objective is still ~1e-3 above the optimum;
+    ``gap`` bounds that error directly.
 
     Accuracy: with the defaults (``tol=1e-6`` in float32, ``1e-9`` in float64,
     ``maxiter=10000``) FISTA came within ``5e-7`` relative of the optimum in float32 and
@@ -1060,8 +1070,10 @@ def mu_lasso(
     (``N`` = 200..3000, ``m`` = 30..120, ``C`` = 5..10, budgets active and inactive); float32
     needed at most ~600 iterations there, float64 at most ~5000. Ill-conditioned ``G`` slows
     FISTA (iterations grow like the square root of the condition number); check ``converged``
-    and raise ``maxiter`` if needed. ``"active_set"`` agreed with SPAMS's objective to ~1e-8
-    relative in float32 on the benchmark problems (``benchmarks/bench_lasso_peers.py``).
+    and raise ``maxiter`` if needed (or check ``gap``). ``"active_set"`` is exact up to
+    rounding: in float32 it agreed with SPAMS's float64 objective to ~1e-8 relative on the
+    benchmark problems, with ``gap`` below ~1e-6 of :math:`\|L_{:, j}\|^2`
+    (``benchmarks/bench_lasso_peers.py``).
 
     Precision: the working dtype is the promotion of ``X`` and ``L`` with float32, so float32
     by default; with ``jax_enable_x64`` on and float64 inputs everything stays float64. All
@@ -1071,9 +1083,11 @@ def mu_lasso(
     ``capacity``, padded and masked). Called eagerly, ``"active_set"`` retries with twice the
     capacity if the working set filled up; under a caller's ``jit`` it cannot, and reports
     ``converged = False`` instead (pass a larger ``capacity``). Under ``jit`` the value checks
-    below cannot raise; invalid values (NaN/inf in ``X``, ``L`` or ``warm_start``, ``L`` not
-    one-hot, ``mu <= 0``) give NaN ``W``, ``objective`` and ``residual`` and
-    ``converged = False`` instead of a plausible-looking answer.
+    below cannot raise (except for concrete arrays the jitted function closes over, which are
+    still checked); invalid traced values (NaN/inf in ``X``, ``L`` or ``warm_start``, ``L``
+    not one-hot, ``X`` so large that :math:`X^\top X` overflows, ``mu <= 0``) give NaN ``W``,
+    ``objective``, ``residual`` and ``gap`` and ``converged = False`` (per budget for an
+    invalid ``mu`` in a path) instead of a plausible-looking answer.
 
     Args:
       X: ``[N, m]`` float responses (``N`` images, ``m`` filters). Usually non-negative, but any
@@ -1105,7 +1119,10 @@ def mu_lasso(
       ValueError: on malformed shapes, an unknown ``method`` or a non-positive-integer
         ``capacity``/``max_active``/``maxiter``; and, when the values are concrete (not
         traced), on a non-finite or non-positive ``mu``, NaN/inf in ``X``, ``L`` or
-        ``warm_start``, or ``L`` not one-hot.
+        ``warm_start``, an ``X`` so large that :math:`X^\top X` overflows, or ``L`` not
+        one-hot. ``X`` and ``L`` are checked on the device in the same compiled call as the
+        solve (one pass over ``X`` that the solver needs anyway), and the error is raised when
+        it returns.
     """
     _validate(X, L, mu, maxiter, tol, warm_start, method, capacity, max_active)
 
