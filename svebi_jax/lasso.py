@@ -225,7 +225,7 @@ def _validate(X, L, mu, maxiter, tol, warm_start, method, capacity, max_active) 
         if not np.all(np.isfinite(mu_np)) or np.any(mu_np <= 0):
             raise ValueError(f"mu must be finite positive number(s), got {mu!r}")
     # The values of X and L are checked on device, in one pass that also gives the solver its
-    # column norms (see _prepare and _check_prepared).
+    # column norms (see _prepare and _check_summary).
     if warm_start is not None and _concrete(warm_start):
         with jax.ensure_compile_time_eval():  # a captured constant is checked, not traced
             if not bool(jnp.all(jnp.isfinite(jnp.asarray(warm_start)))):
@@ -250,24 +250,31 @@ def _prepare(X: jax.Array, L: jax.Array) -> _Prepared:
     )
 
 
-def _check_prepared(X, prep: _Prepared) -> None:
-    """Raises on invalid concrete ``X``/``L`` values; warns about absent classes."""
-    if not _concrete(prep.colsq):
-        return  # traced: the solvers flag the result instead (_valid_mask)
-    with jax.ensure_compile_time_eval():  # no tracers from concrete values inside a trace
-        colsq, counts, l_finite, l_one_hot = jax.device_get(tuple(prep))
-        if not l_finite:
-            raise ValueError("L must be finite, got NaN or inf entries")
-        if not l_one_hot:
-            raise ValueError("L must be one-hot: entries 0/1 with exactly one 1 per row")
-        if not np.all(np.isfinite(colsq)):
+def _summary(prep: _Prepared) -> jax.Array:
+    """``int32 [3 + C]``: X finite (and not overflowing), L finite, L one-hot, rows per class.
+
+    One small array, so that the host fetches the checks in one transfer.
+    """
+    flags = jnp.stack([jnp.all(jnp.isfinite(prep.colsq)), prep.l_finite, prep.l_one_hot])
+    return jnp.concatenate([flags.astype(jnp.int32), prep.counts.astype(jnp.int32)])
+
+
+def _check_summary(X, summary) -> None:
+    """Raises on invalid ``X``/``L`` values (``summary`` from :func:`_summary`, on the host)."""
+    x_ok, l_finite, l_one_hot = (bool(v) for v in summary[:3])
+    if not l_finite:
+        raise ValueError("L must be finite, got NaN or inf entries")
+    if not l_one_hot:
+        raise ValueError("L must be one-hot: entries 0/1 with exactly one 1 per row")
+    if not x_ok:
+        with jax.ensure_compile_time_eval():  # no tracers from concrete values in a trace
             if not bool(jnp.all(jnp.isfinite(X))):
                 raise ValueError("X must be finite, got NaN or inf entries")
             raise ValueError(
                 f"X is too large for {jnp.dtype(X.dtype).name}: its Gram matrix X^T X "
                 f"overflows (max |X| = {float(jnp.max(jnp.abs(X))):.3g}); rescale X"
             )
-    absent = np.flatnonzero(counts == 0)
+    absent = np.flatnonzero(np.asarray(summary[3:]) == 0)
     if absent.size:
         warnings.warn(
             f"L: class(es) {absent.tolist()} never occur; their weights are set to 0",
@@ -431,7 +438,7 @@ def _mu_lasso_fista(X, L, mu, W0, maxiter, tol, colsq):
     """Compiled core of ``mu_lasso(..., method="fista")`` (inputs already cast).
 
     ``W0`` ``None``: zeros. ``colsq`` ``None``: computed here with the value checks.
-    Returns ``(LassoResult, _Prepared or None)``.
+    Returns ``(LassoResult, summary or None)`` (:func:`_summary`, when it made the checks).
     """
     prep = None
     if colsq is None:
@@ -470,7 +477,7 @@ def _mu_lasso_fista(X, L, mu, W0, maxiter, tol, colsq):
         inverse = jnp.argsort(order)
         _, outs = jax.lax.scan(solve, W0, mu[order])
         outs = jax.tree.map(lambda a: a[inverse], outs)
-    return _flag_invalid(LassoResult(*outs), valid), prep
+    return _flag_invalid(LassoResult(*outs), valid), None if prep is None else _summary(prep)
 
 
 def _duality_gap(W, corr, mu):
@@ -904,14 +911,6 @@ def _active_set_rounds(X, L, B, present, mus, W0, maxiter, tol, max_active, retr
     return W, st.obj, st.iters, st.res, st.gap, st.unfinished, st.full_active
 
 
-class _Status(NamedTuple):
-    """What the eager driver of :func:`mu_lasso` needs to know besides the result."""
-
-    prep: _Prepared | None  # the value checks, when the solver made them itself
-    unfinished: jax.Array  # bool, the working set ran out of capacity (for some class)
-    full_active: jax.Array  # bool, a homotopy ran out of active-set room
-
-
 @functools.partial(jax.jit, static_argnames=("capacity", "max_active", "retry"))
 def _mu_lasso_active_set(X, L, mu, W0, maxiter, tol, colsq, *, capacity, max_active, retry):
     """Compiled core of ``mu_lasso(..., method="active_set")`` (inputs already cast).
@@ -920,7 +919,10 @@ def _mu_lasso_active_set(X, L, mu, W0, maxiter, tol, colsq, *, capacity, max_act
     (:func:`_prepare`), in the same compiled call. ``retry``: the caller retries with more
     room when ``unfinished`` or ``full_active`` (see :func:`_solve_working_set`).
 
-    Returns ``(LassoResult, _Status)``.
+    Returns ``(LassoResult, status)``: ``int32`` ``[unfinished, full_active, *summary]``,
+    ``unfinished``: the working set ran out of capacity (for some class); ``full_active``: a
+    homotopy ran out of active-set room; ``summary`` (:func:`_summary`) only when the checks
+    were made here. One small array: one transfer to the host.
     """
     prep = None
     if colsq is None:
@@ -959,7 +961,10 @@ def _mu_lasso_active_set(X, L, mu, W0, maxiter, tol, colsq, *, capacity, max_act
     if mu.ndim == 0:
         result = LassoResult(*(a[0] for a in result))
     ok = jnp.all(valid)
-    return _flag_invalid(result, valid), _Status(prep, jnp.any(unfinished) & ok, full_active & ok)
+    status = jnp.stack([jnp.any(unfinished) & ok, full_active & ok]).astype(jnp.int32)
+    if prep is not None:
+        status = jnp.concatenate([status, _summary(prep)])
+    return _flag_invalid(result, valid), status
 
 
 def _default_capacity(m: int, c: int, seeded: int | None = None) -> int:
@@ -1146,12 +1151,13 @@ def mu_lasso(
     else:  # checks of concrete X/L (closed over by a caller's jit) before tracing the solve
         with jax.ensure_compile_time_eval():
             prep = _prepare(X, L)
-        _check_prepared(X, prep)
+            if _concrete(prep.colsq):
+                _check_summary(X, jax.device_get(_summary(prep)))
         colsq = prep.colsq
     if method == "fista":
-        result, prep_ = _mu_lasso_fista(*args, colsq)
+        result, summary = _mu_lasso_fista(*args, colsq)
         if eager:
-            _check_prepared(X, prep_)
+            _check_summary(X, jax.device_get(summary))
         return result
 
     cap = _default_capacity(m, c) if capacity is None else min(int(capacity), m)
@@ -1162,9 +1168,9 @@ def mu_lasso(
             *args, colsq, capacity=cap, max_active=active, retry=retry
         )
         if eager:
-            if status.prep is not None:
-                _check_prepared(X, status.prep)
-            unfinished, full_active = jax.device_get((status.unfinished, status.full_active))
+            status = jax.device_get(status)
+            _check_summary(X, status[2:])
+            unfinished, full_active = bool(status[0]), bool(status[1])
             if unfinished and cap < m:  # the working set filled up: retry with more room
                 cap = min(2 * cap, m)
                 active = min(active, cap)
