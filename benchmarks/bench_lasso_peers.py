@@ -51,7 +51,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import statistics
 import sys
 import time
 from collections.abc import Callable
@@ -67,8 +66,10 @@ from svebi_jax import data
 
 try:  # run as a script: benchmarks/ is on sys.path
     import peers_spams
+    from harness import matmul_peak, side_by_side
 except ImportError:  # pragma: no cover - imported as benchmarks.bench_lasso_peers
     from benchmarks import peers_spams
+    from benchmarks.harness import matmul_peak, side_by_side
 
 HERE = Path(__file__).resolve().parent
 GAIN = 3.0  # input gain for the untrained shallow SNN (as in benchmarks/run.py)
@@ -167,81 +168,8 @@ def shallow_snn_responses(n: int) -> tuple[np.ndarray, np.ndarray, float]:
 
 
 # --------------------------------------------------------------------------------- timing
-
-
-def _quartiles(times: list[float]) -> tuple[float, float]:
-    if len(times) < 2:
-        return times[0], times[0]
-    q = statistics.quantiles(times, n=4, method="inclusive")
-    return q[0], q[2]
-
-
-def _summary(wall: list[float], cpu: list[float]) -> dict[str, Any]:
-    q1, q3 = _quartiles(wall)
-    return {
-        "median_s": statistics.median(wall),
-        "min_s": min(wall),
-        "max_s": max(wall),
-        "q1_s": q1,
-        "q3_s": q3,
-        "cpu_median_s": statistics.median(cpu),
-        "repeats": len(wall),
-    }
-
-
-def _timed(fn: Callable[[], Any]) -> tuple[Any, float, float]:
-    t0, c0 = time.perf_counter(), time.process_time()
-    out = jax.block_until_ready(fn())
-    return out, time.perf_counter() - t0, time.process_time() - c0
-
-
-def side_by_side(
-    ours: Callable[[], Any],
-    peer_variants: dict[str, Callable[[], Any]],
-    *,
-    repeats: int,
-    min_repeats: int,
-    max_time_s: float,
-) -> dict[str, Any]:
-    """Warm-up, peer variant choice, then alternating timed rounds (see the module doc)."""
-    out_ours, first_s, _ = _timed(ours)
-    _, warm_s, _ = _timed(ours)
-    warm_peer = {}
-    out_peer = None
-    for name, fn in peer_variants.items():
-        out, t, _ = _timed(fn)
-        if t < 1.0:  # cheap: the best of three calls, so that one slow call does not decide
-            t = min(t, *(_timed(fn)[1] for _ in range(2)))
-        warm_peer[name] = t
-        if out_peer is None:
-            out_peer = out
-    best = min(warm_peer, key=warm_peer.get)
-    peer = peer_variants[best]
-    walls: dict[str, list[float]] = {"svebi": [], "peer": []}
-    cpus: dict[str, list[float]] = {"svebi": [], "peer": []}
-    t_start = time.perf_counter()
-    for r in range(repeats):
-        if r >= min_repeats and time.perf_counter() - t_start > max_time_s:
-            break
-        order = (
-            (("svebi", ours), ("peer", peer)) if r % 2 == 0 else (("peer", peer), ("svebi", ours))
-        )
-        for side, fn in order:
-            out, w, c = _timed(fn)
-            walls[side].append(w)
-            cpus[side].append(c)
-            if side == "svebi":
-                out_ours = out
-            else:
-                out_peer = out
-    svebi = _summary(walls["svebi"], cpus["svebi"])
-    svebi["first_call_s"] = first_s
-    svebi["second_call_s"] = warm_s
-    svebi["compile_s_approx"] = max(first_s - svebi["median_s"], 0.0)
-    peer_stats = _summary(walls["peer"], cpus["peer"])
-    peer_stats["variant"] = best
-    peer_stats["warmup_s_per_variant"] = warm_peer
-    return {"svebi": svebi, "peer": peer_stats, "out_svebi": out_ours, "out_peer": out_peer}
+# ``side_by_side`` (warm-up, peer variant choice, alternating rounds) and ``matmul_peak`` (the
+# roofline's roof) live in ``harness.py``, shared with every section of ``run.py``.
 
 
 # ------------------------------------------------------------------------------ agreement
@@ -303,18 +231,6 @@ def agreement_text(a: dict[str, Any]) -> str:
     )
 
 
-# ---------------------------------------------------------------------------------- peak
-
-
-def matmul_peak(n: int = 4096, repeats: int = 5) -> dict[str, float]:
-    """Median GFLOP/s of an ``n x n`` float32 matmul under ``jax.jit`` (the roofline's roof)."""
-    a = jax.random.normal(jax.random.key(0), (n, n), jnp.float32)
-    f = jax.jit(lambda a: a @ a)
-    jax.block_until_ready(f(a))
-    times = [_timed(lambda: f(a))[1] for _ in range(repeats)]
-    return {"n": n, "gflops": 2 * n**3 / statistics.median(times) / 1e9}
-
-
 # ------------------------------------------------------------------------------------ rows
 
 
@@ -371,14 +287,18 @@ def spams_variants(fn: Callable[..., Any], *args) -> dict[str, Callable[[], Any]
     return {str(t): (lambda t=t: fn(*args, num_threads=t)) for t in (1, -1)}
 
 
-def run(args) -> dict[str, Any]:
+def run(args, peak: dict[str, Any] | None = None) -> dict[str, Any]:
+    """The rows ``args.rows`` (``args.quick``, ``args.repeats``, ``args.big_fista`` as on the
+    command line); ``peak``: a :func:`harness.matmul_peak` already measured (else measured
+    here). Returns ``{"rows", "details", "peak"}``."""
     quick = args.quick
+    repeats = args.repeats or (3 if quick else 20)
     timing_cfg = {
-        "repeats": args.repeats or (3 if quick else 20),
-        "min_repeats": 2 if quick else 3,
+        "repeats": repeats,
+        "min_repeats": min(2 if quick else 3, repeats),
         "max_time_s": 2.0 if quick else 30.0,
     }
-    peak = matmul_peak(1024 if quick else 4096)
+    peak = peak or matmul_peak(1024 if quick else 4096)
     log(f"matmul peak {peak['gflops']:.1f} GFLOP/s; load {_loadavg()}")
     rows, details = [], []
 

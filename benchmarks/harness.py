@@ -44,7 +44,12 @@ GAIN = 3.0
 
 
 class Row(TypedDict):
-    """One line of the results table (see the module docstring)."""
+    """One line of the results table (see the module docstring).
+
+    ``gflops``: the FLOP model of the row's work divided by ``svebi_s``, in GFLOP/s (``None``
+    for rows without a model); ``peak_frac``: that against the machine's measured peak
+    (:func:`matmul_peak`).
+    """
 
     name: str
     svebi_s: float
@@ -52,13 +57,28 @@ class Row(TypedDict):
     ratio: float | None
     agreement: str
     notes: str
+    gflops: float | None
+    peak_frac: float | None
 
 
 def row(
-    name: str, svebi_s: float, peer_s: float | None = None, *, agreement: str = "", notes: str = ""
+    name: str,
+    svebi_s: float,
+    peer_s: float | None = None,
+    *,
+    agreement: str = "",
+    notes: str = "",
+    flops: float | None = None,
+    peak_gflops: float | None = None,
 ) -> Row:
-    """A table row; ``ratio = peer_s / svebi_s`` (``None`` without a peer)."""
+    """A table row; ``ratio = peer_s / svebi_s`` (``None`` without a peer).
+
+    With ``flops`` (a FLOP model of the work of one svebi_jax call) the row gets its roofline
+    figures: ``gflops = flops / svebi_s / 1e9`` and, with ``peak_gflops``, ``peak_frac =
+    gflops / peak_gflops``.
+    """
     ratio = None if peer_s is None else peer_s / svebi_s
+    gflops = None if flops is None else flops / svebi_s / 1e9
     return Row(
         name=name,
         svebi_s=float(svebi_s),
@@ -66,6 +86,8 @@ def row(
         ratio=ratio,
         agreement=agreement,
         notes=notes,
+        gflops=gflops,
+        peak_frac=gflops / peak_gflops if gflops is not None and peak_gflops else None,
     )
 
 
@@ -78,12 +100,15 @@ class Context:
     params: Any
     images: np.ndarray  # [N, 28, 28, 1] mnist-5k digits, shuffled with seed 0
     labels: np.ndarray  # [N]
+    model: Any = None  # the SpikingNetwork behind apply_fn (layers, config, weights())
+    peak: dict[str, Any] | None = None  # matmul_peak(): the roofline's roof, measured once
 
 
 def settings(quick: bool) -> dict[str, Any]:
     """Sizes and repeat counts of the full and the ``--quick`` run."""
     if quick:
         return {
+            "quick": True,
             "repeats": 5,  # at most; fewer (>= min_repeats) once max_time_s is spent
             "min_repeats": 2,
             "max_time_s": 1.5,
@@ -96,8 +121,19 @@ def settings(quick: bool) -> dict[str, Any]:
             "grad_images": 20,
             "ig_images": 2,
             "ig_steps": 50,
+            # Peer sections (side_by_side: alternating rounds).
+            "peer_repeats": 1,
+            "peer_min_repeats": 1,
+            "peer_max_time_s": 0.0,
+            "insdel_peer_images": 4,
+            "insdel_peer_step": 112,  # 8 curve points: the agreement check, cheaply
+            "insdel_peer_batches": [4],
+            "insdel_peer_tol": 1e-4,
+            "lasso_peer_rows": ["small", "path", "big"],
+            "matmul_n": 1024,
         }
     return {
+        "quick": False,
         "repeats": 20,
         "min_repeats": 3,
         "max_time_s": 15.0,
@@ -110,6 +146,15 @@ def settings(quick: bool) -> dict[str, Any]:
         "grad_images": 100,
         "ig_images": 20,
         "ig_steps": 50,
+        "peer_repeats": 7,
+        "peer_min_repeats": 3,
+        "peer_max_time_s": 60.0,
+        "insdel_peer_images": 200,
+        "insdel_peer_step": 28,  # RISE's MNIST protocol: 29 curve points on 28x28
+        "insdel_peer_batches": [100, 200],
+        "insdel_peer_tol": 1e-4,
+        "lasso_peer_rows": ["small", "path", "big"],
+        "matmul_n": 4096,
     }
 
 
@@ -164,6 +209,161 @@ def timer(cfg: dict[str, Any]) -> Callable[..., dict[str, Any]]:
     return functools.partial(
         time_calls, min_repeats=cfg["min_repeats"], max_time_s=cfg["max_time_s"]
     )
+
+
+def _quartiles(times: list[float]) -> tuple[float, float]:
+    if len(times) < 2:
+        return times[0], times[0]
+    q = statistics.quantiles(times, n=4, method="inclusive")
+    return q[0], q[2]
+
+
+def _summary(wall: list[float], cpu: list[float]) -> dict[str, Any]:
+    q1, q3 = _quartiles(wall)
+    return {
+        "median_s": statistics.median(wall),
+        "min_s": min(wall),
+        "max_s": max(wall),
+        "q1_s": q1,
+        "q3_s": q3,
+        "cpu_median_s": statistics.median(cpu),
+        "repeats": len(wall),
+    }
+
+
+def timed(fn: Callable[[], Any]) -> tuple[Any, float, float]:
+    """``(fn(), wall seconds, process CPU seconds)``, blocked until ready."""
+    t0, c0 = time.perf_counter(), time.process_time()
+    out = block(fn())
+    return out, time.perf_counter() - t0, time.process_time() - c0
+
+
+def side_by_side(
+    ours: Callable[[], Any],
+    peer_variants: dict[str, Callable[[], Any]],
+    *,
+    repeats: int,
+    min_repeats: int,
+    max_time_s: float,
+) -> dict[str, Any]:
+    """svebi_jax against a peer, timed in alternating rounds of one run.
+
+    Warm-up first: ``ours`` is called twice untimed (the first call, compilation included, is
+    reported as ``first_call_s``; ``compile_s_approx = first call - median``); each peer
+    variant (e.g. thread counts, batch sizes: the peer's best settings) is called once (best of
+    three when a call takes under a second) and the fastest variant is kept. Then ``repeats``
+    rounds, each timing both sides back to back with the order alternating between rounds
+    (wall clock, and process CPU time as a load-robust second opinion), stopping early after
+    ``max_time_s`` once ``min_repeats`` rounds are done.
+
+    Returns:
+      ``{"svebi": stats, "peer": stats, "out_svebi": ..., "out_peer": ...}``; stats hold the
+      median, min, max, quartiles, the CPU-time median and the number of rounds; the peer's
+      also its chosen ``variant`` and every variant's warm-up time.
+    """
+    out_ours, first_s, _ = timed(ours)
+    _, warm_s, _ = timed(ours)
+    warm_peer = {}
+    out_peer = None
+    for name, fn in peer_variants.items():
+        out, t, _ = timed(fn)
+        if t < 1.0:  # cheap: the best of three calls, so that one slow call does not decide
+            t = min(t, *(timed(fn)[1] for _ in range(2)))
+        warm_peer[name] = t
+        if out_peer is None:
+            out_peer = out
+    best = min(warm_peer, key=warm_peer.get)
+    peer = peer_variants[best]
+    walls: dict[str, list[float]] = {"svebi": [], "peer": []}
+    cpus: dict[str, list[float]] = {"svebi": [], "peer": []}
+    t_start = time.perf_counter()
+    for r in range(repeats):
+        if r >= min_repeats and time.perf_counter() - t_start > max_time_s:
+            break
+        order = (
+            (("svebi", ours), ("peer", peer)) if r % 2 == 0 else (("peer", peer), ("svebi", ours))
+        )
+        for side, fn in order:
+            out, w, c = timed(fn)
+            walls[side].append(w)
+            cpus[side].append(c)
+            if side == "svebi":
+                out_ours = out
+            else:
+                out_peer = out
+    svebi = _summary(walls["svebi"], cpus["svebi"])
+    svebi["first_call_s"] = first_s
+    svebi["second_call_s"] = warm_s
+    svebi["compile_s_approx"] = max(first_s - svebi["median_s"], 0.0)
+    peer_stats = _summary(walls["peer"], cpus["peer"])
+    peer_stats["variant"] = best
+    peer_stats["warmup_s_per_variant"] = warm_peer
+    return {"svebi": svebi, "peer": peer_stats, "out_svebi": out_ours, "out_peer": out_peer}
+
+
+# ------------------------------------------------------------------------------- roofline
+
+
+def matmul_peak(n: int = 4096, repeats: int = 5) -> dict[str, Any]:
+    """This machine's roof: the best GFLOP/s of an ``n x n`` float32 matmul, JAX and torch.
+
+    Each side runs ``repeats`` timed products after a warm-up (``jax.jit(a @ a)``; and
+    ``torch.mm`` under ``inference_mode`` when torch is installed); each side's figure is
+    ``2 n^3 / median``, and the peak is the better of the two (both call an optimized GEMM, so
+    this is as close to the machine's limit as a user's code gets).
+
+    Returns:
+      ``{"n", "gflops", "jax_gflops", "torch_gflops" (or None), "loadavg"}``.
+    """
+    a = jax.random.normal(jax.random.key(0), (n, n), jax.numpy.float32)
+    f = jax.jit(lambda a: a @ a)
+    block(f(a))
+    jax_s = statistics.median(timed(lambda: f(a))[1] for _ in range(repeats))
+    torch_gflops = None
+    try:
+        import torch
+    except ImportError:
+        torch = None
+    if torch is not None:
+        at = torch.from_numpy(np.array(a))
+        with torch.inference_mode():
+            torch.mm(at, at)
+            torch_s = statistics.median(timed(lambda: torch.mm(at, at))[1] for _ in range(repeats))
+        torch_gflops = 2 * n**3 / torch_s / 1e9
+    jax_gflops = 2 * n**3 / jax_s / 1e9
+    return {
+        "n": n,
+        "gflops": max(jax_gflops, torch_gflops or 0.0),
+        "jax_gflops": jax_gflops,
+        "torch_gflops": torch_gflops,
+        "loadavg": loadavg(),
+    }
+
+
+def snn_forward_flops(layers, input_shape: tuple[int, int, int], num_steps: int) -> float:
+    """FLOPs of one image's forward pass through a spiking network (multiply-adds count 2).
+
+    The synaptic layers only (the LIF updates, pooling and softmax are a few FLOPs per
+    element, memory-bound, and left out): a convolution producing ``[H', W', C']`` from
+    ``C_in`` channels with a ``k x k`` kernel costs :math:`2 H' W' C' k^2 C_{in}` per step, a
+    dense layer :math:`2 F_{in} F_{out}`, times ``T`` steps, except the layers before the
+    first LIF (their input is static: computed once, as both the time-batched runner and the
+    torch peer do).
+    """
+    from svebi_jax import layers as L
+
+    flops = 0.0
+    steps = 1
+    for spec, c_in, geo in L._walk(tuple(layers), input_shape):
+        if isinstance(spec, L.LIF):
+            steps = num_steps
+        elif isinstance(spec, L.Conv):
+            k = spec.kernel_size
+            per_step = 2.0 * geo.height * geo.width * geo.channels * k * k * c_in / spec.groups
+            flops += per_step * steps
+        elif isinstance(spec, L.Dense):
+            flops += 2.0 * c_in * spec.features * steps
+    return flops
 
 
 def aot_compile(jitted, *args) -> tuple[Any, float]:
@@ -252,11 +452,21 @@ def _ms(s: float) -> str:
     return f"{s * 1e3:.1f} ms" if s < 1 else f"{s:.2f} s"
 
 
-def markdown_table(rows: list[Row], machine: dict[str, Any], *, quick: bool) -> str:
+def _roofline(r: Row) -> str:
+    g = r.get("gflops")
+    if g is None:
+        return "—"
+    frac = r.get("peak_frac")
+    return f"{g:.1f}" + ("" if frac is None else f" ({frac:.0%})")
+
+
+def markdown_table(
+    rows: list[Row], machine: dict[str, Any], *, quick: bool, command: str | None = None
+) -> str:
     """The rows as one Markdown table, with a header line on the machine."""
     head = (
-        "| benchmark | svebi_jax (median) | alternative (median) | speed-up | agreement | notes |"
-        "\n|---|---|---|---|---|---|"
+        "| benchmark | svebi_jax (median) | alternative (median) | speed-up | "
+        "svebi_jax GFLOP/s (of peak) | agreement | notes |\n|---|---|---|---|---|---|---|"
     )
     body = "\n".join(
         "| "
@@ -266,6 +476,7 @@ def markdown_table(rows: list[Row], machine: dict[str, Any], *, quick: bool) -> 
                 _ms(r["svebi_s"]),
                 "—" if r["peer_s"] is None else _ms(r["peer_s"]),
                 "—" if r["ratio"] is None else f"{r['ratio']:.2f}×",
+                _roofline(r),
                 r["agreement"],
                 r["notes"],
             )
@@ -282,4 +493,17 @@ def markdown_table(rows: list[Row], machine: dict[str, Any], *, quick: bool) -> 
         + ("; **quick run**" if quick else "")
         + "."
     )
+    peak = mi.get("peak")
+    if peak:
+        tg = peak.get("torch_gflops")
+        torch_part = "" if tg is None else f", torch {tg:.0f}"
+        info += (
+            f" Peak (best f32 {peak['n']}² matmul): {peak['gflops']:.0f} GFLOP/s "
+            f"(JAX {peak['jax_gflops']:.0f}{torch_part})."
+        )
+    date = mi.get("date")
+    if date:
+        info = f"{date}: {info}"
+    if command:
+        info += f"\n\nCommand: `{command}`"
     return f"{info}\n\n{head}\n{body}\n"

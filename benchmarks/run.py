@@ -3,6 +3,7 @@
 Usage::
 
     python benchmarks/run.py [--quick] [--out benchmarks/results.json] [--only SECTION ...]
+        [--markdown FILE] [--check]
 
 Prints one Markdown table (a row per measurement, see ``harness.Row``) and writes a JSON file
 with the raw numbers of every section, the rows, and the machine's description (JAX version,
@@ -17,6 +18,22 @@ Sections (``sections/<name>.py``, each ``run(ctx) -> (details, rows)``):
    1..50, vs SciPy SLSQP per class.
 4. ``insdel``: insertion/deletion for 200 images, step 28, vectorised vs a RISE-style loop.
 5. ``baselines``: Grad2D and IG (50 path points), images/s.
+
+Against the tools users would pick instead (each skipped, with a note, when its peer is not
+installed: ``pip install -e ".[bench]"``):
+
+- ``lasso_peers``: ``mu_lasso`` vs SPAMS (``spams-bin``, the authors' solver), the rows of
+  ``bench_lasso_peers.py``.
+- ``insdel_peers``: insertion + deletion vs RISE's batched ``CausalMetric`` in PyTorch on a
+  torch copy of the shallow SNN (``peers_torch_rise.py``).
+- ``peers_network`` (snnTorch training/inference, the PyTorch SVGG19 loop): added by its own
+  branch, one more entry of :data:`SECTIONS`.
+
+Every row carries a roofline figure where its work has a FLOP model: achieved GFLOP/s against
+the machine's peak, the best float32 matmul of JAX and torch (``harness.matmul_peak``),
+measured once at the start of the run. ``--markdown FILE`` writes the table with its header
+(date, machine, load average, peak, the command) ready to paste into the README; ``--check``
+exits with status 1 when a section's ``ok`` agreement check failed.
 
 A new comparison (another peer library) is one more module with the same ``run``, listed in
 :data:`SECTIONS`.
@@ -36,8 +53,17 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))  # harness, peers, sect
 import jax  # noqa: E402
 import numpy as np  # noqa: E402
 from flax import nnx  # noqa: E402
-from harness import HERE, Context, loadavg, log, machine_info, markdown_table, settings  # noqa: E402
-from sections import baselines, insdel, lasso, lif, network  # noqa: E402
+from harness import (  # noqa: E402
+    HERE,
+    Context,
+    loadavg,
+    log,
+    machine_info,
+    markdown_table,
+    matmul_peak,
+    settings,
+)
+from sections import baselines, insdel, insdel_peers, lasso, lasso_peers, lif, network  # noqa: E402
 
 import svebi_jax as sv  # noqa: E402
 from svebi_jax import data  # noqa: E402
@@ -45,16 +71,20 @@ from svebi_jax import data  # noqa: E402
 #: Section name -> ``run(ctx) -> (details, rows)``, in table order.
 SECTIONS = {
     "network": network.run,
+    # "peers_network": peers_network.run,  # snnTorch + PyTorch SVGG19 loop (runner branch)
     "lif": lif.run,
     "lasso": lasso.run,
+    "lasso_peers": lasso_peers.run,
     "insdel": insdel.run,
+    "insdel_peers": insdel_peers.run,
     "baselines": baselines.run,
 }
 
 
 def make_model(num_steps: int):
+    """``(model, apply_fn, params)``: the untrained shallow SNN every section shares."""
     model = sv.ShallowSNN(rngs=nnx.Rngs(0), config=sv.SNNConfig(num_steps=num_steps))
-    return sv.functional(model)
+    return (model, *sv.functional(model))
 
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:
@@ -73,7 +103,17 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         default=list(SECTIONS),
         help="run only these sections",
     )
+    parser.add_argument(
+        "--markdown",
+        type=Path,
+        default=None,
+        help="also write the Markdown table (with date, machine, load, command) to this file",
+    )
+    parser.add_argument(
+        "--check", action="store_true", help="exit 1 if a section's agreement check failed"
+    )
     args = parser.parse_args(argv)
+    command = " ".join(["python benchmarks/run.py", *(sys.argv[1:] if argv is None else argv)])
     out_path = args.out or HERE / ("results_quick.json" if args.quick else "results.json")
     cfg = settings(args.quick)
 
@@ -92,8 +132,11 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
 
     ds = data.load("mnist-5k")
     perm = np.random.default_rng(0).permutation(len(ds.labels))
-    apply_fn, params = make_model(cfg["num_steps"])
-    ctx = Context(cfg, apply_fn, params, ds.images[perm], ds.labels[perm])
+    model, apply_fn, params = make_model(cfg["num_steps"])
+    peak = matmul_peak(cfg["matmul_n"])
+    info["peak"] = peak
+    log(f"peak (best f32 matmul, n={peak['n']}): {peak['gflops']:.1f} GFLOP/s")
+    ctx = Context(cfg, apply_fn, params, ds.images[perm], ds.labels[perm], model, peak)
 
     results: dict[str, Any] = {}
     rows = []
@@ -118,15 +161,25 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         "rows": rows,
         "total_wall_s": time.perf_counter() - t_start,
     }
-    table = markdown_table(rows, info, quick=args.quick)
+    table = markdown_table(rows, info, quick=args.quick, command=command)
     report["table_markdown"] = table
+    report["command"] = command
+    failed = [n for n, d in results.items() if d.get("ok") is False]
+    report["failed_checks"] = failed
     print(table)
+    if args.markdown:
+        args.markdown.parent.mkdir(parents=True, exist_ok=True)
+        args.markdown.write_text(table)
+        log(f"wrote {args.markdown}")
     log(f"total {report['total_wall_s']:.0f} s")
     out_path.parent.mkdir(parents=True, exist_ok=True)
     out_path.write_text(json.dumps(report, indent=2) + "\n")
     log(f"wrote {out_path}")
+    if failed:
+        log(f"AGREEMENT CHECK FAILED in {failed}")
     return report
 
 
 if __name__ == "__main__":
-    main()
+    _report = main()
+    sys.exit(1 if "--check" in sys.argv[1:] and _report["failed_checks"] else 0)

@@ -273,7 +273,11 @@ def _check_positive_int(name: str, value, upper: int | None = None) -> int:
 
 
 def _chunked_map(fn: Callable[[jax.Array], jax.Array], n: int, chunk_size: int) -> jax.Array:
-    """Applies ``fn`` to flat indices ``0..n-1`` in fixed-size chunks with ``lax.map``."""
+    """Applies ``fn`` to flat indices ``0..n-1`` in fixed-size chunks with ``lax.map``.
+
+    A chunk never exceeds ``n`` (fewer items than ``chunk_size`` are one chunk, not padding).
+    """
+    chunk_size = min(chunk_size, n)
     n_chunks = -(-n // chunk_size)
     idx = jnp.minimum(jnp.arange(n_chunks * chunk_size, dtype=jnp.int32), n - 1)
     out = lax.map(fn, idx.reshape(n_chunks, chunk_size))

@@ -1,0 +1,193 @@
+"""Insertion + deletion: svebi_jax against RISE's batched ``CausalMetric`` in PyTorch.
+
+Both sides score the same images with the same saliency maps on the same network (the shallow
+SNN, its weights copied into :class:`peers_torch_rise.TorchSNN`), under RISE's protocol:
+insertion from the 11x11, sigma = 5 blurred image, deletion to zeros, ``step = 28`` pixels per
+step (29 curve points on 28x28 digits; ``--quick``: 112, 8 points), the probability of the
+class predicted on the unperturbed image, RISE's trapezoid AUC.
+
+- svebi_jax: :func:`svebi_jax.metrics.insertion_deletion_from_maps` for both games with the
+  library's defaults (one compiled call per game; every perturbed image of a chunk built with
+  a rank mask and scored by one batched forward pass).
+- Peer: ``CausalMetric(model, mode, step, substrate_fn).evaluate(images, maps, batch_size)``
+  for ``"ins"`` and ``"del"`` (:mod:`peers_torch_rise`): the model called per curve point on
+  each batch, pixels copied with NumPy fancy indexing, as RISE's ``evaluate`` does. Its batch
+  size is the faster of the variants in ``cfg["insdel_peer_batches"]`` (warm-up).
+
+Maps: the image intensity plus a uniform jitter of ``1e-3`` (bright strokes first, no ties, so
+both sides rank the pixels identically). Agreement: max |ΔAUC| and max |Δcurve| over both games
+and all images; ``ok`` when both stay within ``cfg["insdel_peer_tol"]`` and every predicted
+class agrees.
+"""
+
+from __future__ import annotations
+
+import functools
+from typing import Any
+
+import jax.numpy as jnp
+import numpy as np
+from harness import (
+    GAIN,
+    Context,
+    Row,
+    loadavg,
+    log,
+    row,
+    side_by_side,
+    snn_forward_flops,
+)
+
+import svebi_jax.metrics as metrics
+
+
+def available() -> bool:
+    """Whether the peer's packages (torch, and scipy for RISE's ``gkern``) import."""
+    try:
+        import scipy.ndimage  # noqa: F401
+        import torch  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+def saliency_maps(images: np.ndarray, seed: int = 1) -> np.ndarray:
+    """``[B, H, W]`` float32: intensity (channel mean) plus ``1e-3`` uniform jitter (no ties)."""
+    rng = np.random.default_rng(seed)
+    base = images.mean(axis=-1)
+    return (base + 1e-3 * rng.random(base.shape)).astype(np.float32)
+
+
+def svebi_games(predict_fn, x, sal, step: int) -> dict[str, metrics.CausalMetricResult]:
+    """Both games with svebi_jax (the library's defaults, RISE's substrates)."""
+    return {
+        mode: metrics.insertion_deletion_from_maps(
+            predict_fn, x, sal, mode=mode, step=step, substrate=sub
+        )
+        for mode, sub in (("insertion", "blur"), ("deletion", "zeros"))
+    }
+
+
+def peer_games(torch_model, xt, sal_np, step: int, batch_size: int) -> dict[str, np.ndarray]:
+    """Both games with RISE's ``CausalMetric.evaluate``: ``{mode: scores [n + 1, B]}``."""
+    import peers_torch_rise as rise
+    import torch
+
+    ins = rise.CausalMetric(torch_model, "ins", step, rise.blur)
+    dele = rise.CausalMetric(torch_model, "del", step, torch.zeros_like)
+    return {
+        "insertion": ins.evaluate(xt, sal_np, batch_size),
+        "deletion": dele.evaluate(xt, sal_np, batch_size),
+    }
+
+
+def compare(ours: dict, theirs: dict) -> dict[str, Any]:
+    """Per-game max |ΔAUC| and max |Δcurve| (svebi_jax's curves ``[B, n+1]`` vs RISE's
+    ``[n+1, B]``), mean AUCs of both sides."""
+    import peers_torch_rise as rise
+
+    out = {}
+    for mode in ("insertion", "deletion"):
+        res, scores = ours[mode], theirs[mode]
+        auc_peer = rise.auc(scores)
+        out[mode] = {
+            "max_abs_auc_diff": float(np.max(np.abs(np.asarray(res.auc, np.float64) - auc_peer))),
+            "max_abs_curve_diff": float(np.max(np.abs(np.asarray(res.curves) - scores.T))),
+            "mean_auc": float(res.mean_auc),
+            "mean_auc_peer": float(np.mean(auc_peer)),
+        }
+    return out
+
+
+def bench(ctx: Context) -> dict[str, Any]:
+    import peers_torch_rise as rise
+
+    cfg = ctx.cfg
+    n = cfg["insdel_peer_images"]
+    images = np.asarray(ctx.images[:n], np.float32) * GAIN
+    sal = saliency_maps(images)
+    model = ctx.model
+    b, h, w, _ = images.shape
+    step = cfg["insdel_peer_step"]
+    n_points = (h * w + step - 1) // step + 1
+
+    apply_fn, params = ctx.apply_fn, ctx.params
+
+    def logits_fn(imgs):
+        return apply_fn(params, imgs).logits
+
+    x, salj = jnp.asarray(images), jnp.asarray(sal)
+    torch_model = rise.TorchSNN(model.layers, model.weights(), model.config, model.input_shape)
+    xt = rise.to_nchw(images)
+    batches = [bs for bs in cfg["insdel_peer_batches"] if n % bs == 0] or [n]
+    variants = {
+        f"batch_size={bs}": functools.partial(peer_games, torch_model, xt, sal, step, bs)
+        for bs in batches
+    }
+    log(f"  {n} images, {n_points} points per curve; load {loadavg()}")
+    t = side_by_side(
+        lambda: svebi_games(logits_fn, x, salj, step),
+        variants,
+        repeats=cfg["peer_repeats"],
+        min_repeats=cfg["peer_min_repeats"],
+        max_time_s=cfg["peer_max_time_s"],
+    )
+    agree = compare(t.pop("out_svebi"), t.pop("out_peer"))
+    tol = cfg["insdel_peer_tol"]
+    max_auc = max(a["max_abs_auc_diff"] for a in agree.values())
+    max_curve = max(a["max_abs_curve_diff"] for a in agree.values())
+    # One forward pass per curve point and image, plus the prediction on the original images.
+    forwards = 2 * b * (n_points + 1)
+    flops = forwards * snn_forward_flops(model.layers, model.input_shape, model.config.num_steps)
+    out = {
+        **t,
+        "images": int(b),
+        "step": step,
+        "points_per_curve": n_points,
+        "substrates": {"insertion": "blur (11x11, sigma 5)", "deletion": "zeros"},
+        "saliency": "intensity + 1e-3 uniform jitter",
+        "forward_passes": int(forwards),
+        "flop_model": flops,
+        "agreement": agree,
+        "max_abs_auc_diff": max_auc,
+        "max_abs_curve_diff": max_curve,
+        "tolerance": tol,
+        "ok": bool(max_auc <= tol and max_curve <= tol),
+        "loadavg_end": loadavg(),
+    }
+    log(
+        f"  svebi {t['svebi']['median_s']:.2f} s, peer ({t['peer']['variant']}) "
+        f"{t['peer']['median_s']:.2f} s, max |dAUC| {max_auc:.1e}"
+    )
+    return out
+
+
+def rows(d: dict[str, Any], peak_gflops: float | None) -> list[Row]:
+    s, p = d["svebi"], d["peer"]
+    return [
+        row(
+            f"insertion + deletion, {d['images']} MNIST digits, step {d['step']} "
+            f"({d['points_per_curve']} points; blur / zeros)",
+            s["median_s"],
+            p["median_s"],
+            agreement=f"max abs ΔAUC {d['max_abs_auc_diff']:.1e}, "
+            f"max abs Δcurve {d['max_abs_curve_diff']:.1e}",
+            notes=f"peer: RISE `CausalMetric.evaluate` ({p['variant']}) on a torch copy of the "
+            f"shallow SNN; {s['repeats']} alternating rounds, svebi {s['min_s']:.3g}-"
+            f"{s['max_s']:.3g} s, peer {p['min_s']:.3g}-{p['max_s']:.3g} s; compile "
+            f"~{s['compile_s_approx']:.1f} s; CPU-time ratio "
+            f"{p['cpu_median_s'] / s['cpu_median_s']:.2f}; FLOP model "
+            f"{d['flop_model'] / 1e9:.0f} GFLOP ({d['forward_passes']} forward passes)",
+            flops=d["flop_model"],
+            peak_gflops=peak_gflops,
+        )
+    ]
+
+
+def run(ctx: Context) -> tuple[dict[str, Any], list[Row]]:
+    if not available():
+        log("  torch/scipy not installed: insdel_peers skipped (pip install -e '.[bench]')")
+        return {"skipped": "torch or scipy not installed"}, []
+    details = bench(ctx)
+    peak = (ctx.peak or {}).get("gflops")
+    return details, rows(details, peak)

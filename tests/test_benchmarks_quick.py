@@ -1,0 +1,126 @@
+"""``python benchmarks/run.py --quick``: both sides of every peer row compute the same thing.
+
+Speed is not tested (timings never go in tests): only the agreement checks of the peer
+sections, on the reduced ``--quick`` sizes. Each section is skipped when its peer is not
+installed (torch for RISE's ``CausalMetric``, ``spams-bin`` for the lasso).
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+BENCH = Path(__file__).resolve().parents[1] / "benchmarks"
+
+
+@pytest.fixture(scope="module")
+def run_module():
+    sys.path.insert(0, str(BENCH))
+    try:
+        import run
+
+        yield run
+    finally:
+        sys.path.remove(str(BENCH))
+
+
+def _quick(run_module, tmp_path, *sections):
+    out = tmp_path / "quick.json"
+    md = tmp_path / "table.md"
+    report = run_module.main(
+        ["--quick", "--only", *sections, "--out", str(out), "--markdown", str(md)]
+    )
+    assert json.loads(out.read_text())["rows"] == report["rows"]
+    table = md.read_text()
+    assert "load average" in table and "GFLOP/s" in table and "python benchmarks/run.py" in table
+    return report
+
+
+def test_quick_insdel_peers_agree(run_module, tmp_path):
+    pytest.importorskip("torch")
+    pytest.importorskip("scipy")
+    report = _quick(run_module, tmp_path, "insdel_peers")
+    d = report["results"]["insdel_peers"]
+    assert d["ok"], d["agreement"]
+    for game in ("insertion", "deletion"):
+        a = d["agreement"][game]
+        assert a["max_abs_auc_diff"] <= 1e-4
+        assert a["max_abs_curve_diff"] <= 1e-4
+        np.testing.assert_allclose(a["mean_auc"], a["mean_auc_peer"], atol=1e-4)
+    # Insertion from blur must differ from deletion to zeros: the games were really played.
+    assert abs(d["agreement"]["insertion"]["mean_auc"] - d["agreement"]["deletion"]["mean_auc"]) > 0
+    (r,) = report["rows"]
+    assert set(r) >= {"name", "svebi_s", "peer_s", "ratio", "agreement", "notes"}
+    assert r["ratio"] == pytest.approx(r["peer_s"] / r["svebi_s"])
+    assert r["gflops"] > 0 and r["peak_frac"] > 0
+    assert report["failed_checks"] == []
+
+
+def test_quick_lasso_peers_agree(run_module, tmp_path):
+    pytest.importorskip("spams")
+    report = _quick(run_module, tmp_path, "lasso_peers")
+    d = report["results"]["lasso_peers"]
+    assert d["ok"]
+    assert len(report["rows"]) == len(d["details"]) >= 2
+    for det in d["details"]:
+        a = det["agreement"]
+        assert a["all_converged"]
+        if det["row"]["name"].startswith("mu_lasso active_set"):
+            assert a["max_rel_objective_diff"] <= 1e-4
+    assert report["failed_checks"] == []
+
+
+def test_peer_sections_skip_cleanly_without_their_packages(run_module, monkeypatch):
+    from sections import insdel_peers as ip
+    from sections import lasso_peers as lp
+
+    monkeypatch.setattr(ip, "available", lambda: False)
+    monkeypatch.setattr(lp, "available", lambda: False)
+    assert ip.run(None) == ({"skipped": "torch or scipy not installed"}, [])
+    assert lp.run(None) == ({"skipped": "spams not installed"}, [])
+
+
+def test_flop_model_of_the_shallow_snn_by_hand(run_module):
+    import harness
+    from flax import nnx
+
+    import svebi_jax as sv
+
+    model = sv.ShallowSNN(rngs=nnx.Rngs(0))
+    # conv1 once (static input): 24*24*12 outputs x 5*5*1 taps; then per step, T = 10:
+    # conv2 8*8*64 x 5*5*12, fc1 1024 x 128, fc2 128 x 10. Multiply-adds count 2.
+    by_hand = 2 * (24 * 24 * 12 * 25 + 10 * (8 * 8 * 64 * 300 + 1024 * 128 + 128 * 10))
+    assert harness.snn_forward_flops(model.layers, model.input_shape, 10) == by_hand
+
+
+@pytest.mark.parametrize("reset", ["subtract", "subtract_then_leak"])
+def test_torch_peer_network_matches_the_jax_network(run_module, reset):
+    pytest.importorskip("torch")
+    import peers_torch_rise as rise
+    import torch
+    from flax import nnx
+
+    import svebi_jax as sv
+    from svebi_jax import data
+
+    model = sv.ShallowSNN(rngs=nnx.Rngs(1), config=sv.SNNConfig(num_steps=6, reset=reset))
+    apply_fn, params = sv.functional(model)
+    x = np.asarray(data.load("mnist-5k").images[:16], np.float32) * 3.0
+    ref = np.asarray(apply_fn(params, x).logits)
+    tm = rise.TorchSNN(model.layers, model.weights(), model.config, model.input_shape)
+    with torch.inference_mode():
+        got = tm.logits(rise.to_nchw(x)).numpy()
+        probs = tm(rise.to_nchw(x)).numpy()
+    assert np.abs(ref).max() > 0.1  # the network is not silent
+    np.testing.assert_allclose(got, ref, atol=1e-5)
+    np.testing.assert_allclose(probs.sum(1), 1.0, atol=1e-6)
+    # The authors' variant recomputes the first convolution every step: same logits.
+    slow = rise.TorchSNN(
+        model.layers, model.weights(), model.config, model.input_shape, hoist_static=False
+    )
+    with torch.inference_mode():
+        np.testing.assert_allclose(slow.logits(rise.to_nchw(x)).numpy(), got, atol=1e-6)
