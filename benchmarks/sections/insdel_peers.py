@@ -12,7 +12,8 @@ class predicted on the unperturbed image, RISE's trapezoid AUC.
 - Peer: ``CausalMetric(model, mode, step, substrate_fn).evaluate(images, maps, batch_size)``
   for ``"ins"`` and ``"del"`` (:mod:`peers_torch_rise`): the model called per curve point on
   each batch, pixels copied with NumPy fancy indexing, as RISE's ``evaluate`` does. Its batch
-  size is the faster of the variants in ``cfg["insdel_peer_batches"]`` (warm-up).
+  size and torch thread count are the fastest of the variants ``cfg["insdel_peer_batches"]`` x
+  ``cfg["insdel_peer_threads"]`` in the warm-up (on a loaded machine one thread can beat two).
 
 Maps: the image intensity plus a uniform jitter of ``1e-3`` (bright strokes first, no ties, so
 both sides rank the pixels identically). Agreement: max |ΔAUC| and max |Δcurve| over both games
@@ -68,17 +69,28 @@ def svebi_games(predict_fn, x, sal, step: int) -> dict[str, metrics.CausalMetric
     }
 
 
-def peer_games(torch_model, xt, sal_np, step: int, batch_size: int) -> dict[str, np.ndarray]:
-    """Both games with RISE's ``CausalMetric.evaluate``: ``{mode: scores [n + 1, B]}``."""
+def peer_games(
+    torch_model, xt, sal_np, step: int, batch_size: int, threads: int | None = None
+) -> dict[str, np.ndarray]:
+    """Both games with RISE's ``CausalMetric.evaluate``: ``{mode: scores [n + 1, B]}``.
+
+    ``threads``: torch's intra-op threads for the call (``None``: torch's default, one per
+    core); restored afterwards.
+    """
     import peers_torch_rise as rise
     import torch
 
     ins = rise.CausalMetric(torch_model, "ins", step, rise.blur)
     dele = rise.CausalMetric(torch_model, "del", step, torch.zeros_like)
-    return {
-        "insertion": ins.evaluate(xt, sal_np, batch_size),
-        "deletion": dele.evaluate(xt, sal_np, batch_size),
-    }
+    before = torch.get_num_threads()
+    torch.set_num_threads(threads or before)
+    try:
+        return {
+            "insertion": ins.evaluate(xt, sal_np, batch_size),
+            "deletion": dele.evaluate(xt, sal_np, batch_size),
+        }
+    finally:
+        torch.set_num_threads(before)
 
 
 def compare(ours: dict, theirs: dict) -> dict[str, Any]:
@@ -121,8 +133,11 @@ def bench(ctx: Context) -> dict[str, Any]:
     xt = rise.to_nchw(images)
     batches = [bs for bs in cfg["insdel_peer_batches"] if n % bs == 0] or [n]
     variants = {
-        f"batch_size={bs}": functools.partial(peer_games, torch_model, xt, sal, step, bs)
+        f"batch_size={bs}, threads={th or 'default'}": functools.partial(
+            peer_games, torch_model, xt, sal, step, bs, th
+        )
         for bs in batches
+        for th in cfg["insdel_peer_threads"]
     }
     log(f"  {n} images, {n_points} points per curve; load {loadavg()}")
     t = side_by_side(
