@@ -368,6 +368,29 @@ def snn_forward_flops(layers, input_shape: tuple[int, int, int], num_steps: int)
     return flops
 
 
+def forward_flops(ctx: Context) -> float | None:
+    """FLOPs of one image's forward pass through the run's network (``None`` without it)."""
+    m = ctx.model
+    if m is None:
+        return None
+    return snn_forward_flops(m.layers, m.input_shape, m.config.num_steps)
+
+
+def with_roofline(r: Row, flops: float | None, ctx: Context, model: str) -> Row:
+    """``r`` with its roofline figures for a work of ``flops`` (described by ``model``)."""
+    if flops is None:
+        return r
+    peak = (ctx.peak or {}).get("gflops")
+    gflops = flops / r["svebi_s"] / 1e9
+    notes = f"{r['notes']}; FLOP model: {model} = {flops / 1e9:.3g} GFLOP".lstrip("; ")
+    return {
+        **r,
+        "gflops": gflops,
+        "peak_frac": gflops / peak if peak else None,
+        "notes": notes,
+    }
+
+
 def aot_compile(jitted, *args) -> tuple[Any, float]:
     """Compiles ``jitted`` for ``args`` ahead of time; returns ``(compiled, seconds)``."""
     t0 = time.perf_counter()

@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 import jax.numpy as jnp
-from harness import GAIN, Context, Row, log, row, timer
+from harness import GAIN, Context, Row, forward_flops, log, row, timer, with_roofline
 
 import svebi_jax.baselines as baselines
 
@@ -62,4 +62,11 @@ def rows(bl: dict[str, Any]) -> list[Row]:
 
 def run(ctx: Context) -> tuple[dict[str, Any], list[Row]]:
     details = bench_baselines(ctx.apply_fn, ctx.params, ctx.images, ctx.cfg)
-    return details, rows(details)
+    f = forward_flops(ctx)
+    g, i = details["grad2d"], details["integrated_gradients"]
+    grads_ig = i["images"] * i["path_steps"]
+    grad, ig = rows(details)
+    return details, [
+        with_roofline(grad, f and 3 * g["images"] * f, ctx, f"3 x {g['images']} forward passes"),
+        with_roofline(ig, f and 3 * grads_ig * f, ctx, f"3 x {grads_ig} forward passes"),
+    ]

@@ -10,7 +10,18 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import peers
-from harness import GAIN, Context, Row, block, capture, log, row, timer
+from harness import (
+    GAIN,
+    Context,
+    Row,
+    block,
+    capture,
+    forward_flops,
+    log,
+    row,
+    timer,
+    with_roofline,
+)
 
 import svebi_jax.metrics as metrics
 
@@ -114,4 +125,8 @@ def rows(ins: dict[str, Any]) -> list[Row]:
 def run(ctx: Context) -> tuple[dict[str, Any], list[Row]]:
     n = ctx.cfg["insdel_images"]
     details = bench_insdel(ctx.apply_fn, ctx.params, ctx.images[:n], ctx.cfg)
-    return details, rows(details)
+    f = forward_flops(ctx)
+    passes = details["images"] * (details["points_per_curve"] + 1)  # curve points + prediction
+    return details, [
+        with_roofline(r, f and passes * f, ctx, f"{passes} forward passes") for r in rows(details)
+    ]

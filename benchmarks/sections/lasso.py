@@ -10,7 +10,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import peers
-from harness import GAIN, Context, Row, block, capture, log, row, timer
+from harness import GAIN, Context, Row, block, capture, log, row, timer, with_roofline
 
 import svebi_jax as sv
 
@@ -148,4 +148,6 @@ def rows(la: dict[str, Any]) -> list[Row]:
 def run(ctx: Context) -> tuple[dict[str, Any], list[Row]]:
     n = ctx.cfg["lasso_n"]
     details = bench_lasso(ctx.apply_fn, ctx.params, ctx.images[:n], ctx.labels[:n], ctx.cfg)
-    return details, rows(details)
+    n, m, c = details["N"], details["m"], details["C"]
+    gram = 2 * n * m * m + 2 * n * m * c
+    return details, [with_roofline(r, gram, ctx, "Gram + X'L") for r in rows(details)]

@@ -8,7 +8,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
-from harness import GAIN, Context, Row, aot_compile, log, row, timer
+from harness import GAIN, Context, Row, aot_compile, forward_flops, log, row, timer, with_roofline
 
 
 def bench_network(apply_fn, params, images, labels, cfg) -> dict[str, Any]:
@@ -94,4 +94,9 @@ def run(ctx: Context) -> tuple[dict[str, Any], list[Row]]:
     details = bench_network(
         ctx.apply_fn, ctx.params, ctx.images[:b] * GAIN, ctx.labels[:b], ctx.cfg
     )
-    return details, rows(details)
+    fwd, step = rows(details)
+    f = forward_flops(ctx)
+    return details, [
+        with_roofline(fwd, f and b * f, ctx, f"{b} forward passes"),
+        with_roofline(step, f and 3 * b * f, ctx, f"3 x {b} forward passes (fwd + bwd)"),
+    ]
