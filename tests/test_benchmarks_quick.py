@@ -48,9 +48,9 @@ def test_quick_insdel_peers_agree(run_module, tmp_path):
     assert d["ok"], d["agreement"]
     for game in ("insertion", "deletion"):
         a = d["agreement"][game]
-        assert a["max_abs_auc_diff"] <= 1e-4
-        assert a["max_abs_curve_diff"] <= 1e-4
+        assert a["max_abs_auc_diff"] <= 1e-3
         np.testing.assert_allclose(a["mean_auc"], a["mean_auc_peer"], atol=1e-4)
+    assert d["max_abs_blur_substrate_diff"] <= 1e-5
     # Insertion from blur must differ from deletion to zeros: the games were really played.
     assert abs(d["agreement"]["insertion"]["mean_auc"] - d["agreement"]["deletion"]["mean_auc"]) > 0
     (r,) = report["rows"]
