@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+import math
 import time
 from typing import Any
 
@@ -75,4 +76,11 @@ def rows(lif: dict[str, Any]) -> list[Row]:
 
 def run(ctx: Context) -> tuple[dict[str, Any], list[Row]]:
     details = bench_lif(ctx.cfg)
-    return details, rows(details)
+    out = []
+    for r, res in zip(rows(details), (details, details["small"]), strict=True):
+        # Memory-bound (a few FLOPs per element): the roofline note is the bandwidth, the
+        # float32 currents read and the spikes and membranes written once.
+        gbytes = 3 * 4 * math.prod(res["shape"]) / 1e9
+        bw = gbytes / res["lif_scan_jit"]["median_s"]
+        out.append({**r, "notes": f"{r['notes']}; memory-bound: {bw:.1f} GB/s moved"})
+    return details, out
