@@ -127,9 +127,15 @@ def _plain_conv(x: Array, kernel: Array, stride: int, padding: int, dtype) -> Ar
     )
 
 
-@functools.partial(jax.custom_vjp, nondiff_argnums=(2, 3, 4, 5))
+@functools.partial(jax.custom_vjp, nondiff_argnums=(2, 3, 4, 5, 6))
 def conv2d(
-    x: Array, kernel: Array, stride: int, padding: int, compute_dtype, chunk: int | None
+    x: Array,
+    kernel: Array,
+    stride: int,
+    padding: int,
+    compute_dtype,
+    chunk: int | None,
+    residual_dtype=None,
 ) -> Array:
     """NHWC/HWIO 2-D convolution with GEMM gradients (see the module docstring).
 
@@ -141,6 +147,8 @@ def conv2d(
       compute_dtype: dtype of the products (``jnp.float32`` or ``jnp.bfloat16``); the sums
         are accumulated and returned in float32.
       chunk: images per call (``None``: one call), see :func:`map_rows`.
+      residual_dtype: dtype in which ``x`` is kept for the backward pass (``None``: the
+        compute dtype); bfloat16 is exact for binary spikes and halves that memory.
 
     Returns:
       ``[N, H', W', C_out]`` float32.
@@ -150,13 +158,13 @@ def conv2d(
     )
 
 
-def _conv2d_fwd(x, kernel, stride, padding, compute_dtype, chunk):
-    y = conv2d(x, kernel, stride, padding, compute_dtype, chunk)
-    # Spikes are exact in any float dtype: keep the residual in the compute dtype.
-    return y, (x.astype(compute_dtype), kernel, jnp.zeros((0,), x.dtype))
+def _conv2d_fwd(x, kernel, stride, padding, compute_dtype, chunk, residual_dtype):
+    y = conv2d(x, kernel, stride, padding, compute_dtype, chunk, residual_dtype)
+    kept = x.astype(residual_dtype or compute_dtype)
+    return y, (kept, kernel, jnp.zeros((0,), x.dtype))
 
 
-def _conv2d_bwd(stride, padding, compute_dtype, chunk, res, g):
+def _conv2d_bwd(stride, padding, compute_dtype, chunk, residual_dtype, res, g):
     x, kernel, x_dtype = res
     kh, kw, c_in, c_out = kernel.shape
     n, h, w, _ = x.shape
@@ -166,7 +174,8 @@ def _conv2d_bwd(stride, padding, compute_dtype, chunk, res, g):
     pad = ((0, 0), (padding, padding), (padding, padding), (0, 0))
 
     def dk_part(xc, gc):
-        p = _patches(jnp.pad(xc, pad), kh, kw, stride, oh, ow).reshape(-1, kh * kw * c_in)
+        xc = jnp.pad(xc.astype(compute_dtype), pad)
+        p = _patches(xc, kh, kw, stride, oh, ow).reshape(-1, kh * kw * c_in)
         gm = gc.reshape(-1, c_out).astype(compute_dtype)
         return jnp.matmul(p.T, gm, preferred_element_type=jnp.float32)
 

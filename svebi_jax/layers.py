@@ -353,11 +353,13 @@ class _Exec(NamedTuple):
       dtype: product dtype of convolutions and matmuls (float32 accumulation).
       conv_rows: images per convolution call (``None``: one call), see
         :func:`svebi_jax._kernels.map_rows`.
+      spike_dtype: set (bfloat16) when the op's input is known to be binary spikes: the
+        backward pass keeps that input in this exact, narrower dtype.
     """
 
     dtype: object = jnp.float32
     conv_rows: int | None = None
-    pool_residual: object = jnp.float32
+    spike_dtype: object = None
 
 
 def _apply(x: Array, spec: LayerSpec, params: Params, ex: _Exec | None = None) -> Array:
@@ -371,10 +373,12 @@ def _apply(x: Array, spec: LayerSpec, params: Params, ex: _Exec | None = None) -
         if ex is None:
             return _conv(x, params[spec.name], spec)
         p = params[spec.name]
-        y = _kernels.conv2d(x, p["kernel"], spec.stride, spec.padding, ex.dtype, ex.conv_rows)
+        y = _kernels.conv2d(
+            x, p["kernel"], spec.stride, spec.padding, ex.dtype, ex.conv_rows, ex.spike_dtype
+        )
         return y + p["bias"] if spec.use_bias else y
     if ex is not None and _is_plain_max_pool(spec):
-        return _kernels.max_pool(x, spec.window, ex.pool_residual)
+        return _kernels.max_pool(x, spec.window, ex.spike_dtype or x.dtype)
     if isinstance(spec, (MaxPool, AvgPool)):
         return _pool(x, spec)
     if isinstance(spec, Flatten):
@@ -574,7 +578,7 @@ def _run_layers(
         spec = layers[i]
         i += 1
         if not isinstance(spec, LIF):
-            op_ex = ex._replace(pool_residual=jnp.bfloat16 if binary else jnp.float32)
+            op_ex = ex._replace(spike_dtype=jnp.bfloat16 if binary else None)
             binary = binary and isinstance(spec, (MaxPool, Flatten))
             x = _apply(x, spec, params, op_ex) if static else _apply_time(x, spec, params, op_ex)
             continue
