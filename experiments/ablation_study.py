@@ -3,7 +3,7 @@
 The main command runs the same ablation as one of its stages; this script reruns only that
 stage, e.g. to see how the random-ablation baseline settles as the number of draws grows::
 
-    python experiments/ablation_study.py --checkpoint runs/mnist_shallow/checkpoint \\
+    python -m experiments.ablation_study --checkpoint runs/mnist_shallow/checkpoint \\
         --test-data idx:../shared/data/mnist --draws 10
 
 Writes ``ablation_study.json`` (one row per μ: relevant, random mean, random sd) to ``--out``.
@@ -19,6 +19,8 @@ import time
 import jax
 import numpy as np
 
+from experiments.common.rundir import write_text
+from svebi_jax import _validation as V
 from svebi_jax import checkpoint, data, relevance, responses
 from svebi_jax.lasso import mu_lasso
 from svebi_jax.metrics import ablation
@@ -36,6 +38,18 @@ def main(argv=None) -> dict:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", default="runs/ablation_study")
     a = p.parse_args(argv)
+    try:  # every argument, before any work
+        data.check_spec(a.data, name="--data")
+        data.check_spec(a.test_data, name="--test-data")
+        V.check_nonnegative_int("--samples (0 = all)", a.samples)
+        V.check_positive_int("--draws", a.draws)
+        V.check_positive_int("--mu-max", a.mu_max)
+        V.check_nonnegative_int("--seed", a.seed)
+        out = V.check_out_dir("--out", a.out)
+        if not (pathlib.Path(a.checkpoint) / "config.json").is_file():
+            raise ValueError(f"--checkpoint {a.checkpoint!r} is not a checkpoint directory")
+    except ValueError as err:
+        p.error(str(err))
 
     model = checkpoint.restore_model(a.checkpoint)
     apply_fn, params = functional(model)
@@ -76,9 +90,8 @@ def main(argv=None) -> dict:
         "seconds": round(seconds, 1),
         "rows": rows,
     }
-    out = pathlib.Path(a.out)
     out.mkdir(parents=True, exist_ok=True)
-    (out / "ablation_study.json").write_text(json.dumps(result, indent=1))
+    write_text(out / "ablation_study.json", json.dumps(result, indent=1))
     print(
         f"relevant < random at {below} of {len(rows)} μ ({len(test_ds)} images, "
         f"{a.draws} draws, {seconds:.0f} s); full model {abl.full:.4f}"

@@ -4,23 +4,21 @@ Trains the shallow SNN with the default ``TrainConfig`` for several seeds on ``m
 scores SVEBI (aligned and stretched, per layer), SNN-Grad2D and the input-intensity baseline on
 the first ``--eval-samples`` images of ``--test-data``. Writes ``seed_study.json`` to ``--out``::
 
-    python experiments/seed_study.py --test-data idx:../shared/data/mnist --seeds 1 2
+    python -m experiments.seed_study --test-data idx:../shared/data/mnist --seeds 1 2
 """
 
 from __future__ import annotations
 
 import argparse
 import json
-import pathlib
 
-import jax
-import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
-from svebi_jax import data, relevance, responses, train
-from svebi_jax.baselines import grad, trivial
-from svebi_jax.heatmaps import svebi_heatmaps
+from experiments.common.rundir import write_text
+from svebi_jax import _validation as V
+from svebi_jax import attribution, data, relevance, responses, train
+from svebi_jax.attribution import SVEBIOptions
 from svebi_jax.lasso import mu_lasso
 from svebi_jax.metrics import insdel
 from svebi_jax.models import ShallowSNN, functional
@@ -33,39 +31,23 @@ def score_seed(seed: int, train_ds, test_ds, mu: float) -> dict:
     apply_fn, _ = functional(model)
     acc, _ = train.evaluate(apply_fn, params, test_ds)
     resp = responses.compute_responses(apply_fn, params, train_ds)
-    rel = relevance.relevant_filters(np.asarray(mu_lasso(resp.X, resp.L, mu).W), resp.index)
-    masks = relevance.relevance_masks(rel, resp.index, resp.L.shape[1])
-    images = jnp.asarray(test_ds.images)
-    out = apply_fn(params, images, record="mean")
-    cls = jnp.argmax(out.logits, -1)
-    maps = {}
+    masks = relevance.masks_from_weights(np.asarray(mu_lasso(resp.X, resp.L, mu).W), resp.index)
+    methods = {}
     for placement in ("aligned", "stretch"):
-        hm = svebi_heatmaps(
-            out.spikes,
-            cls,
-            masks,
-            geometry=model.geometry,
-            image_shape=(28, 28),
-            placement=placement,
-        )
-        maps |= {f"SVEBI[{k},{placement}]": v for k, v in hm.items()}
-    maps["SNN-Grad2D"] = jnp.concatenate(
-        [
-            grad.grad2d(apply_fn, params, images[i : i + 100], num_steps=cfg.snn.num_steps)
-            for i in range(0, len(images), 100)
-        ]
-    )
-    maps["trivial: input intensity"] = trivial.input_intensity(images)
-    logits_fn = jax.jit(lambda x: apply_fn(params, x).logits)
-    row = {"seed": seed, "test_accuracy": float(acc), "methods": {}}
-    for name, m in maps.items():
-        row["methods"][name] = {
-            mode: float(
-                insdel.insertion_deletion(
-                    logits_fn, images, m, mode=mode, step=28, substrate="zeros"
-                ).mean_auc
+        for layer in masks:
+            methods[f"SVEBI[{layer},{placement}]"] = attribution.svebi(
+                apply_fn, masks, layer=layer, options=SVEBIOptions(placement=placement)
             )
-            for mode in ("insertion", "deletion")
+    methods["SNN-Grad2D"] = attribution.grad2d(apply_fn)
+    methods["trivial: input intensity"] = attribution.input_intensity()
+    row = {"seed": seed, "test_accuracy": float(acc), "methods": {}}
+    for name, attr_fn in methods.items():
+        res = insdel.insertion_deletion(
+            attr_fn, apply_fn, params, test_ds.images, step=28, substrate="zeros", batch_size=100
+        )
+        row["methods"][name] = {
+            "insertion": float(res.insertion.mean_auc),
+            "deletion": float(res.deletion.mean_auc),
         }
     print(json.dumps(row), flush=True)
     return row
@@ -80,12 +62,21 @@ def main(argv=None) -> int:
     p.add_argument("--mu", type=float, default=2.0)
     p.add_argument("--out", default="runs/seed_study")
     a = p.parse_args(argv)
+    try:  # every argument, before any work
+        data.check_spec(a.data, name="--data")
+        data.check_spec(a.test_data, name="--test-data")
+        V.check_positive_int("--eval-samples", a.eval_samples)
+        for seed in a.seeds:
+            V.check_nonnegative_int("--seeds", seed)
+        V.check_number("--mu", a.mu, low=0, low_open=True)
+        out = V.check_out_dir("--out", a.out)
+    except ValueError as err:
+        p.error(str(err))
     train_ds = data.load(a.data)
     test_ds = data.subset(data.load(a.test_data, split="test"), a.eval_samples)
     rows = [score_seed(s, train_ds, test_ds, a.mu) for s in a.seeds]
-    out = pathlib.Path(a.out)
     out.mkdir(parents=True, exist_ok=True)
-    (out / "seed_study.json").write_text(json.dumps(rows, indent=2))
+    write_text(out / "seed_study.json", json.dumps(rows, indent=2))
     return 0
 
 

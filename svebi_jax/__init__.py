@@ -4,17 +4,22 @@ The functional core (all pure functions over time-major ``[T, B, ...]`` arrays a
 
 - :func:`lif_scan`, :func:`integrator_readout` — LIF dynamics (:mod:`svebi_jax.lif`).
 - :func:`run_network` and the layer specs — feed-forward SNNs (:mod:`svebi_jax.layers`).
-- :func:`compute_responses` → :func:`mu_lasso` → :func:`relevant_filters` →
-  :func:`explain` / :func:`interpret_filters` — the SVEBI pipeline.
-- :mod:`svebi_jax.baselines` and :mod:`svebi_jax.metrics` — comparison methods and metrics.
+- :func:`compute_responses` → :func:`mu_lasso` → :func:`masks_from_weights` →
+  :func:`explain` / :func:`interpret_filters` — the SVEBI pipeline
+  (:func:`relevant_filters` lists the relevant filters for reports).
+- :mod:`svebi_jax.attribution` — every explanation method as
+  ``attr_fn(params, images, target) -> [B, H, W]``; :mod:`svebi_jax.metrics` scores them.
+- :mod:`svebi_jax.baselines` — the comparison methods as plain functions.
+- :func:`from_nir` / :func:`to_nir` — networks from and to other SNN frameworks via NIR
+  (:mod:`svebi_jax.nir_io`).
 
 Models are thin Flax NNX definitions (:mod:`svebi_jax.models`); :func:`functional` turns one
-into ``(apply_fn, params)`` for everything above.
+into ``(apply_fn, params)`` (:class:`~svebi_jax.protocols.ApplyFn`) for everything above.
 """
 
 __version__ = "0.1.0"
 
-from svebi_jax import baselines, data, metrics, models, train, viz
+from svebi_jax import attribution, baselines, data, metrics, models, train, viz
 from svebi_jax.heatmaps import combine, explain, svebi_heatmaps, upsample_aligned, upsample_stretch
 from svebi_jax.interpret import interpret_filters, receptive_field_box, top_k_crops
 from svebi_jax.lasso import LassoResult, mu_lasso
@@ -26,16 +31,21 @@ from svebi_jax.layers import (
     Flatten,
     Geometry,
     MaxPool,
+    Scale,
     SNNConfig,
     SNNOutput,
+    SumPool,
     layer_geometry,
     run_network,
 )
 from svebi_jax.lif import integrator_readout, lif_scan, lif_step, spike_function
 from svebi_jax.models import ShallowSNN, SpikingNetwork, functional
+from svebi_jax.nir_io import NIRNetwork, from_nir, to_nir
+from svebi_jax.protocols import ApplyFn, ModelInfo
 from svebi_jax.relevance import (
     has_relevant_filters,
     layer_distribution,
+    masks_from_weights,
     relevance_masks,
     relevance_masks_path,
     relevant_filters,
@@ -44,6 +54,8 @@ from svebi_jax.responses import FilterIndex, Responses, compute_responses, filte
 
 __all__ = [
     "LIF",
+    "ApplyFn",
+    "ModelInfo",
     "AvgPool",
     "Conv",
     "Dense",
@@ -52,12 +64,16 @@ __all__ = [
     "Geometry",
     "LassoResult",
     "MaxPool",
+    "NIRNetwork",
     "Responses",
     "SNNConfig",
     "SNNOutput",
+    "Scale",
+    "SumPool",
     "ShallowSNN",
     "SpikingNetwork",
     "__version__",
+    "attribution",
     "baselines",
     "data",
     "metrics",
@@ -68,6 +84,7 @@ __all__ = [
     "compute_responses",
     "explain",
     "filter_responses",
+    "from_nir",
     "functional",
     "has_relevant_filters",
     "integrator_readout",
@@ -75,6 +92,7 @@ __all__ = [
     "layer_distribution",
     "layer_geometry",
     "lif_scan",
+    "masks_from_weights",
     "lif_step",
     "mu_lasso",
     "receptive_field_box",
@@ -84,6 +102,7 @@ __all__ = [
     "run_network",
     "spike_function",
     "svebi_heatmaps",
+    "to_nir",
     "top_k_crops",
     "upsample_aligned",
     "upsample_stretch",

@@ -6,7 +6,10 @@ Examples::
     svebi train --data mnist-5k --epochs 1 --limit 300 --num-steps 4 --out /tmp/run
     svebi evaluate --checkpoint runs/shallow --data idx:/path/to/mnist --split test
 
-``python -m svebi_jax.train ARGS`` is ``svebi train ARGS``; ``python -m svebi_jax`` is ``svebi``.
+``python -m svebi_jax ARGS`` is ``svebi ARGS``.
+
+Every argument is checked before any work starts (data loading, training): a bad value exits
+with status 2 and a message naming the argument (``svebi train: error: --out ...``).
 
 ``svebi train`` writes a checkpoint directory (see :mod:`svebi_jax.checkpoint`) with
 ``params.msgpack``, ``config.json`` (model description, training config, data names) and
@@ -28,6 +31,7 @@ import sys
 import time
 from collections.abc import Sequence
 
+from svebi_jax import _validation as V
 from svebi_jax import lif
 
 _DATA_HELP = (
@@ -147,35 +151,60 @@ def _load_split(spec: str, split: str):
     return data.load(spec, split=split)
 
 
+def _train_configs(args):
+    """``(SNNConfig, TrainConfig)`` from the arguments; every value checked, nothing run."""
+    from svebi_jax import checkpoint, data, train
+    from svebi_jax import layers as L
+
+    checkpoint.check_checkpoint_dir(args.out, name="--out")
+    data.check_spec(args.data, name="--data")
+    if args.test_data is not None:
+        data.check_spec(args.test_data, name="--test-data")
+    V.check_positive_int("--eval-every", args.eval_every)
+    if args.limit is not None:
+        V.check_positive_int("--limit", args.limit)
+    if args.test_data is None:
+        V.check_number(
+            "--test-fraction", args.test_fraction, low=0.0, high=1.0, low_open=True, high_open=True
+        )
+    checks = {"--num-steps": args.num_steps, "--epochs": args.epochs}
+    for flag, value in checks.items():
+        V.check_positive_int(flag, value)
+    try:
+        snn = L.SNNConfig(
+            num_steps=args.num_steps,
+            beta=args.beta,
+            threshold=args.threshold,
+            reset=args.reset,
+            surrogate=args.surrogate,
+        )
+        cfg = train.TrainConfig(
+            seed=args.seed,
+            epochs=args.epochs,
+            batch_size=args.batch_size,
+            optimizer=args.optimizer,
+            learning_rate=args.learning_rate,
+            schedule=args.schedule,
+            warmup_epochs=args.warmup_epochs,
+            weight_decay=args.weight_decay,
+            momentum=args.momentum,
+            grad_clip=args.grad_clip,
+            augment_shift=args.augment_shift,
+            eval_batch_size=args.eval_batch_size,
+            snn=snn,
+        )
+    except (ValueError, TypeError) as err:  # name the flag: field names map to --flags
+        raise ValueError(f"invalid argument: {err} (see svebi train --help)") from err
+    return snn, cfg
+
+
 def _cmd_train(args) -> int:
     from flax import nnx
 
     from svebi_jax import checkpoint, data, train
-    from svebi_jax import layers as L
     from svebi_jax.models import ShallowSNN
 
-    snn = L.SNNConfig(
-        num_steps=args.num_steps,
-        beta=args.beta,
-        threshold=args.threshold,
-        reset=args.reset,
-        surrogate=args.surrogate,
-    )
-    cfg = train.TrainConfig(
-        seed=args.seed,
-        epochs=args.epochs,
-        batch_size=args.batch_size,
-        optimizer=args.optimizer,
-        learning_rate=args.learning_rate,
-        schedule=args.schedule,
-        warmup_epochs=args.warmup_epochs,
-        weight_decay=args.weight_decay,
-        momentum=args.momentum,
-        grad_clip=args.grad_clip,
-        augment_shift=args.augment_shift,
-        eval_batch_size=args.eval_batch_size,
-        snn=snn,
-    )
+    snn, cfg = _train_configs(args)
     full = data.load(args.data, split="train")
     if args.limit is not None:
         full = data.subset(full, args.limit, seed=args.seed)
@@ -190,6 +219,15 @@ def _cmd_train(args) -> int:
         raise ValueError(
             f"--test-data images must have shape {train_ds.image_shape} like --data, "
             f"got {test_ds.image_shape}"
+        )
+    if test_ds.num_classes > train_ds.num_classes:
+        raise ValueError(
+            f"--test-data has {test_ds.num_classes} classes but --data only "
+            f"{train_ds.num_classes}: the model cannot predict the others"
+        )
+    if len(train_ds) < cfg.batch_size:
+        raise ValueError(
+            f"--batch-size {cfg.batch_size} exceeds the {len(train_ds)} training examples"
         )
 
     model = ShallowSNN(
@@ -248,8 +286,14 @@ def _cmd_evaluate(args) -> int:
     from svebi_jax import checkpoint, train
     from svebi_jax.models import functional
 
+    V.check_positive_int("--batch-size", args.batch_size)
     model = checkpoint.restore_model(args.checkpoint)
     ds = _load_split(args.data, args.split)
+    if ds.image_shape != tuple(model.input_shape):
+        raise ValueError(
+            f"--data images have shape {ds.image_shape}, but the checkpoint's model takes "
+            f"{tuple(model.input_shape)}"
+        )
     apply_fn, params = functional(model)
     acc, loss = train.evaluate(apply_fn, params, ds, args.batch_size)
     print(json.dumps({"accuracy": acc, "loss": loss, "num_examples": len(ds), "data": args.data}))
@@ -260,13 +304,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``svebi`` console script; returns the exit status.
 
     Bad arguments exit with status 2 (argparse); invalid values (``ValueError``/``TypeError``
-    from the library, e.g. an unknown dataset spec) print ``svebi: error: ...`` and return 2.
+    from the library, e.g. an unknown dataset spec, a missing file or an optional dependency
+    that is not installed) print ``svebi COMMAND: error: ...`` and return 2.
     """
     parser = build_parser()
     args = parser.parse_args(list(argv) if argv is not None else None)
     try:
         return int(args.func(args) or 0)
-    except (ValueError, TypeError, FileNotFoundError, ModuleNotFoundError) as err:
+    except (ValueError, TypeError, OSError, ImportError) as err:
         print(f"svebi {args.command}: error: {err}", file=sys.stderr)
         return 2
 

@@ -34,18 +34,20 @@ from __future__ import annotations
 
 import functools
 import numbers
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any, Literal, NamedTuple
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
+from svebi_jax import _validation as V
+from svebi_jax import batching
 from svebi_jax import layers as L
 from svebi_jax import relevance as _relevance
 from svebi_jax._validation import as_class_vector
 from svebi_jax._validation import is_tracer as _is_tracer
-from svebi_jax.responses import FilterIndex, call_cached
+from svebi_jax.protocols import ApplyFn, model_info
 
 __all__ = [
     "PLACEMENTS",
@@ -160,14 +162,16 @@ def upsample_stretch(maps: Array, image_shape: Sequence[int]) -> Array:
 def minmax_normalize(maps: Array) -> Array:
     """Min–max normalizes each ``[H, W]`` map of ``[..., H, W]`` to ``[0, 1]``.
 
-    A constant (e.g. all-zero) map becomes all zeros; never NaN.
+    A constant (e.g. all-zero) map becomes all zeros; a map holding NaN (a flag from
+    upstream, e.g. NaN relevance masks of a failed solve) stays all NaN, never zeros.
     """
     maps = jnp.asarray(maps, jnp.float32)
     lo = jnp.min(maps, axis=(-2, -1), keepdims=True)
     hi = jnp.max(maps, axis=(-2, -1), keepdims=True)
     rng = hi - lo
     ok = rng > 0
-    return jnp.where(ok, (maps - lo) / jnp.where(ok, rng, 1.0), 0.0)
+    flat = jnp.where(jnp.isnan(rng), jnp.nan, 0.0)  # NaN min/max: the map is flagged
+    return jnp.where(ok, (maps - lo) / jnp.where(ok, rng, 1.0), flat)
 
 
 # ----------------------------------------------------------------------------- heatmaps
@@ -303,7 +307,7 @@ class ExplainResult(NamedTuple):
 
 @functools.lru_cache(maxsize=32)
 def _explain_fn(
-    apply_fn: Callable,
+    apply_fn: ApplyFn,
     layers: tuple[str, ...],
     geometry: tuple[tuple[str, L.Geometry], ...],
     image_hw: tuple[int, int],
@@ -325,115 +329,106 @@ def _explain_fn(
             placement=placement,
             layers=layers,
         )
+        # A non-finite image (possible only under the caller's jit, where it cannot raise)
+        # has NaN logits from the model: its maps are NaN too, not a plausible picture.
+        maps = V.flag_rows(maps, V.rows_finite(out.logits))
         has = _relevance.has_relevant_filters(masks, classes)
         return ExplainResult(maps, classes, out.logits, has)
 
     return jax.jit(fn)
 
 
-def _is_relevant(relevant: Mapping) -> bool:
-    keys = list(relevant)
-    if not keys:
-        raise ValueError("relevant must be a non-empty {class: {layer: channels}} or masks dict")
-    if all(isinstance(k, str) for k in keys):
-        return False
-    if all(isinstance(k, numbers.Integral) and not isinstance(k, bool) for k in keys):
-        return True
-    raise ValueError(
-        "relevant must be {class (int): {layer: channels}} or relevance masks "
-        f"{{layer (str): [K, c]}}, got keys {keys!r}"
-    )
-
-
 def explain(
-    apply_fn: Callable[..., L.SNNOutput],
+    apply_fn: ApplyFn,
     params: Any,
     images: Array,
-    relevant: Mapping,
+    masks: Mapping[str, Array],
     *,
-    geometry: Mapping[str, L.Geometry],
+    geometry: Mapping[str, L.Geometry] | None = None,
     placement: Placement = "aligned",
     classes: Array | None = None,
     layers: Sequence[str] | None = None,
 ) -> ExplainResult:
     """Runs the network once (``record="mean"``) and returns SVEBI heatmaps, jit-compiled.
 
+    The compiled function is cached per ``(apply_fn, layers, geometry, image size,
+    placement)``: new ``params``, images of the same shape, new ``masks`` and ``classes`` are
+    arguments and never recompile. Composes with ``jax.jit`` and ``jax.vmap`` (e.g. over a
+    batch of parameter sets).
+
     Args:
-      apply_fn: ``apply_fn(params, images, *, record=...) -> SNNOutput`` (model protocol).
+      apply_fn: the model, :class:`svebi_jax.protocols.ApplyFn`.
       params: parameter pytree of ``apply_fn``.
       images: ``[B, H, W, C]`` float images (or time-major ``[T, B, H, W, C]``).
-      relevant: ``{class: {layer: [channels]}}`` from
-        :func:`svebi_jax.relevance.relevant_filters`, or masks ``{layer: [K, c]}`` from
-        :func:`svebi_jax.relevance.relevance_masks`.
-      geometry: ``{layer: Geometry}`` of the network (``layer_geometry`` / ``model.geometry``).
+      masks: relevance masks ``{layer: [K, c]}``, straight from the lasso weights with
+        :func:`svebi_jax.relevance.masks_from_weights` (0/1; real-valued masks weight each
+        filter's map).
+      geometry: ``{layer: Geometry}`` of the network; default ``apply_fn.info.geometry`` (the
+        ``apply_fn`` of :func:`svebi_jax.models.functional` carries it).
       placement: ``"aligned"`` (default) or ``"stretch"``.
       classes: optional ``[B]`` int classes to explain; default the predicted classes.
-      layers: layers to explain; default all layers of ``relevant``, in geometry order.
+      layers: layers to explain; default all layers of ``masks``, in recording order.
 
     Returns:
       :class:`ExplainResult` (``heatmaps {layer: [B, H, W]}``, ``classes [B]``,
-      ``logits [B, K]``, ``has_filters {layer: [B]}``).
+      ``logits [B, K]``, ``has_filters {layer: [B]}``). Under the caller's ``jit`` an image
+      with a NaN/inf pixel gets NaN maps.
 
     Raises:
-      ValueError: bad placement, images, relevant, layers or classes.
+      ValueError: bad placement, images (rank, size, integer dtype, NaN/inf when concrete),
+        masks, layers or classes.
     """
     _check_placement(placement)
-    images = jnp.asarray(images)
-    if images.ndim not in (4, 5):
+    if not isinstance(masks, Mapping) or not masks:
         raise ValueError(
-            f"images must be [B, H, W, C] (or [T, B, H, W, C]), got shape {images.shape}"
+            "masks must be a non-empty {layer: [K, c]} mapping of relevance masks (from "
+            f"svebi_jax.relevance.masks_from_weights), got {V.describe(masks)}"
         )
-    if not jnp.issubdtype(images.dtype, jnp.floating):
-        images = images.astype(jnp.float32)
+    if not all(isinstance(k, str) for k in masks):
+        raise ValueError(
+            f"masks must be keyed by layer name, got keys {list(masks)!r}; build them with "
+            "svebi_jax.relevance.masks_from_weights(W, index)"
+        )
+    info = model_info(apply_fn)
+    if geometry is None:
+        if info is None:
+            raise ValueError("geometry is required for an apply_fn without .info")
+        geometry = info.geometry
+    images = jnp.asarray(
+        V.check_images(
+            images,
+            time_major=True,
+            image_shape=None if info is None else info.input_shape,
+            num_steps=None if info is None else info.num_steps,
+        )
+    )
     image_hw = (int(images.shape[-3]), int(images.shape[-2]))
     batch = int(images.shape[-4])
     abstract = jax.eval_shape(lambda p, x: apply_fn(p, x, record="mean"), params, images)
     num_classes = int(abstract.logits.shape[-1])
-
-    if _is_relevant(relevant):
-        present = {n for per_layer in relevant.values() for n in per_layer}
-        for n in present:
-            if n not in abstract.spikes or n not in geometry:
-                raise ValueError(
-                    f"relevant: unknown layer {n!r}; recorded conv layers: {tuple(abstract.spikes)}"
-                )
-        order = tuple(n for n in abstract.spikes if n in present)
-        index = FilterIndex.from_geometry(geometry, order)
-        masks = _relevance.relevance_masks(relevant, index, num_classes)
-    else:
-        masks = {n: np.asarray(m, np.float32) for n, m in relevant.items()}
-    layers = tuple(n for n in abstract.spikes if n in masks) if layers is None else tuple(layers)
-    for n in layers:
-        if n not in masks or n not in abstract.spikes or n not in geometry:
+    for n in masks:
+        if n not in abstract.spikes or n not in geometry:
             raise ValueError(
-                f"layers: unknown layer {n!r}; explainable layers: "
-                f"{tuple(n for n in abstract.spikes if n in masks and n in geometry)}"
+                f"masks: unknown layer {n!r}; recorded conv layers: {tuple(abstract.spikes)}"
             )
+    explainable = tuple(n for n in abstract.spikes if n in masks)
+    layers = explainable if layers is None else tuple(layers)
+    for n in layers:
+        if n not in explainable:
+            raise ValueError(f"layers: unknown layer {n!r}; explainable layers: {explainable}")
     masks = {n: masks[n] for n in layers}
     for n in layers:
-        if masks[n].ndim != 2 or masks[n].shape[0] != num_classes:
+        c = abstract.spikes[n].shape[-1]
+        if tuple(np.shape(masks[n])) != (num_classes, c):
             raise ValueError(
-                f"relevance masks[{n!r}] must be [K = {num_classes}, c], got {masks[n].shape}"
+                f"masks[{n!r}] must be [K, c] = [{num_classes}, {c}], got {np.shape(masks[n])}"
             )
 
     given = classes is not None
     if given:
-        classes = jnp.asarray(classes)
-        if (
-            classes.shape != (batch,)
-            or not jnp.issubdtype(classes.dtype, jnp.integer)
-            or (
-                not _is_tracer(classes)
-                and (int(classes.min()) < 0 or int(classes.max()) >= num_classes)
-            )
-        ):
-            raise ValueError(
-                f"classes must be a [B = {batch}] int array with values in [0, {num_classes}), "
-                f"got {classes!r}"
-            )
-        classes = classes.astype(jnp.int32)
+        classes = V.check_classes(classes, batch=batch, num_classes=num_classes)
     else:
         classes = jnp.zeros((batch,), jnp.int32)
     geo = tuple((n, L.Geometry(*geometry[n])) for n in layers)
-    fn = call_cached(_explain_fn, apply_fn, layers, geo, image_hw, placement, given)
+    fn = batching.cached_builder(_explain_fn, apply_fn, layers, geo, image_hw, placement, given)
     return fn(params, images, masks, classes)

@@ -33,21 +33,18 @@ from __future__ import annotations
 
 import functools
 import numbers
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
+from svebi_jax import _validation as V
+from svebi_jax import batching
 from svebi_jax import layers as L
-from svebi_jax.responses import (
-    FilterIndex,
-    _images_and_labels,
-    call_cached,
-    pad_batch,
-    padded_batches,
-)
+from svebi_jax.protocols import ApplyFn, model_info
+from svebi_jax.responses import FilterIndex
 
 __all__ = [
     "interpret_filters",
@@ -148,13 +145,8 @@ def receptive_field_box(
 # ----------------------------------------------------------------------------- forward + crops
 
 
-def _bucket(n: int, batch_size: int) -> int:
-    """Batch size for ``n`` images: ``batch_size`` or the next power of two ≥ n below it."""
-    return min(batch_size, 1 << max(0, (n - 1).bit_length()))
-
-
 @functools.lru_cache(maxsize=32)
-def _peak_fn(apply_fn: Callable, layers: tuple[str, ...]):
+def _peak_fn(apply_fn: ApplyFn, layers: tuple[str, ...]):
     def fn(params, images):
         spikes = apply_fn(params, images, record="mean").spikes
         out = {}
@@ -203,7 +195,7 @@ def _check_x(X, n: int, index: FilterIndex) -> np.ndarray:
 
 
 def interpret_filters(
-    apply_fn: Callable[..., L.SNNOutput],
+    apply_fn: ApplyFn,
     params: Any,
     dataset_or_images: Any,
     X: Any,
@@ -211,7 +203,7 @@ def interpret_filters(
     relevant: Mapping[str, Sequence[int]],
     *,
     k: int = 100,
-    geometry: Mapping[str, L.Geometry],
+    geometry: Mapping[str, L.Geometry] | None = None,
     batch_size: int = 256,
 ) -> dict[str, dict[int, np.ndarray]]:
     """Top-k average receptive-field crops of many filters (e.g. all relevant to one class).
@@ -230,7 +222,7 @@ def interpret_filters(
         :func:`svebi_jax.relevance.relevant_filters` for class ``c``.
       k: number of top images per filter (``1 ≤ k ≤ N``); ties in ``X`` are broken by image
         order.
-      geometry: ``{layer: Geometry}`` of the network.
+      geometry: ``{layer: Geometry}`` of the network; default ``apply_fn.info.geometry``.
       batch_size: images per forward batch (positive int).
 
     Returns:
@@ -241,17 +233,21 @@ def interpret_filters(
       ValueError: ``k`` out of range, unknown layer, channel out of range, ``X`` of the wrong
         shape, or a bad ``batch_size``.
     """
-    images, _ = _images_and_labels(dataset_or_images, None)
+    if geometry is None:
+        info = model_info(apply_fn)
+        if info is None:
+            raise ValueError("geometry is required for an apply_fn without .info")
+        geometry = info.geometry
+    images = getattr(dataset_or_images, "images", dataset_or_images)
+    if V.is_tracer(images):
+        raise TypeError("images must be concrete (interpret_filters streams on the host)")
+    images = V.check_images(np.asarray(images))
     n, h, w, c = images.shape
     X = _check_x(X, n, index)
-    if isinstance(k, bool) or not isinstance(k, numbers.Integral) or k < 1:
-        raise ValueError(f"k must be a positive int, got {k!r}")
+    k = V.check_positive_int("k", k)
     if k > n:
         raise ValueError(f"k must be <= N = {n} (number of images), got k = {k}")
-    if isinstance(batch_size, bool) or not isinstance(batch_size, numbers.Integral):
-        raise ValueError(f"batch_size must be a positive int, got {batch_size!r}")
-    if batch_size < 1:
-        raise ValueError(f"batch_size must be a positive int, got {batch_size!r}")
+    batch_size = V.check_positive_int("batch_size", batch_size)
 
     layers = tuple(relevant)
     cols = {}
@@ -266,13 +262,13 @@ def interpret_filters(
     # Top-k images of every filter: [F, k], descending response, ties by image order.
     topk = {layer: np.argsort(-X[:, cols[layer]], axis=0, kind="stable")[:k].T for layer in layers}
     unique = np.unique(np.concatenate([t.ravel() for t in topk.values()]))
-    b = _bucket(unique.size, int(batch_size))
-    fn = call_cached(_peak_fn, apply_fn, layers)
+    b = batching.power_of_two_bucket(unique.size, batch_size)
+    fn = batching.cached_builder(_peak_fn, apply_fn, layers)
     peaks = {
         layer: np.empty((unique.size, index.num_channels(layer)), np.int64) for layer in layers
     }
-    for start, stop in padded_batches(unique.size, b):
-        out = fn(params, pad_batch(images[unique[start:stop]], b))
+    for start, stop in batching.chunk_bounds(unique.size, b):
+        out = fn(params, batching.pad_rows(images[unique[start:stop]], b))
         for layer in layers:
             peaks[layer][start:stop] = np.asarray(out[layer])[: stop - start]
 
@@ -310,7 +306,7 @@ def interpret_filters(
 
 
 def top_k_crops(
-    apply_fn: Callable[..., L.SNNOutput],
+    apply_fn: ApplyFn,
     params: Any,
     dataset_or_images: Any,
     X: Any,
@@ -319,7 +315,7 @@ def top_k_crops(
     channel: int,
     *,
     k: int = 100,
-    geometry: Mapping[str, L.Geometry],
+    geometry: Mapping[str, L.Geometry] | None = None,
     batch_size: int = 256,
 ) -> np.ndarray:
     """Average receptive-field crop of the top-k images of one filter.

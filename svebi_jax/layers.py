@@ -32,6 +32,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from svebi_jax import _kernels, lif
+from svebi_jax import _validation as V
 
 Array = jax.Array
 Params = Mapping[str, Mapping[str, Array]]
@@ -49,7 +50,12 @@ COMPUTE_DTYPES: tuple[str, ...] = ("float32", "bfloat16")
 
 @dataclasses.dataclass(frozen=True)
 class Conv:
-    """2-D convolution, NHWC, square kernel, symmetric integer padding (0 = ``VALID``)."""
+    """2-D convolution, NHWC, square kernel, symmetric integer padding (0 = ``VALID``).
+
+    ``dilation`` spaces the kernel taps (effective window ``dilation·(kernel_size-1) + 1``);
+    ``groups`` splits the channels into independent groups (kernel ``[k, k, C_in/groups,
+    features]``, as in ``torch.nn.Conv2d``).
+    """
 
     name: str
     features: int
@@ -57,6 +63,8 @@ class Conv:
     stride: int = 1
     padding: int = 0
     use_bias: bool = True
+    dilation: int = 1
+    groups: int = 1
 
 
 @dataclasses.dataclass(frozen=True)
@@ -87,16 +95,66 @@ class AvgPool:
 
 
 @dataclasses.dataclass(frozen=True)
+class SumPool:
+    """Sum pooling over a square window (stride defaults to the window): ``window²`` × average."""
+
+    window: int
+    stride: int | None = None
+    padding: int = 0
+
+
+@dataclasses.dataclass(frozen=True)
+class Scale:
+    """Element-wise gain ``x ⊙ s`` with ``s = params[name]["scale"]`` (broadcast to ``[H, W, C]``
+    or ``[F]``), e.g. NIR's ``Scale`` node."""
+
+    name: str
+
+
+@dataclasses.dataclass(frozen=True)
 class Flatten:
     """Flattens ``[..., H, W, C]`` to ``[..., H·W·C]``."""
 
 
 @dataclasses.dataclass(frozen=True)
 class LIF:
-    """LIF neurons on the output of the preceding synaptic layer (network-wide dynamics)."""
+    """LIF neurons on the output of the preceding synaptic layer.
+
+    ``LIF()`` uses the network-wide dynamics of :class:`SNNConfig`. A *named* ``LIF(name)``
+    reads per-layer (or per-neuron) parameters from ``params[name]``, arrays broadcastable to
+    the layer's ``[H, W, C]`` (or ``[F]``) output, as imported from NIR graphs:
+
+    - ``"beta"``, ``"threshold"`` (required): decay :math:`\\beta` and threshold :math:`\\theta`;
+    - ``"gain"`` :math:`g`, ``"bias"`` :math:`b` (optional): the input current becomes
+      :math:`g I + b`;
+    - ``"alpha"`` (optional): a current-based synapse
+      :math:`J[t] = \\alpha J[t-1] + g I[t]` feeds the membrane :math:`J[t] + b` instead;
+    - ``"v_reset"`` (optional): reset potential of the ``"zero"`` reset.
+
+    ``reset`` overrides :attr:`SNNConfig.reset` for this layer. Parameter arrays live in
+    ``params`` (not in the hashable spec) so that specs stay static under ``jit``.
+    """
+
+    name: str | None = None
+    reset: str | None = None
+
+    def __post_init__(self):
+        if self.reset is not None:
+            lif.check_reset(self.reset)
 
 
-LayerSpec = Conv | Dense | MaxPool | AvgPool | Flatten | LIF
+LayerSpec = Conv | Dense | MaxPool | AvgPool | SumPool | Scale | Flatten | LIF
+
+#: Pooling kinds the model builders offer (``pool=``); only ``"avg"`` and ``"sum"`` export to
+#: NIR 1.0, which has no max-pooling node.
+POOLS: dict[str, type] = {"max": MaxPool, "avg": AvgPool, "sum": SumPool}
+
+
+def pool_spec(pool: str, window: int = 2) -> MaxPool | AvgPool | SumPool:
+    """The pooling spec named ``pool`` (``"max"``, ``"avg"`` or ``"sum"``) over ``window``."""
+    if pool not in POOLS:
+        raise ValueError(f"pool must be one of {tuple(POOLS)}, got {pool!r}")
+    return POOLS[pool](window)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -107,7 +165,8 @@ class SNNConfig:
       num_steps: ``T``, timesteps per forward pass (≥ 1).
       beta: LIF decay :math:`\\beta \\in [0, 1]`.
       threshold: firing threshold :math:`\\theta > 0`.
-      reset: ``"subtract"`` (paper), ``"subtract_then_leak"`` (authors' code) or ``"zero"``.
+      reset: ``"subtract"`` (paper), ``"subtract_then_leak"`` (authors' code), ``"zero"`` or
+        ``"none"`` (see :mod:`svebi_jax.lif`).
       surrogate: surrogate-gradient name, see :func:`svebi_jax.lif.spike_function`.
       surrogate_slope: slope of the sigmoid surrogate.
       readout_beta: leak of the non-spiking integrator readout (1 = pure integrator).
@@ -208,8 +267,9 @@ class Geometry(NamedTuple):
 
 
 def _window(spec) -> tuple[int, int, int]:
+    """``(effective window, stride, padding)`` of a conv (dilation included) or pool spec."""
     if isinstance(spec, Conv):
-        return spec.kernel_size, spec.stride, spec.padding
+        return spec.dilation * (spec.kernel_size - 1) + 1, spec.stride, spec.padding
     return spec.window, spec.stride or spec.window, spec.padding
 
 
@@ -220,7 +280,7 @@ def _walk(layers: Sequence[LayerSpec], input_shape: tuple[int, int, int]):
     flat = False
     for spec in layers:
         c_in = c
-        if isinstance(spec, (Conv, MaxPool, AvgPool)):
+        if isinstance(spec, (Conv, MaxPool, AvgPool, SumPool)):
             if flat:
                 raise ValueError(f"layers: {spec} follows Flatten/Dense; spatial layers come first")
             k, s, p = _window(spec)
@@ -301,7 +361,8 @@ def validate_layers(layers: Sequence[LayerSpec]) -> None:
     layers = tuple(layers)
     if not layers or not isinstance(layers[-1], Dense):
         raise ValueError("layers must end with a Dense readout layer")
-    names = [s.name for s in layers if isinstance(s, (Conv, Dense))]
+    names = [s.name for s in layers if isinstance(s, (Conv, Dense, Scale))]
+    names += [s.name for s in layers if isinstance(s, LIF) and s.name is not None]
     if len(set(names)) != len(names):
         raise ValueError(f"layers: layer names must be unique, got {names}")
     prev = None
@@ -322,14 +383,16 @@ def _conv(x: Array, p: Mapping[str, Array], spec: Conv) -> Array:
         p["kernel"],
         window_strides=(spec.stride, spec.stride),
         padding=((spec.padding, spec.padding), (spec.padding, spec.padding)),
+        rhs_dilation=(spec.dilation, spec.dilation),
         dimension_numbers=("NHWC", "HWIO", "NHWC"),
+        feature_group_count=spec.groups,
     )
     if spec.use_bias:
         y = y + p["bias"]
     return y
 
 
-def _pool(x: Array, spec: MaxPool | AvgPool) -> Array:
+def _pool(x: Array, spec: MaxPool | AvgPool | SumPool) -> Array:
     k, s, p = _window(spec)
     if s == k and p == 0:
         # Non-overlapping windows: a reshape + reduce is exact (VALID floors the size) and its
@@ -338,12 +401,14 @@ def _pool(x: Array, spec: MaxPool | AvgPool) -> Array:
         n, h, w, c = x.shape
         hh, ww = h // k, w // k
         x = x[:, : hh * k, : ww * k, :].reshape(n, hh, k, ww, k, c)
+        if isinstance(spec, SumPool):
+            return x.sum(axis=(2, 4))
         return x.max(axis=(2, 4)) if isinstance(spec, MaxPool) else x.mean(axis=(2, 4))
     pad = ((0, 0), (p, p), (p, p), (0, 0))
     if isinstance(spec, MaxPool):
         return jax.lax.reduce_window(x, -jnp.inf, jax.lax.max, (1, k, k, 1), (1, s, s, 1), pad)
     summed = jax.lax.reduce_window(x, 0.0, jax.lax.add, (1, k, k, 1), (1, s, s, 1), pad)
-    return summed / (k * k)
+    return summed if isinstance(spec, SumPool) else summed / (k * k)
 
 
 class _Exec(NamedTuple):
@@ -370,7 +435,7 @@ def _apply(x: Array, spec: LayerSpec, params: Params, ex: _Exec | None = None) -
     GEMM gradients, chunked rows, optional bfloat16 products).
     """
     if isinstance(spec, Conv):
-        if ex is None:
+        if ex is None or spec.dilation != 1 or spec.groups != 1:
             return _conv(x, params[spec.name], spec)
         p = params[spec.name]
         y = _kernels.conv2d(
@@ -379,8 +444,10 @@ def _apply(x: Array, spec: LayerSpec, params: Params, ex: _Exec | None = None) -
         return y + p["bias"] if spec.use_bias else y
     if ex is not None and _is_plain_max_pool(spec):
         return _kernels.max_pool(x, spec.window, ex.spike_dtype or x.dtype)
-    if isinstance(spec, (MaxPool, AvgPool)):
+    if isinstance(spec, (MaxPool, AvgPool, SumPool)):
         return _pool(x, spec)
+    if isinstance(spec, Scale):
+        return x * params[spec.name]["scale"]
     if isinstance(spec, Flatten):
         return x.reshape(x.shape[0], -1)
     if isinstance(spec, Dense):
@@ -418,6 +485,24 @@ def _check_masks(masks, layers) -> None:
     for name in masks:
         if name not in valid:
             raise ValueError(f"masks: unknown spiking layer {name!r}; expected one of {valid}")
+
+
+def _check_params(params, layers) -> None:
+    """Every synaptic layer has its ``kernel`` (and ``bias``) in ``params``."""
+    if not isinstance(params, Mapping):
+        raise ValueError(
+            f"params must be a {{layer: {{'kernel', 'bias'}}}} mapping, got {type(params).__name__}"
+        )
+    for spec in layers:
+        if isinstance(spec, (Conv, Dense)):
+            need = ("kernel", "bias") if spec.use_bias else ("kernel",)
+            have = params.get(spec.name)
+            missing = [k for k in need if not isinstance(have, Mapping) or k not in have]
+            if missing:
+                raise ValueError(
+                    f"params: layer {spec.name!r} lacks {missing}; params has layers "
+                    f"{sorted(params)}"
+                )
 
 
 def _spiking_name(layers, i) -> str | None:
@@ -477,7 +562,9 @@ def plan_chunks(
     """Chooses the time and batch chunks of :func:`run_time_batched` (static, no compute).
 
     Explicit :attr:`SNNConfig.time_chunk` / :attr:`SNNConfig.batch_chunk` are used as given
-    (clipped to ``T`` and ``B``). Automatic values depend on the backend:
+    (clipped to ``T`` and ``B``); a network with a current-based synapse (a named
+    :class:`LIF` with ``"alpha"``) always runs all ``T`` steps in one time chunk.
+    Automatic values depend on the backend:
 
     - CPU: ``R = max(1, CPU_WORKING_SET_BYTES // r)`` rows, where ``r`` is the largest
       per-image activation of any layer; ``B_c = ceil(B / ceil(B / R))`` (equal pieces) and
@@ -521,14 +608,18 @@ def plan_chunks(
         tc = max(1, round(num_steps**0.5))
     else:
         tc = num_steps
+    if any(isinstance(s, LIF) and s.name is not None and "alpha" in params[s.name] for s in layers):
+        tc = num_steps  # a current-based synapse's state is not carried between chunks
     return Chunking(tc, bc, rows)
 
 
 def _is_time_major(inputs_shape, layers) -> bool:
     """Whether an input shape carries a leading time axis (one more axis than an image)."""
-    first = next((s for s in layers if isinstance(s, (Conv, Dense))), None)
-    image_rank = 3 if isinstance(first, Conv) else 1
-    return len(inputs_shape) == image_rank + 2
+    # Images are [B, H, W, C] (time-major [T, B, H, W, C]); a network that starts with a
+    # Dense layer may also take flat [B, F] (time-major [T, B, F]) inputs.
+    if len(inputs_shape) == 5:
+        return True
+    return len(inputs_shape) == 3 and isinstance(layers[0], Dense)
 
 
 # ----------------------------------------------------------------------------- runners
@@ -568,9 +659,6 @@ def _run_layers(
     spike_fn = lif.spike_function(
         config.surrogate, threshold=config.threshold, slope=config.surrogate_slope
     )
-    dyn = lif.static_dynamics(
-        config.beta, config.threshold, config.reset, spike_fn, config.detach_reset
-    )
     new_membranes, recorded = [], {}
     binary = False  # x holds unmasked spikes (0/1): kept in bfloat16 for backward passes
     i, k = start, 0
@@ -583,16 +671,32 @@ def _run_layers(
             x = _apply(x, spec, params, op_ex) if static else _apply_time(x, spec, params, op_ex)
             continue
         name = _spiking_name(layers, i - 1)
+        settings = _neuron_settings(spec, params, config)
+        p = params[spec.name] if spec.name is not None else {}
+        if "alpha" in p:  # a synaptic current: plan_chunks runs all T steps in one chunk
+            x = _neuron_currents(x, spec, params, num_steps, static)
+            static = False
+        else:  # gain and bias keep a static current static
+            x = x * p["gain"] if "gain" in p else x
+            x = x + p["bias"] if "bias" in p else x
         shape = x.shape if static else x.shape[1:]
         if membranes is None:
             state = lif.init_state(shape, x.dtype)
         else:
             u = membranes[k]
-            state = lif.LIFState(u, spike_fn(u - config.threshold).astype(u.dtype))
+            state = lif.LIFState(u, spike_fn(u - settings["threshold"]).astype(u.dtype))
         k += 1
         nxt = layers[i] if i < stop else None
+        dyn = lif.static_dynamics(
+            settings["beta"],
+            settings["threshold"],
+            settings["reset"],
+            spike_fn,
+            config.detach_reset,
+        )
         if (
             dyn is not None
+            and settings["v_reset"] is None
             and _is_plain_max_pool(nxt)
             and masks.get(name) is None
             and not (record is not None and name in conv_names)
@@ -611,9 +715,7 @@ def _run_layers(
         else:
             x, membrane = lif.lif_scan(
                 x,
-                beta=config.beta,
-                threshold=config.threshold,
-                reset=config.reset,
+                **settings,
                 surrogate=spike_fn,
                 detach_reset=config.detach_reset,
                 initial_state=state,
@@ -634,7 +736,7 @@ def _is_plain_max_pool(spec) -> bool:
 
 def _readout_update(u: Array, currents: Array, beta) -> Array:
     """Integrator readout advanced over a chunk: ``U ← β U + I[t]`` for each step."""
-    if not isinstance(beta, jax.core.Tracer) and float(beta) == 1.0:
+    if not isinstance(beta, jax.core.Tracer) and np.all(np.asarray(beta) == 1.0):
         return u + jnp.sum(currents, axis=0)
     u, _ = jax.lax.scan(lambda v, i: (beta * v + i, None), u, currents)
     return u
@@ -710,7 +812,7 @@ def _run_segment(
             out = jnp.broadcast_to(out, (n,) + out.shape)
         ys = {}
         if readout:
-            u = _readout_update(u, out, config.readout_beta)
+            u = _readout_update(u, out, _readout_beta(layers, params, config))
         else:
             ys["out"] = out
         if record == "mean":
@@ -770,7 +872,7 @@ def _run_batch(
       ``(logits [B, K], recorded)`` with ``recorded`` as in :class:`SNNOutput`.
     """
     num_steps = config.num_steps
-    static = inputs.ndim == (4 if isinstance(_first_synaptic(layers), Conv) else 2)
+    static = not _is_time_major(inputs.shape, layers)
     x = inputs
     # A direct (static) input: the leading stateless ops run once, not once per step.
     start = 0
@@ -779,7 +881,9 @@ def _run_batch(
             x = _apply(x, layers[start], params, ex)
             start += 1
     if static and not any(isinstance(s, LIF) for s in layers):  # constant readout current
-        return _apply(x, layers[-1], params, ex), {}
+        x = _apply(x, layers[-1], params, ex)
+        x = jnp.broadcast_to(x, (num_steps,) + x.shape)
+        return lif.integrator_readout(x, beta=_readout_beta(layers, params, config)), {}
     recorded = {}
     segments = _segments(layers, start) if time_chunk < num_steps else [(start, len(layers))]
     for s, e in segments:
@@ -805,8 +909,39 @@ def _run_batch(
     return logits, recorded
 
 
-def _first_synaptic(layers):
-    return next((s for s in layers if isinstance(s, (Conv, Dense))), None)
+def _neuron_settings(spec: LIF, params: Params, config: SNNConfig) -> dict:
+    """``beta, threshold, reset, v_reset`` of a LIF spec (``params[name]`` for a named one)."""
+    reset = spec.reset or config.reset
+    if spec.name is None:
+        return dict(beta=config.beta, threshold=config.threshold, reset=reset, v_reset=None)
+    p = params[spec.name]
+    v_reset = p["v_reset"] if "v_reset" in p else None
+    return dict(beta=p["beta"], threshold=p["threshold"], reset=reset, v_reset=v_reset)
+
+
+def _neuron_currents(x: Array, spec: LIF, params: Params, num_steps: int, static: bool) -> Array:
+    """Time-major ``[T, ...]`` membrane input of a LIF layer from its synaptic output ``x``.
+
+    ``x`` is ``[B, ...]`` when ``static`` (the same current at every step), else ``[T, B, ...]``.
+    A named LIF applies its gain, current-based synapse and bias (see :class:`LIF`).
+    """
+    p = params[spec.name] if spec.name is not None else {}
+    if "gain" in p:
+        x = x * p["gain"]
+    if "alpha" in p:
+        x = jnp.broadcast_to(x, (num_steps,) + x.shape) if static else x
+        static = False
+        alpha = p["alpha"]
+        _, x = jax.lax.scan(lambda j, i: (alpha * j + i,) * 2, jnp.zeros_like(x[0]), x)
+    if "bias" in p:
+        x = x + p["bias"]
+    return jnp.broadcast_to(x, (num_steps,) + x.shape) if static else x
+
+
+def _readout_beta(layers, params: Params, config: SNNConfig):
+    """Leak of the readout: ``params[readout]["beta"]`` (per neuron) or the config's scalar."""
+    p = params[layers[-1].name]
+    return p["beta"] if "beta" in p else config.readout_beta
 
 
 def run_time_batched(
@@ -916,6 +1051,7 @@ def run_stepwise(
     )
     lif_positions = [i for i, s in enumerate(layers) if isinstance(s, LIF)]
     num_steps = config.num_steps
+    readout_beta = _readout_beta(layers, params, config)
     if inputs.ndim == 5:
         xs = inputs
     else:
@@ -929,17 +1065,24 @@ def run_stepwise(
         k = 0
         for i, spec in enumerate(layers):
             if isinstance(spec, LIF):
-                state = states[k] if states is not None else lif.init_state(x.shape, x.dtype)
+                p = params[spec.name] if spec.name is not None else {}
+                x = x * p["gain"] if "gain" in p else x
+                if states is not None:
+                    state, syn = states[k]
+                else:  # abstract first step: (LIF state, synaptic current or None)
+                    state = lif.init_state(x.shape, x.dtype)
+                    syn = jnp.zeros_like(x) if "alpha" in p else None
+                if syn is not None:
+                    syn = x = p["alpha"] * syn + x
+                x = x + p["bias"] if "bias" in p else x
                 state, (s, _) = lif.lif_step(
                     state,
                     x,
-                    beta=config.beta,
-                    threshold=config.threshold,
-                    reset=config.reset,
+                    **_neuron_settings(spec, params, config),
                     spike_fn=spike_fn,
                     detach_reset=config.detach_reset,
                 )
-                new_states.append(state)
+                new_states.append((state, syn))
                 k += 1
                 name = _spiking_name(layers, i)
                 s = _mask(s, (masks or {}).get(name), time_axis=False)
@@ -949,12 +1092,12 @@ def run_stepwise(
             else:
                 x = _apply(x, spec, params)
         u_prev = jnp.zeros_like(x) if u_out is None else u_out
-        u_new = config.readout_beta * u_prev + x
+        u_new = readout_beta * u_prev + x
         return (tuple(new_states), u_new), rec
 
     # Shapes of the carry from one abstract step starting at rest.
     (state_shapes, u_shape), _ = jax.eval_shape(lambda x: step((None, None), x), xs[0])
-    init_states = tuple(lif.init_state(s.membrane.shape, s.membrane.dtype) for s in state_shapes)
+    init_states = jax.tree.map(lambda s: jnp.zeros(s.shape, s.dtype), state_shapes)
     assert len(init_states) == len(lif_positions)
     init = (init_states, jnp.zeros(u_shape.shape, u_shape.dtype))
     (_, u_final), rec = jax.lax.scan(step, init, xs)
@@ -962,28 +1105,6 @@ def run_stepwise(
     if record is not None:
         recorded = {n: (v.mean(axis=0) if record == "mean" else v) for n, v in rec.items()}
     return SNNOutput(u_final / num_steps, recorded)
-
-
-def check_inputs(inputs: Array, input_shape: tuple[int, int, int], num_steps: int) -> None:
-    """Validates an image batch against the network's input shape (eagerly, when concrete).
-
-    Raises:
-      ValueError: wrong rank, size, channels, time length, or NaN/inf values.
-    """
-    shape = tuple(inputs.shape)
-    if len(shape) not in (4, 5):
-        raise ValueError(
-            f"images must be [B, H, W, C] (or time-major [T, B, H, W, C]) with "
-            f"(H, W, C) = {tuple(input_shape)}, got shape {shape}"
-        )
-    if tuple(shape[-3:]) != tuple(input_shape):
-        raise ValueError(
-            f"images must have (H, W, C) = {tuple(input_shape)} per image, got {tuple(shape[-3:])}"
-        )
-    if len(shape) == 5 and shape[0] != num_steps:
-        raise ValueError(f"images: time-major input needs T = {num_steps} steps, got {shape[0]}")
-    if not isinstance(inputs, jax.core.Tracer) and not np.all(np.isfinite(np.asarray(inputs))):
-        raise ValueError("images contain NaN or inf values")
 
 
 def run_network(
@@ -1009,13 +1130,16 @@ def run_network(
 
     Returns:
       :class:`SNNOutput` with ``[B, K]`` logits.
+
+    Raises:
+      ValueError: unknown ``mode``/``record``/mask layer, inputs that are not a float
+        ``[B, H, W, C]``/``[T, B, H, W, C]`` array, or (when concrete) NaN/inf inputs.
     """
     if record not in (None, "mean", "spikes"):
         raise ValueError(f"record must be None, 'mean' or 'spikes', got {record!r}")
     _check_masks(masks, tuple(layers))
-    inputs = jnp.asarray(inputs)
-    if not jnp.issubdtype(inputs.dtype, jnp.floating):
-        inputs = inputs.astype(jnp.float32)
+    _check_params(params, tuple(layers))
+    inputs = jnp.asarray(V.check_images(inputs, name="inputs", time_major=True))
     if mode == "time_batched":
         return run_time_batched(layers, params, inputs, config=config, record=record, masks=masks)
     if mode == "stepwise":

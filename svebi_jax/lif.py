@@ -17,10 +17,16 @@ Three reset orders are supported, all with the threshold :math:`\\theta` and dec
 .. math::
     U[t] = \\beta (U[t-1] - \\theta S[t-1]) + I[t], \\qquad S[t] = H(U[t] - \\theta)
 
-``"zero"`` (hard reset)
+``"zero"`` (hard reset, to :math:`v_r = 0` unless a reset potential ``v_reset`` is given)
 
 .. math::
-    U[t] = \\beta U[t-1] (1 - S[t-1]) + I[t], \\qquad S[t] = H(U[t] - \\theta)
+    U[t] = \\beta \\big(U[t-1] (1 - S[t-1]) + v_r S[t-1]\\big) + I[t], \\qquad
+    S[t] = H(U[t] - \\theta)
+
+``"none"`` (no reset: a leaky integrator read through a threshold, NIR's ``LI`` + ``Threshold``)
+
+.. math::
+    U[t] = \\beta U[t-1] + I[t], \\qquad S[t] = H(U[t] - \\theta)
 
 A spike is emitted in the step of the crossing (:math:`S[t]` depends on :math:`U[t]`), so
 stacked layers add no delay. ``membrane`` outputs are the pre-reset potentials :math:`U[t]`.
@@ -42,10 +48,10 @@ import spyx.axn
 from svebi_jax._validation import is_tracer as _is_tracer
 
 Array = jax.Array
-ResetMode = Literal["subtract", "subtract_then_leak", "zero"]
+ResetMode = Literal["subtract", "subtract_then_leak", "zero", "none"]
 SpikeFn = Callable[[Array], Array]
 
-RESET_MODES: tuple[str, ...] = ("subtract", "subtract_then_leak", "zero")
+RESET_MODES: tuple[str, ...] = ("subtract", "subtract_then_leak", "zero", "none")
 SURROGATES: tuple[str, ...] = (
     "triangle",
     "sigmoid",
@@ -129,6 +135,23 @@ def sigmoid_surrogate(x: Array, *, slope: float = 5.0) -> Array:
     return slope * s * (1.0 - s)
 
 
+@functools.partial(jax.custom_jvp, nondiff_argnums=(0,))
+def _traced_surrogate_spike(surrogate: Callable, param: Array, x: Array) -> Array:
+    """``H(x)`` whose derivative is ``surrogate(x, param)``; ``param`` may be traced."""
+    return spyx.axn.heaviside(x)
+
+
+@_traced_surrogate_spike.defjvp
+def _traced_surrogate_spike_jvp(surrogate, primals, tangents):
+    param, x = primals
+    _, dx = tangents
+    if surrogate is triangle_surrogate:
+        grad = triangle_surrogate(x, threshold=param)
+    else:
+        grad = sigmoid_surrogate(x, slope=param)
+    return spyx.axn.heaviside(x), grad * dx
+
+
 @functools.lru_cache(maxsize=64)
 def _named_spike_fn(name: str, threshold: float, slope: float) -> SpikeFn:
     if name == "triangle":
@@ -169,8 +192,9 @@ def spike_function(
 
     Args:
       surrogate: a name from :data:`SURROGATES` or a callable ``x -> spikes``.
-      threshold: :math:`\\theta`, scales the triangle's half-width.
-      slope: :math:`k` of the sigmoid surrogate.
+      threshold: :math:`\\theta`, scales the triangle's half-width (a Python number or an
+        array, also a traced one).
+      slope: :math:`k` of the sigmoid surrogate (also traced).
 
     Returns:
       A function ``[...] -> [...]`` (same shape and dtype).
@@ -179,6 +203,17 @@ def spike_function(
         return surrogate
     if not isinstance(surrogate, str):
         raise ValueError(f"surrogate must be one of {SURROGATES} or a callable, got {surrogate!r}")
+    if surrogate == "triangle" and (_is_tracer(threshold) or np.ndim(threshold) > 0):
+        # A traced threshold (e.g. jax.jit(lambda th: lif_scan(I, beta=b, threshold=th))) or
+        # one per neuron: the same surrogate with the threshold as an argument instead of a
+        # cached constant.
+        return functools.partial(_traced_surrogate_spike, triangle_surrogate, threshold)
+    if surrogate == "sigmoid" and (_is_tracer(slope) or np.ndim(slope) > 0):
+        return functools.partial(_traced_surrogate_spike, sigmoid_surrogate, slope)
+    if surrogate != "triangle":
+        threshold = 1.0  # only the triangle's shape depends on the threshold
+    if surrogate != "sigmoid":
+        slope = 5.0
     return _named_spike_fn(surrogate, float(threshold), float(slope))
 
 
@@ -191,6 +226,7 @@ def lif_step(
     reset: ResetMode = "subtract",
     spike_fn: SpikeFn | None = None,
     detach_reset: bool = False,
+    v_reset: float | Array | None = None,
 ) -> tuple[LIFState, tuple[Array, Array]]:
     """One LIF timestep (see the module docstring for the equations).
 
@@ -202,6 +238,8 @@ def lif_step(
       reset: one of :data:`RESET_MODES`.
       spike_fn: spiking non-linearity from :func:`spike_function` (default: triangle).
       detach_reset: stop the gradient through the reset term.
+      v_reset: reset potential :math:`v_r` of the ``"zero"`` reset (default ``None``: 0);
+        ignored by the other resets.
 
     Returns:
       ``(new_state, (spikes, membrane))`` with ``spikes`` :math:`S[t]` and ``membrane``
@@ -216,8 +254,12 @@ def lif_step(
         u = beta * prev_u + current - threshold * prev_s
     elif reset == "subtract_then_leak":
         u = beta * (prev_u - threshold * prev_s) + current
-    elif reset == "zero":
+    elif reset == "zero" and v_reset is None:
         u = beta * prev_u * (1.0 - prev_s) + current
+    elif reset == "zero":
+        u = beta * (prev_u * (1.0 - prev_s) + v_reset * prev_s) + current
+    elif reset == "none":
+        u = beta * prev_u + current
     else:
         raise ValueError(f"reset must be one of {RESET_MODES}, got {reset!r}")
     s = spike_fn(u - threshold).astype(u.dtype)
@@ -242,6 +284,7 @@ def lif_scan(
     initial_state: LIFState | None = None,
     unroll: int | bool | None = None,
     num_steps: int | None = None,
+    v_reset: float | Array | None = None,
 ) -> tuple[Array, Array]:
     """Runs a LIF population over time with :func:`jax.lax.scan`.
 
@@ -257,7 +300,8 @@ def lif_scan(
         (direct input: the gradient is summed over time without materializing ``[T, ...]``).
       beta: decay :math:`\\beta \\in [0, 1]`.
       threshold: firing threshold :math:`\\theta > 0`.
-      reset: ``"subtract"`` (paper), ``"subtract_then_leak"`` (authors' code) or ``"zero"``.
+      reset: ``"subtract"`` (paper), ``"subtract_then_leak"`` (authors' code), ``"zero"``
+        or ``"none"``.
       surrogate: surrogate-gradient name or callable, see :func:`spike_function`.
       surrogate_slope: slope of the ``"sigmoid"`` surrogate.
       detach_reset: stop the gradient through the reset term.
@@ -267,6 +311,7 @@ def lif_scan(
         ``T = 25`` would otherwise compile slowly).
       num_steps: ``T`` for a constant ``[...]`` current (``None``: ``currents`` is
         ``[T, ...]``).
+      v_reset: reset potential :math:`v_r` of the ``"zero"`` reset (default ``None``: 0).
 
     Returns:
       ``(spikes, membrane)``, both ``[T, ...]``: the binary spikes :math:`S[t]` (float) and
@@ -274,7 +319,9 @@ def lif_scan(
 
     Raises:
       ValueError: if ``beta`` is outside [0, 1], ``threshold`` ≤ 0, ``reset`` is unknown,
-        ``currents`` has no time axis or ``num_steps`` is not a positive int.
+        ``currents`` has no time axis or ``num_steps`` is not a positive int. A traced
+        ``beta`` or ``threshold`` (e.g. under ``jax.jit``) cannot be checked: when out of
+        range, both outputs are all NaN.
     """
     currents = jnp.asarray(currents)
     if num_steps is not None:
@@ -297,18 +344,20 @@ def lif_scan(
     if unroll is None:
         unroll = True if length <= 12 else 4
     dyn = static_dynamics(beta, threshold, reset, spike_fn, detach_reset)
-    if dyn is not None:
+    if dyn is not None and v_reset is None:
         return _lif_scan_adjoint(
             currents, initial_state.membrane, initial_state.spikes, dyn, num_steps, unroll
         )
     if num_steps is not None:
         currents = jnp.broadcast_to(currents, (num_steps,) + currents.shape)
     return _scan_forward(
-        currents, initial_state, beta, threshold, reset, spike_fn, detach_reset, unroll
+        currents, initial_state, beta, threshold, reset, spike_fn, detach_reset, unroll, v_reset
     )
 
 
-def _scan_forward(currents, initial_state, beta, threshold, reset, spike_fn, detach_reset, unroll):
+def _scan_forward(
+    currents, initial_state, beta, threshold, reset, spike_fn, detach_reset, unroll, v_reset=None
+):
     """The LIF scan of :func:`lif_step` (autodiff reference and forward pass)."""
     step = functools.partial(
         lif_step,
@@ -317,8 +366,16 @@ def _scan_forward(currents, initial_state, beta, threshold, reset, spike_fn, det
         reset=reset,
         spike_fn=spike_fn,
         detach_reset=detach_reset,
+        v_reset=v_reset,
     )
     _, (spikes, membrane) = jax.lax.scan(step, initial_state, currents, unroll=unroll)
+    if _is_tracer(beta) or _is_tracer(threshold):
+        # The range checks above cannot raise on traced values: flag an invalid beta or
+        # threshold by NaN outputs instead of returning plausible spikes.
+        b, th = jnp.asarray(beta), jnp.asarray(threshold)
+        ok = jnp.all((b >= 0) & (b <= 1)) & jnp.all(jnp.isfinite(th) & (th > 0))
+        spikes = jnp.where(ok, spikes, jnp.nan).astype(spikes.dtype)
+        membrane = jnp.where(ok, membrane, jnp.nan).astype(membrane.dtype)
     return spikes, membrane
 
 
@@ -387,7 +444,8 @@ def lif_adjoint(
     partial derivatives :math:`c_U = \\partial U[t+1]/\\partial U[t]`,
     :math:`c_S = \\partial U[t+1]/\\partial S[t]` (``subtract``: :math:`\\beta, -\\theta`;
     ``subtract_then_leak``: :math:`\\beta, -\\beta\\theta`; ``zero``:
-    :math:`\\beta(1-S[t]), -\\beta U[t]`; :math:`c_S = 0` with ``detach_reset``):
+    :math:`\\beta(1-S[t]), -\\beta U[t]`; ``none``: :math:`\\beta, 0`; :math:`c_S = 0` with
+    ``detach_reset``):
 
     .. math::
         b_t = \\bar g^S_t + c_S\\, a_{t+1}, \\qquad
@@ -417,6 +475,8 @@ def lif_adjoint(
     def partials(u, s):
         if reset == "zero":
             c_u, c_s = beta * (1.0 - s), -beta * u
+        elif reset == "none":
+            return beta, 0.0
         elif reset == "subtract_then_leak":
             c_u, c_s = beta, -beta * th
         else:
@@ -483,14 +543,15 @@ def integrator_readout(currents: Array, *, beta: float = 1.0) -> Array:
 
     Args:
       currents: ``[T, B, K]`` (any trailing shape) readout currents, time-major.
-      beta: leak of the integrator, in [0, 1].
+      beta: leak of the integrator, in [0, 1]: a scalar or an array broadcastable to the
+        trailing shape (one leak per output neuron, e.g. ``[K]``).
 
     Returns:
       ``[B, K]`` logits: the potential after the last step divided by ``T``.
     """
     check_beta(beta)
     num_steps = currents.shape[0]
-    if not _is_tracer(beta) and float(beta) == 1.0:
+    if not _is_tracer(beta) and np.all(np.asarray(beta) == 1.0):
         return jnp.sum(currents, axis=0) / num_steps
 
     def step(u, i):

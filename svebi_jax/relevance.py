@@ -24,6 +24,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from svebi_jax import _validation as V
 from svebi_jax._validation import as_class_vector
 from svebi_jax.responses import FilterIndex
 
@@ -31,6 +32,7 @@ __all__ = [
     "Relevant",
     "has_relevant_filters",
     "layer_distribution",
+    "masks_from_weights",
     "relevance_masks",
     "relevance_masks_path",
     "relevant_filters",
@@ -182,6 +184,50 @@ def has_relevant_filters(
     return out
 
 
+def masks_from_weights(W, index: FilterIndex, *, threshold: float = 0.0) -> dict[str, jax.Array]:
+    """Relevance masks straight from the lasso weights (pure, jittable, vmappable).
+
+    .. math::
+        \\text{mask}_\\ell[\\dots, j, c] = [\\,W[\\dots, \\text{col}_\\ell(c), j] > \\tau\\,]
+
+    the same 0/1 masks as ``relevance_masks(relevant_filters(W, index), index, K)``, without
+    the detour through Python lists, so they can be built inside ``jit`` and for a whole μ
+    path (or a batch of models) at once. A NaN weight gives a NaN mask entry (the flag of a
+    failed solve, e.g. a ``mu_lasso`` result under ``jit`` with invalid input), which makes
+    the heatmaps that use it NaN instead of silently empty.
+
+    Args:
+      W: ``[..., m, K]`` float lasso weights (``mu_lasso(...).W``; ``[P, m, K]`` for a path).
+      index: :class:`~svebi_jax.responses.FilterIndex` of the ``m`` columns of ``X``.
+      threshold: :math:`\\tau \\ge 0` (finite), as in :func:`relevant_filters`.
+
+    Returns:
+      ``{layer: [..., K, C_l]}`` float32 masks for every layer of ``index``.
+
+    Raises:
+      ValueError: ``W`` not ``[..., m, K]`` with ``m = index.num_filters``, a bad
+        ``threshold``, or (when concrete) ``W`` containing NaN/inf.
+    """
+    if not isinstance(index, FilterIndex):
+        raise TypeError(f"index must be a FilterIndex, got {type(index).__name__}")
+    threshold = V.check_number("threshold", threshold, low=0.0)
+    shape = tuple(np.shape(W))
+    if len(shape) < 2 or shape[-2] != index.num_filters:
+        raise ValueError(
+            f"W must be [..., m, K] with m = {index.num_filters} (index.num_filters), "
+            f"got shape {shape}"
+        )
+    if V.all_finite(W) is False:
+        raise ValueError("W contains NaN or inf values")
+    W = jnp.asarray(W)
+    masks = {}
+    for layer in index.layers:
+        w = jnp.swapaxes(W[..., index.columns(layer), :], -1, -2)  # [..., K, C_l]
+        m = (w > threshold).astype(jnp.float32)
+        masks[layer] = jnp.where(jnp.isnan(w), jnp.nan, m)
+    return masks
+
+
 def relevance_masks_path(
     W_path, index: FilterIndex, num_classes: int, *, threshold: float = 0.0
 ) -> dict[str, np.ndarray]:
@@ -198,14 +244,14 @@ def relevance_masks_path(
       ``relevance_masks(relevant_filters(W_path[p], index), index, num_classes)``.
 
     Raises:
-      ValueError: ``W_path`` not ``[P, m, K]`` with ``m`` = ``index``'s column count, or the
-        errors of :func:`relevance_masks`.
+      ValueError: ``W_path`` not ``[P, m, K]`` with ``m`` = ``index``'s column count and
+        ``K = num_classes``, NaN/inf weights or a bad ``threshold``.
     """
-    W_path = np.asarray(W_path)
-    if W_path.ndim != 3 or W_path.shape[0] < 1:
-        raise ValueError(f"W_path must be [P, m, K] with P >= 1, got shape {W_path.shape}")
-    per_mu = [
-        relevance_masks(relevant_filters(w, index, threshold=threshold), index, num_classes)
-        for w in W_path
-    ]
-    return {name: np.stack([m[name] for m in per_mu]) for name in per_mu[0]}
+    num_classes = V.check_positive_int("num_classes", num_classes)
+    if np.ndim(W_path) != 3 or np.shape(W_path)[0] < 1 or np.shape(W_path)[2] != num_classes:
+        raise ValueError(
+            f"W_path must be [P, m, K] with P >= 1 and K = {num_classes}, got shape "
+            f"{np.shape(W_path)}"
+        )
+    masks = masks_from_weights(np.asarray(W_path), index, threshold=threshold)
+    return {name: np.asarray(m) for name, m in masks.items()}

@@ -27,14 +27,17 @@ from __future__ import annotations
 import dataclasses
 import functools
 import numbers
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any, Literal, NamedTuple
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
+from svebi_jax import _validation as V
+from svebi_jax import batching
 from svebi_jax import layers as L
+from svebi_jax.protocols import ApplyFn
 
 __all__ = [
     "NORMALIZATIONS",
@@ -54,10 +57,7 @@ def _check_normalization(normalization) -> None:
         raise ValueError(f"normalization must be one of {NORMALIZATIONS}, got {normalization!r}")
 
 
-def _check_positive_int(name: str, value) -> int:
-    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < 1:
-        raise ValueError(f"{name} must be a positive int, got {value!r}")
-    return int(value)
+_check_positive_int = V.check_positive_int
 
 
 # ----------------------------------------------------------------------------- pure responses
@@ -88,7 +88,8 @@ def filter_responses(
 
     Returns:
       ``[B, m]`` float32 responses, ``m = Σ_l C_l``, columns grouped by layer in the order of
-      ``layers`` (see :class:`FilterIndex`).
+      ``layers`` (see :class:`FilterIndex`). A row whose spike maps hold NaN (the model's flag
+      for a non-finite image under ``jit``) is all NaN, never a plausible 0.
 
     Raises:
       ValueError: unknown ``normalization``, empty ``layers``, a layer missing from
@@ -99,6 +100,7 @@ def filter_responses(
     if not layers:
         raise ValueError("layers must name at least one recorded conv layer, got ()")
     cols = []
+    valid = None
     for name in layers:
         if name not in spike_means:
             raise ValueError(
@@ -109,6 +111,8 @@ def filter_responses(
             raise ValueError(
                 f"spike_means[{name!r}] must be [B, H, W, C] time-mean maps, got shape {s.shape}"
             )
+        ok = V.rows_finite(s)
+        valid = ok if valid is None else valid & ok
         if normalization == "energy":
             energy = jnp.sum(s * s, axis=(1, 2))  # [B, C]
             total = jnp.sum(energy, axis=-1, keepdims=True)  # [B, 1]
@@ -118,7 +122,7 @@ def filter_responses(
             cols.append(jnp.mean(s, axis=(1, 2)))
         else:
             cols.append(jnp.max(s, axis=(1, 2)))
-    return jnp.concatenate(cols, axis=-1)
+    return V.flag_rows(jnp.concatenate(cols, axis=-1), valid)
 
 
 # ----------------------------------------------------------------------------- index
@@ -255,64 +259,8 @@ class Responses(NamedTuple):
     index: FilterIndex
 
 
-def _images_and_labels(data, labels):
-    """Splits a ``Dataset`` or an array into ``(images [N,H,W,C] np, labels [N] np | None)``."""
-    if hasattr(data, "images") and hasattr(data, "labels"):
-        images = np.asarray(data.images)
-        if labels is None:
-            labels = data.labels
-    else:
-        images = data
-    if isinstance(images, jax.core.Tracer):
-        raise TypeError("images must be concrete (compute_responses streams on the host)")
-    images = np.asarray(images)
-    if images.ndim != 4:
-        raise ValueError(
-            f"images must be a Dataset or an array [N, H, W, C], got shape {images.shape}"
-        )
-    if images.shape[0] < 1:
-        raise ValueError("images must hold at least one image, got N = 0")
-    if not np.issubdtype(images.dtype, np.floating):
-        images = images.astype(np.float32)
-    if not np.all(np.isfinite(images)):
-        raise ValueError("images contain NaN or inf values")
-    if labels is not None:
-        labels = np.asarray(labels)
-        if labels.shape != (images.shape[0],) or not np.issubdtype(labels.dtype, np.integer):
-            raise ValueError(
-                f"labels must be an int array [N] with N = {images.shape[0]}, got "
-                f"shape {labels.shape} dtype {labels.dtype}"
-            )
-        labels = labels.astype(np.int32)
-    return images, labels
-
-
-def padded_batches(n: int, batch_size: int):
-    """Yields ``(start, stop)`` of consecutive batches covering ``range(n)``."""
-    for start in range(0, n, batch_size):
-        yield start, min(start + batch_size, n)
-
-
-def pad_batch(x: np.ndarray, size: int) -> np.ndarray:
-    """Pads ``[n, ...]`` with zeros to ``[size, ...]`` (keeps one compiled shape)."""
-    if x.shape[0] == size:
-        return x
-    pad = np.zeros((size - x.shape[0],) + x.shape[1:], x.dtype)
-    return np.concatenate([x, pad], axis=0)
-
-
-def call_cached(builder: Callable, *args):
-    """Calls an ``lru_cache``-wrapped builder of jitted functions; builds uncached when an
-    argument (e.g. a user's ``apply_fn`` object) is unhashable."""
-    try:
-        hash(args)
-    except TypeError:
-        return builder.__wrapped__(*args)
-    return builder(*args)
-
-
 @functools.lru_cache(maxsize=32)
-def _response_fn(apply_fn: Callable, layers: tuple[str, ...], normalization: str):
+def _response_fn(apply_fn: ApplyFn, layers: tuple[str, ...], normalization: str):
     def fn(params, images):
         out = apply_fn(params, images, record="mean")
         x = filter_responses(out.spikes, layers=layers, normalization=normalization)
@@ -322,9 +270,9 @@ def _response_fn(apply_fn: Callable, layers: tuple[str, ...], normalization: str
 
 
 def compute_responses(
-    apply_fn: Callable[..., L.SNNOutput],
+    apply_fn: ApplyFn,
     params: Any,
-    dataset_or_images: Any,
+    data: Any,
     *,
     layers: Sequence[str] | None = None,
     batch_size: int = 256,
@@ -334,16 +282,19 @@ def compute_responses(
     """Streams a dataset through the network and returns its responses ``X`` and labels ``L``.
 
     The forward pass (``apply_fn(params, images, record="mean")``) and the reduction to
-    responses run in one jit-compiled function of a single batch shape ``[B, H, W, C]`` with
-    ``B = min(batch_size, N)``; the last batch is zero-padded to ``B`` and the padding rows are
-    dropped. Only one batch of spike maps exists at a time.
+    responses run in one jit-compiled function of a single batch shape ``[b, H, W, C]``
+    (``b = min(batch_size, N)`` for an in-memory set); the last batch is zero-padded to ``b``
+    and the padding rows are dropped. Only one batch of spike maps exists at a time, and the
+    compiled function is reused across calls with the same ``apply_fn`` (new ``params`` or
+    images of the same shape do not recompile).
 
     Args:
-      apply_fn: ``apply_fn(params, images, *, record=...) -> SNNOutput`` (the model protocol,
-        e.g. from :func:`svebi_jax.models.functional`).
+      apply_fn: the model, :class:`svebi_jax.protocols.ApplyFn` (e.g. from
+        :func:`svebi_jax.models.functional`).
       params: parameter pytree of ``apply_fn``.
-      dataset_or_images: a :class:`svebi_jax.data.Dataset` (uses ``.images`` and ``.labels``)
-        or an ``[N, H, W, C]`` float image array.
+      data: a :class:`svebi_jax.data.Dataset` (uses ``.images`` and ``.labels``), an
+        ``[N, H, W, C]`` float image array, or an iterable of ``(images, labels)`` batches
+        (see :mod:`svebi_jax.batching`).
       layers: conv layers to use, in column order; default all recorded layers in the order
         the network records them (input to output).
       batch_size: images per compiled batch (positive int).
@@ -355,32 +306,56 @@ def compute_responses(
       ``predictions [N]``, ``labels [N]`` (or ``None``) and the column ``index``.
 
     Raises:
-      ValueError: bad ``batch_size``, ``normalization``, images, labels or unknown layers.
+      ValueError: bad ``batch_size``, ``normalization``, unknown layers, images that are not
+        finite float ``[N, H, W, C]`` arrays (integer images are refused, not rescaled) or
+        labels that are not ``[N]`` ints in ``[0, K)``.
+      TypeError: traced ``data`` (responses are streamed on the host).
     """
     _check_normalization(normalization)
     batch_size = _check_positive_int("batch_size", batch_size)
-    images, labels = _images_and_labels(dataset_or_images, labels)
-    n = images.shape[0]
-    b = min(batch_size, n)
+    if V.is_tracer(data) or V.is_tracer(getattr(data, "images", None)):
+        raise TypeError("data must be concrete (compute_responses streams on the host)")
+    n = _num_images(data)
+    if n is not None:
+        batch_size = min(batch_size, n)
+    batches = batching.iter_batches(data, batch_size, labels=labels, name="images")
+    first = next(batches)
+    x0 = first.images
 
     # Layer names and channel counts from the abstract forward pass (no compute).
     abstract = jax.eval_shape(
         lambda p, x: apply_fn(p, x, record="mean"),
         params,
-        jax.ShapeDtypeStruct((b,) + images.shape[1:], images.dtype),
+        jax.ShapeDtypeStruct(x0.shape, x0.dtype),
     )
     if not abstract.spikes:
         raise ValueError("apply_fn recorded no spiking conv layer with record='mean'")
     index = FilterIndex.from_spike_means(abstract.spikes, layers)
     num_classes = int(abstract.logits.shape[-1])
 
-    fn = call_cached(_response_fn, apply_fn, index.layers, normalization)
-    X = np.empty((n, index.num_filters), np.float32)
-    predictions = np.empty((n,), np.int32)
-    for start, stop in padded_batches(n, b):
-        x, pred = fn(params, pad_batch(images[start:stop], b))
-        X[start:stop] = np.asarray(x)[: stop - start]
-        predictions[start:stop] = np.asarray(pred)[: stop - start]
-    onehot = np.zeros((n, num_classes), np.float32)
-    onehot[np.arange(n), predictions] = 1.0
+    fn = batching.cached_builder(_response_fn, apply_fn, index.layers, normalization)
+    xs, preds, labs = [], [], []
+    for batch in _chain(first, batches):
+        if batch.labels is not None:
+            V.check_labels(batch.labels[: batch.count], num_classes=num_classes)
+        x, pred = fn(params, batch.images)
+        xs.append(np.asarray(x)[: batch.count])
+        preds.append(np.asarray(pred)[: batch.count])
+        labs.append(None if batch.labels is None else batch.labels[: batch.count])
+    X = np.concatenate(xs)
+    predictions = np.concatenate(preds).astype(np.int32)
+    labels = None if any(v is None for v in labs) else np.concatenate(labs).astype(np.int32)
+    onehot = np.zeros((X.shape[0], num_classes), np.float32)
+    onehot[np.arange(X.shape[0]), predictions] = 1.0
     return Responses(X, onehot, predictions, labels, index)
+
+
+def _num_images(data) -> int | None:
+    images = getattr(data, "images", data)
+    shape = getattr(images, "shape", None)
+    return int(shape[0]) if shape else None
+
+
+def _chain(first, rest):
+    yield first
+    yield from rest

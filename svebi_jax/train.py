@@ -50,7 +50,7 @@ Usage::
     model = ShallowSNN(rngs=nnx.Rngs(cfg.seed), config=cfg.snn)
     params, history = train.fit(model, data.load("mnist-5k"), config=cfg)
 
-Run ``python -m svebi_jax.train --help`` (or ``svebi train --help``) for the command line.
+Run ``svebi train --help`` (or ``python -m svebi_jax train --help``) for the command line.
 """
 
 from __future__ import annotations
@@ -66,10 +66,12 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
+from svebi_jax import _validation as V
+from svebi_jax import batching
 from svebi_jax import layers as L
+from svebi_jax.protocols import ApplyFn
 
 Array = jax.Array
-ApplyFn = Callable[..., L.SNNOutput]
 TrainStep = Callable[[Any, Any, Array, Array], tuple[Any, Any, Array, Array]]
 
 OPTIMIZERS: tuple[str, ...] = ("adam", "sgd")
@@ -328,22 +330,6 @@ def make_eval_step(apply_fn: ApplyFn) -> Callable:
     return jax.jit(step)
 
 
-def _padded_batches(dataset, batch_size: int):
-    """Yields ``(images, labels, mask)`` numpy batches of exactly ``batch_size`` examples."""
-    images, labels = dataset.images, dataset.labels
-    n = images.shape[0]
-    for start in range(0, n, batch_size):
-        x = images[start : start + batch_size]
-        y = labels[start : start + batch_size]
-        m = np.ones((x.shape[0],), np.float32)
-        short = batch_size - x.shape[0]
-        if short:
-            x = np.concatenate([x, np.zeros((short,) + x.shape[1:], x.dtype)])
-            y = np.concatenate([y, np.zeros((short,), y.dtype)])
-            m = np.concatenate([m, np.zeros((short,), np.float32)])
-        yield x, y, m
-
-
 def evaluate(
     apply_fn: ApplyFn,
     params,
@@ -361,28 +347,64 @@ def evaluate(
       apply_fn: ``apply_fn(params, images) -> SNNOutput``.
       params: the parameter pytree.
       dataset: a :class:`svebi_jax.data.Dataset` (images ``[N, H, W, C]`` float32, labels
-        ``[N]`` int32), or any object with ``images``/``labels`` arrays.
+        ``[N]`` int32), any object with ``images``/``labels`` arrays, or an iterable of
+        ``(images, labels)`` batches (:mod:`svebi_jax.batching`).
       batch_size: examples per compiled batch.
       eval_step: a step from :func:`make_eval_step` to reuse (avoids recompiling across
         calls); built from ``apply_fn`` when omitted.
 
     Returns:
       ``(accuracy, mean_loss)`` as Python floats.
+
+    Raises:
+      ValueError: a bad ``batch_size``, an empty dataset, images that are not finite floats,
+        or labels outside the model's ``[0, K)`` classes (which would score as wrong answers
+        and a NaN loss instead of an error).
     """
-    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
-        raise ValueError(f"batch_size must be a positive int, got {batch_size!r}")
-    n = int(np.shape(dataset.labels)[0])
-    if n < 1:
-        raise ValueError("dataset must hold at least one example, got 0")
-    batch_size = min(batch_size, n)
+    batch_size = V.check_positive_int("batch_size", batch_size)
+    in_memory = hasattr(dataset, "images") and hasattr(dataset, "labels")
+    num_classes = None
+    if in_memory:  # check everything before any work
+        images, labels = _images_and_labels(dataset, "dataset")
+        if labels.shape[0] < 1:
+            raise ValueError("dataset must hold at least one example, got 0")
+        num_classes = _num_classes(apply_fn, params, images)
+        V.check_labels(labels, num_classes=num_classes, name="dataset labels")
+        batch_size = min(batch_size, int(labels.shape[0]))
     step = eval_step or make_eval_step(apply_fn)
     correct = jnp.zeros((), jnp.float32)
     total_loss = jnp.zeros((), jnp.float32)
-    for x, y, m in _padded_batches(dataset, batch_size):
-        c, s = step(params, x, y, m)
+    n = 0
+    for batch in batching.iter_batches(dataset, batch_size, name="dataset images"):
+        if batch.labels is None:
+            raise ValueError("dataset: evaluation needs labels; the batches carry none")
+        if num_classes is None:
+            num_classes = _num_classes(apply_fn, params, batch.images)
+        V.check_labels(batch.labels[: batch.count], num_classes=num_classes, name="dataset labels")
+        m = (np.arange(batch_size) < batch.count).astype(np.float32)
+        c, s = step(params, batch.images, batch.labels, m)
         correct = correct + c
         total_loss = total_loss + s
+        n += batch.count
     return float(correct) / n, float(total_loss) / n
+
+
+def _images_and_labels(dataset, name: str) -> tuple[np.ndarray, np.ndarray]:
+    if not (hasattr(dataset, "images") and hasattr(dataset, "labels")):
+        raise TypeError(
+            f"{name} must have images [N, H, W, C] and labels [N] (e.g. a "
+            f"svebi_jax.data.Dataset), got {type(dataset).__name__}"
+        )
+    images = V.check_images(np.asarray(dataset.images), name=f"{name} images")
+    labels = V.check_labels(np.asarray(dataset.labels), n=images.shape[0], name=f"{name} labels")
+    return images, labels
+
+
+def _num_classes(apply_fn: ApplyFn, params, images: np.ndarray) -> int:
+    """``K`` from the logits of one abstract forward pass (no compute)."""
+    abstract = jax.ShapeDtypeStruct((1,) + images.shape[1:], images.dtype)
+    out = jax.eval_shape(lambda p, x: apply_fn(p, x), params, abstract)
+    return int(out.logits.shape[-1])
 
 
 # ----------------------------------------------------------------------------- augmentation
@@ -494,7 +516,16 @@ def fit(
             "model_or_fn must be a SpikingNetwork or an (apply_fn, params) pair, "
             f"got {type(model_or_fn).__name__}"
         )
-    n = len(train_ds.labels)
+    images, labels = _images_and_labels(train_ds, "train_ds")
+    V.check_labels(
+        labels, num_classes=_num_classes(apply_fn, params, images), name="train_ds labels"
+    )
+    if eval_ds is not None:
+        ev_images, ev_labels = _images_and_labels(eval_ds, "eval_ds")
+        V.check_labels(
+            ev_labels, num_classes=_num_classes(apply_fn, params, ev_images), name="eval_ds labels"
+        )
+    n = len(labels)
     if n < config.batch_size:
         raise ValueError(
             f"train_ds must hold at least batch_size={config.batch_size} examples, got {n}"
@@ -557,14 +588,3 @@ def fit(
         if bar is not None:
             bar.close()
     return params, history
-
-
-def main(argv=None) -> int:
-    """``python -m svebi_jax.train``: the ``svebi train`` command (see :mod:`svebi_jax.cli`)."""
-    from svebi_jax import cli
-
-    return cli.main(["train", *(list(argv) if argv is not None else __import__("sys").argv[1:])])
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())

@@ -222,7 +222,7 @@ def test_ig_linear_model_closed_form(rng):
     apply_fn, params = make_linear_model(w, bias)
     classes = np.array([0, 5, 2])
     res = integrated_gradients(
-        apply_fn, params, x, classes, num_steps=3, n_steps=7, channel_reduction="none"
+        apply_fn, params, x, classes, num_steps=3, path_steps=7, channel_reduction="none"
     )
     expected = x * w[:, classes].T.reshape(3, 4, 4, 2)  # IG of a linear model: w * (x - 0)
     np.testing.assert_allclose(np.asarray(res.signed), expected, rtol=1e-5, atol=1e-6)
@@ -232,7 +232,7 @@ def test_ig_linear_model_closed_form(rng):
     # Non-zero baseline: (x - b) * w.
     base = rng.uniform(0, 1, (4, 4, 2)).astype(np.float32)
     res = integrated_gradients(
-        apply_fn, params, x, classes, num_steps=2, n_steps=1, baseline=base,
+        apply_fn, params, x, classes, num_steps=2, path_steps=1, baseline=base,
         method="riemann_left", channel_reduction="sum",
     )  # fmt: skip
     np.testing.assert_allclose(
@@ -250,7 +250,7 @@ def test_ig_completeness_on_smooth_model(rng, method):
     w2 = rng.normal(0, 0.5, (16, 4))
     apply_fn, params = make_softplus_model(w1, w2)
     res = integrated_gradients(
-        apply_fn, params, x, num_steps=2, n_steps=200, method=method, chunk_size=64
+        apply_fn, params, x, num_steps=2, path_steps=200, method=method, chunk_size=64
     )
     comp = res.completeness
     # The reference output difference, computed independently in float64.
@@ -267,13 +267,15 @@ def test_ig_completeness_on_smooth_model(rng, method):
     again = completeness(apply_fn, params, x, res.signed, res.classes)
     np.testing.assert_allclose(np.asarray(again.gap), np.asarray(comp.gap), atol=1e-6)
     # Chunking (with zero-weight padding: 200 = 3 * 64 + 8) does not change the result.
-    one_chunk = integrated_gradients(apply_fn, params, x, num_steps=2, n_steps=200, method=method)
+    one_chunk = integrated_gradients(
+        apply_fn, params, x, num_steps=2, path_steps=200, method=method
+    )
     np.testing.assert_allclose(np.asarray(one_chunk.signed), np.asarray(res.signed), atol=1e-6)
 
 
 def test_ig_on_shallow_snn_batched_equals_per_image(small_snn):
     apply_fn, params, images = small_snn
-    kw = dict(num_steps=6, n_steps=12, chunk_size=5)  # 12 = 5 + 5 + 2 (+3 zero-weight pads)
+    kw = dict(num_steps=6, path_steps=12, chunk_size=5)  # 12 = 5 + 5 + 2 (+3 zero-weight pads)
     batched = integrated_gradients(apply_fn, params, images, **kw)
     singles = [integrated_gradients(apply_fn, params, images[i : i + 1], **kw) for i in range(3)]
     np.testing.assert_allclose(
@@ -294,7 +296,7 @@ def test_ig_on_shallow_snn_batched_equals_per_image(small_snn):
     assert np.all(np.isfinite(np.asarray(comp.gap)))
     assert float(jnp.abs(comp.gap).max()) > 1e-3
     # Midpoint IG with one step is (x - 0) * grad(x / 2).
-    res = integrated_gradients(apply_fn, params, images, num_steps=6, n_steps=1)
+    res = integrated_gradients(apply_fn, params, images, num_steps=6, path_steps=1)
     g_half = per_step_gradients(apply_fn, params, images / 2, res.classes, num_steps=6).sum(0)
     np.testing.assert_allclose(np.asarray(res.signed), np.asarray(images * g_half), atol=1e-6)
 
@@ -445,8 +447,8 @@ def test_bad_inputs():
         grad2d(apply_fn, params, x, num_steps=2, channel_reduction="median")
     with pytest.raises(ValueError, match="output"):
         grad2d(apply_fn, params, x, num_steps=2, output="softmax")
-    with pytest.raises(ValueError, match="n_steps"):
-        integrated_gradients(apply_fn, params, x, num_steps=2, n_steps=0)
+    with pytest.raises(ValueError, match="path_steps"):
+        integrated_gradients(apply_fn, params, x, num_steps=2, path_steps=0)
     with pytest.raises(ValueError, match="method"):
         integrated_gradients(apply_fn, params, x, num_steps=2, method="simpson")
     with pytest.raises(ValueError, match="channel_reduction"):
@@ -486,8 +488,8 @@ def test_jit_compatible(rng):
     eager = grad2d(apply_fn, params, x, num_steps=2)
     jitted = jax.jit(lambda p, v: grad2d(apply_fn, p, v, num_steps=2))(params, x)
     np.testing.assert_allclose(np.asarray(jitted), np.asarray(eager), atol=1e-7)
-    eager = integrated_gradients(apply_fn, params, x, num_steps=2, n_steps=4).attributions
+    eager = integrated_gradients(apply_fn, params, x, num_steps=2, path_steps=4).attributions
     jitted = jax.jit(
-        lambda p, v: integrated_gradients(apply_fn, p, v, num_steps=2, n_steps=4).attributions
+        lambda p, v: integrated_gradients(apply_fn, p, v, num_steps=2, path_steps=4).attributions
     )(params, x)
     np.testing.assert_allclose(np.asarray(jitted), np.asarray(eager), atol=1e-7)

@@ -536,12 +536,38 @@ def test_public_api():
             "batches",
             "normalize",
             "load",
+            "check_spec",
             "read_idx",
             "load_idx_dir",
             "load_mnist5k",
             "load_tfds",
             "load_image_folder",
+            "ImageSource",
+            "FolderSource",
+            "IdxSource",
+            "TfdsSource",
+            "ArraySource",
+            "SyntheticSource",
+            "Batch",
+            "BatchIterator",
+            "UnreadableImageError",
+            "open_stream",
+            "as_source",
+            "prefetch_to_device",
         ]
     )
     for name in data.__all__:
         assert hasattr(data, name)
+
+
+def test_check_spec_fails_before_loading(tmp_path):
+    assert data.check_spec("mnist-5k") == "mnist-5k"
+    assert data.check_spec(f"idx:{tmp_path}") == f"idx:{tmp_path}"
+    for spec, match in (
+        ("mnist-6k", "unknown dataset spec"),
+        ("idx:", "missing the part after"),
+        (f"folder:{tmp_path / 'missing'}", "not an existing directory"),
+        ("", "must be a dataset spec"),
+    ):
+        with pytest.raises(ValueError, match=match):
+            data.check_spec(spec, name="--data")

@@ -157,7 +157,7 @@ def test_explain_end_to_end_matches_pieces(net):
     pred = np.asarray(out.logits).argmax(-1)
     index = FilterIndex.from_geometry(model.geometry, ("conv1", "conv2"))
     masks = relevance_masks(relevant, index, 10)
-    res = explain(apply_fn, params, images, relevant, geometry=model.geometry)
+    res = explain(apply_fn, params, images, masks)  # geometry from apply_fn.info
     np.testing.assert_array_equal(res.classes, pred)
     np.testing.assert_allclose(res.logits, out.logits, atol=1e-5)
     ref = jax.jit(functools.partial(svebi_heatmaps, geometry=model.geometry, image_shape=(28, 28)))(
@@ -178,14 +178,18 @@ def test_explain_end_to_end_matches_pieces(net):
     # classes 0 and 1 have filters in both layers; a class without any gets zero maps
     assert all(bool(np.all(res2.has_filters[n])) for n in ("conv1", "conv2"))
     res3 = explain(
-        apply_fn, params, images, relevant, geometry=model.geometry, classes=np.array([0, 5, 1, 5])
+        apply_fn, params, images, masks, geometry=model.geometry, classes=np.array([0, 5, 1, 5])
     )
     np.testing.assert_array_equal(res3.has_filters["conv1"], [True, False, True, False])
     np.testing.assert_array_equal(res3.heatmaps["conv1"][1], np.zeros((28, 28)))
     with pytest.raises(ValueError, match="classes"):
         explain(apply_fn, params, images, masks, geometry=model.geometry, classes=[0, 0, 0, 10])
     with pytest.raises(ValueError, match="unknown layer 'fc9'"):
-        explain(apply_fn, params, images, {0: {"fc9": [0]}}, geometry=model.geometry)
+        explain(apply_fn, params, images, {"fc9": np.zeros((10, 1))})
+    with pytest.raises(ValueError, match="keyed by layer name.*masks_from_weights"):
+        explain(apply_fn, params, images, relevant)  # a {class: ...} dict is not masks
+    with pytest.raises(ValueError, match=r"masks\['conv1'\] must be \[K, c\] = \[10, 4\]"):
+        explain(apply_fn, params, images, {"conv1": np.zeros((9, 4))})
 
 
 def test_viz_smoke(tmp_path, net):

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import functools
+import importlib.util
 import itertools
 import warnings
 
@@ -335,3 +337,239 @@ def test_dtypes_follow_inputs():
         r32 = mu_lasso(X.astype(np.float32), L.astype(np.int32), 1.0)
         assert r32.W.dtype == jnp.float32 and r32.residual.dtype == jnp.float32
     np.testing.assert_allclose(_objective(X, L, res.W), _objective(X, L, r64.W), rtol=1e-5)
+
+
+# ------------------------------------------------------------------------------------------
+# method="active_set": working-set homotopy, checked on the full problem
+# ------------------------------------------------------------------------------------------
+
+active_set = functools.partial(mu_lasso, method="active_set")
+
+
+def _kkt_violation(X, L, W, mu):
+    """Largest KKT violation per class, relative to max |2 X'L_j| (float64, independent)."""
+    G, B = X.T @ X, X.T @ L
+    out = []
+    for j in range(L.shape[1]):
+        w = W[:, j]
+        g = 2 * (G @ w - B[:, j])
+        scale = max(np.abs(2 * B[:, j]).max(), 1e-300)
+        support = w > 1e-12 * mu
+        nu = max(0.0, -g[support].mean()) if support.any() else max(0.0, -g.min())
+        viol = [
+            np.abs(g[support] + nu).max(initial=0.0),  # stationarity on the support
+            max(0.0, -(g + nu).min()),  # no column outside the support should enter
+            nu * abs(mu - w.sum()) / mu,  # complementary slackness of the budget
+        ]
+        out.append(max(viol) / scale)
+    return np.array(out)
+
+
+@pytest.mark.parametrize("seed", [4, 5, 6])
+def test_active_set_matches_slsqp_and_fista(seed):
+    X, L = _problem(seed)
+    for mu in (0.7, 4.0):
+        ref = _objective(X, L, _slsqp(X, L, mu))
+        with jax.enable_x64(True):
+            res64 = active_set(X, L, mu)
+            fista64 = mu_lasso(X, L, mu)
+        assert res64.W.dtype == jnp.float64 and bool(jnp.all(res64.converged))
+        f64 = _objective(X, L, res64.W)
+        np.testing.assert_array_less(f64, ref * (1 + 1e-7))  # at least as good as SLSQP
+        np.testing.assert_allclose(f64, ref, rtol=1e-5)
+        np.testing.assert_allclose(f64, _objective(X, L, fista64.W), rtol=1e-8)
+        np.testing.assert_allclose(res64.W, fista64.W, atol=1e-5 * mu)
+        np.testing.assert_allclose(res64.objective, f64, rtol=1e-10)
+        assert np.all(_kkt_violation(X, L, np.asarray(res64.W), mu) < 1e-9)
+        res32 = active_set(X.astype(np.float32), L.astype(np.float32), mu)
+        assert res32.W.dtype == jnp.float32 and bool(jnp.all(res32.converged))
+        np.testing.assert_allclose(_objective(X, L, res32.W), ref, rtol=1e-5)
+        np.testing.assert_allclose(res32.objective, _objective(X, L, res32.W), rtol=1e-5)
+        np.testing.assert_allclose(res32.W, res64.W, atol=1e-4 * mu)
+
+
+def test_active_set_closed_forms():
+    rng = np.random.default_rng(1)
+    x = rng.normal(0.2, 1.0, (60, 1))
+    L = np.eye(4)[np.arange(60) % 4]
+    ratio = (x[:, 0] @ L) / (x[:, 0] @ x[:, 0])
+    with jax.enable_x64(True):
+        for mu in (0.5 * ratio.max(), 2.0 * ratio.max()):
+            res = active_set(x, L, mu)
+            np.testing.assert_allclose(res.W[0], np.minimum(mu, np.maximum(0.0, ratio)), atol=1e-12)
+        for kind in ("disjoint_nonneg", "orthonormal"):
+            X, s2 = _orthogonal_design(kind, np.random.default_rng(2))
+            L3 = np.eye(3)[rng.integers(0, 3, X.shape[0])]
+            L3[:3] = np.eye(3)
+            B = X.T @ L3
+            for mu in (0.3, 50.0):
+                expected = np.stack([_capped_solution(B[:, j], s2, mu) for j in range(3)], 1)
+                res = active_set(X, L3, mu)
+                np.testing.assert_allclose(res.W, expected, atol=1e-10 * max(1.0, mu))
+                assert bool(jnp.all(res.converged)) and float(jnp.max(res.gap)) < 1e-9
+
+
+def test_active_set_path_equals_per_mu_solves_and_fista():
+    X, L = _problem(seed=7)
+    mus = np.array([3.0, 0.2, 1.0, 8.0])  # deliberately unsorted
+    with jax.enable_x64(True):
+        path = active_set(X, L, mus)
+        assert path.W.shape == (4, M, C)
+        for field in ("objective", "iterations", "residual", "converged", "gap"):
+            assert getattr(path, field).shape == (4, C)
+        fista = mu_lasso(X, L, mus)
+        for k, mu in enumerate(mus):
+            single = active_set(X, L, mu)
+            np.testing.assert_allclose(path.W[k], single.W, atol=1e-10)
+            np.testing.assert_allclose(
+                _objective(X, L, path.W[k]), _objective(X, L, fista.W[k]), rtol=1e-8
+            )
+            assert np.all(_kkt_violation(X, L, np.asarray(path.W[k]), mu) < 1e-9)
+        assert bool(jnp.all(path.converged))
+
+
+def _wide_problem():
+    return _problem(seed=12, m=120)
+
+
+def test_active_set_working_set_grows_until_the_full_check_passes():
+    """A working set smaller than m: rounds of solve and full check reach the optimum.
+
+    Under jit a working set that fills up cannot grow: ``converged`` is False and the gap large.
+    """
+    X, L = _wide_problem()
+    mus = np.array([0.5, 3.0])
+    with jax.enable_x64(True):
+        ref = active_set(X, L, mus)  # m <= 512: all columns, one round
+        got = jax.jit(lambda X: active_set(X, L, mus, capacity=64))(X)
+        np.testing.assert_allclose(got.W, ref.W, atol=1e-9)
+        np.testing.assert_allclose(got.objective, ref.objective, rtol=1e-10)
+        assert bool(jnp.all(got.converged))
+        assert np.all(_kkt_violation(X, L, np.asarray(got.W[1]), 3.0) < 1e-9)
+        small = jax.jit(lambda X: active_set(X, L, mus, capacity=16))(X)
+        unmet = ~np.asarray(small.converged)
+        assert unmet.any()
+        scale = np.broadcast_to(L.sum(0), unmet.shape)
+        assert np.all(np.asarray(small.gap)[unmet] > 1e-6 * scale[unmet])
+
+
+@pytest.mark.slow
+def test_active_set_eager_capacity_doubling():
+    """Called eagerly with a too small working set, mu_lasso doubles it until it suffices."""
+    X, L = _wide_problem()
+    mus = np.array([0.5, 3.0])
+    with jax.enable_x64(True):
+        ref = active_set(X, L, mus)
+        got = active_set(X, L, mus, capacity=16)
+        np.testing.assert_allclose(got.W, ref.W, atol=1e-9)
+        assert bool(jnp.all(got.converged))
+
+
+@pytest.mark.slow
+def test_active_set_small_active_capacity_is_retried_or_polished():
+    """``max_active`` smaller than a support: eager retries; under jit the polish finishes."""
+    X, L = _problem(seed=13)
+    mu = 50.0  # budget inactive: the non-negative least squares supports are large
+    with jax.enable_x64(True):
+        ref = active_set(X, L, mu)
+        assert int(np.max(np.sum(np.asarray(ref.W) > 0, axis=0))) > 2
+        eager = active_set(X, L, mu, max_active=2)
+        np.testing.assert_allclose(eager.W, ref.W, atol=1e-9)
+        jitted = jax.jit(lambda X: active_set(X, L, mu, max_active=2))(X)
+        assert bool(jnp.all(jitted.converged))
+        np.testing.assert_allclose(_objective(X, L, jitted.W), _objective(X, L, ref.W), rtol=1e-8)
+        assert int(jnp.max(jitted.iterations)) > int(jnp.max(ref.iterations))  # it polished
+
+
+def test_active_set_jit_vmap_and_edge_cases():
+    X, L = _problem(seed=10)
+    X, L = X.astype(np.float32), L.astype(np.float32)
+    eager = active_set(X, L, 1.0)
+    jitted = jax.jit(lambda X, L, mu: active_set(X, L, mu))(X, L, 1.0)
+    np.testing.assert_allclose(jitted.W, eager.W, atol=1e-6)
+    Xs = np.stack([X, X[::-1] * 1.5])
+    Ls = np.stack([L, L[::-1]])
+    batched = jax.vmap(lambda X, L: active_set(X, L, 1.0))(Xs, Ls)
+    for i in range(2):
+        single = active_set(Xs[i], Ls[i], 1.0)
+        np.testing.assert_allclose(batched.W[i], single.W, atol=1e-6)
+        np.testing.assert_array_equal(batched.converged[i], single.converged)
+    # A never-predicted class: warned eagerly, exactly zero weights.
+    L2 = L.copy()
+    L2[L2[:, 2] == 1] = np.eye(C, dtype=np.float32)[0]
+    with pytest.warns(UserWarning, match=r"\[2\]"):
+        res = active_set(X, L2, 1.0)
+    assert np.all(np.asarray(res.W)[:, 2] == 0.0) and float(res.objective[2]) == 0.0
+    # Invalid traced values: flagged per budget, never plausible weights.
+    path = jax.jit(lambda mu: active_set(X, L, mu))(jnp.array([1.0, -1.0, 2.0]))
+    np.testing.assert_array_equal(np.asarray(path.converged).all(axis=1), [True, False, True])
+    assert np.isnan(np.asarray(path.W[1])).all()
+    with pytest.raises(ValueError, match=r"\bmethod\b"):
+        mu_lasso(X, L, 1.0, method="lars")
+    with pytest.raises(ValueError, match=r"\bcapacity\b"):
+        active_set(X, L, 1.0, capacity=0)
+    with pytest.raises(ValueError, match=r"\bmax_active\b"):
+        active_set(X, L, 1.0, max_active=1.5)
+
+
+def test_duality_gap_bounds_the_objective_error():
+    """``gap`` >= f(w) - f* for an unconverged FISTA run; ~0 for converged answers."""
+    X, L = _problem(seed=14)
+    with jax.enable_x64(True):
+        best = _objective(X, L, active_set(X, L, 2.0).W)
+        rough = mu_lasso(X, L, 2.0, maxiter=5)
+        excess = _objective(X, L, rough.W) - best
+        assert np.all(excess > 1e-6) and not bool(jnp.any(rough.converged))
+        assert np.all(np.asarray(rough.gap) >= excess * (1 - 1e-9))
+        fine = active_set(X, L, 2.0)
+        assert np.all(np.asarray(fine.gap) <= 1e-10 * L.sum(0))
+
+
+def test_lipschitz_bound_is_an_upper_bound_and_tight_for_nonnegative_x():
+    from svebi_jax.lasso import _lipschitz_bound, _lipschitz_bound_through
+
+    rng = np.random.default_rng(15)
+    with jax.enable_x64(True):
+        for X, tight in ((_problem(16)[0], True), (rng.normal(size=(80, 12)), False)):
+            G = X.T @ X
+            exact = np.linalg.eigvalsh(G)[-1]
+            # 16 power steps on the formed Gram; 2 steps through X (within ~1% here).
+            for bound, rtol in (
+                (_lipschitz_bound(jnp.asarray(G)), 1e-3),
+                (_lipschitz_bound_through(X), 2e-2),
+            ):
+                assert float(bound) >= exact * (1 - 1e-12)
+                if tight:
+                    assert float(bound) <= exact * (1 + rtol)
+
+
+@pytest.mark.skipif(not importlib.util.find_spec("spams"), reason="spams-bin not installed")
+def test_active_set_matches_spams():
+    """The authors' solver, spams.lasso(mode=0, pos=True), as an independent reference."""
+    import spams
+
+    X, L = _problem(seed=17)
+    Xf, Lf = np.asfortranarray(X), np.asfortranarray(L)
+    with jax.enable_x64(True):
+        for mu in (0.5, 3.0, 30.0):
+            ref = spams.lasso(X=Lf, D=Xf, lambda1=mu, mode=0, pos=True).toarray()
+            got = active_set(X, L, mu)
+            np.testing.assert_allclose(_objective(X, L, got.W), _objective(X, L, ref), rtol=1e-10)
+            np.testing.assert_allclose(got.W, ref, atol=1e-8 * max(1.0, mu))
+            np.testing.assert_array_equal(np.asarray(got.W) > 0, ref > 0)
+
+
+def test_svgg19_like_benchmark_problem_is_deterministic_and_structured():
+    from benchmarks.bench_lasso_peers import svgg19_like_responses
+
+    channels = (4, 4, 8, 8, 16, 16, 16, 16, 32, 32, 32, 32, 32, 32, 32, 32)
+    X, L = svgg19_like_responses(300, 7, seed=0, channels=channels)
+    X2, L2 = svgg19_like_responses(300, 7, seed=0, channels=channels)
+    np.testing.assert_array_equal(X, X2)
+    np.testing.assert_array_equal(L, L2)
+    assert X.shape == (300, sum(channels)) and X.dtype == np.float32 and X.min() >= 0
+    edges = np.cumsum((0, *channels))
+    for a, b in zip(edges[:-1], edges[1:], strict=True):  # each layer block of a row sums to 1
+        np.testing.assert_allclose(X[:, a:b].sum(axis=1), 1.0, rtol=1e-5)
+    assert np.all(L.sum(axis=1) == 1) and np.all(L.sum(axis=0) > 0)
+    assert 0.2 < np.mean(X == 0) < 0.8

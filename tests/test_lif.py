@@ -18,6 +18,8 @@ def reference_trace(current, beta, threshold, reset, steps):
             u = beta * u + current - threshold * s
         elif reset == "subtract_then_leak":
             u = beta * (u - threshold * s) + current
+        elif reset == "none":
+            u = beta * u + current
         else:
             u = beta * u * (1.0 - s) + current
         s = 1.0 if u > threshold else 0.0
@@ -57,6 +59,20 @@ def test_zero_reset_hand_computed():
     spikes, mem = lif.lif_scan(jnp.full((5,), 0.6), beta=0.95, threshold=1.0, reset="zero")
     np.testing.assert_array_equal(spikes, [0, 1, 0, 1, 0])
     np.testing.assert_allclose(mem, [0.6, 1.17, 0.6, 1.17, 0.6], rtol=1e-6)
+
+
+def test_zero_reset_to_v_reset_and_no_reset_hand_computed():
+    # Reset to v_r = -0.5 (NIR LIF): U1 = 0.6, U2 = 1.17 (spike), U3 = 0.95*(-0.5) + 0.6 = 0.125,
+    # U4 = 0.95*0.125 + 0.6 = 0.71875, U5 = 0.95*0.71875 + 0.6 = 1.2828125 (spike).
+    spikes, mem = lif.lif_scan(
+        jnp.full((5,), 0.6), beta=0.95, threshold=1.0, reset="zero", v_reset=-0.5
+    )
+    np.testing.assert_array_equal(spikes, [0, 1, 0, 0, 1])
+    np.testing.assert_allclose(mem, [0.6, 1.17, 0.125, 0.71875, 1.2828125], rtol=1e-6)
+    # No reset: U[t] = 0.6 (1 - 0.95^t) / 0.05, crossing 1 at t = 2 and staying above.
+    spikes, mem = lif.lif_scan(jnp.full((4,), 0.6), beta=0.95, threshold=1.0, reset="none")
+    np.testing.assert_array_equal(spikes, [0, 1, 1, 1])
+    np.testing.assert_allclose(mem, 12 * (1 - 0.95 ** np.arange(1, 5)), rtol=1e-6)
 
 
 @pytest.mark.parametrize("reset", lif.RESET_MODES)

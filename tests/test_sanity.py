@@ -154,10 +154,11 @@ def test_model_randomization_check():
         grad2d, classes=0, num_steps=2, absolute=False, channel_reduction="sum"
     )
 
-    def grad_map(apply_fn, p, x):
-        return saliency_fn(apply_fn, p, x)
+    def grad_map(p, x, target=None):  # an attr_fn (svebi_jax.attribution's shape)
+        return saliency_fn(_linear_apply, p, x)
 
-    res = model_randomization_check(grad_map, _linear_apply, params, random_params, images)
+    res = model_randomization_check(grad_map, params, random_params, images)
+    assert res.higher_is_better is False
     # The gradient of a linear model's class-0 logit is w[:, 0] for every image.
     w0 = np.asarray(params["w"][:, 0]).reshape(4, 4)
     w0r = np.asarray(random_params["w"][:, 0]).reshape(4, 4)
@@ -166,17 +167,15 @@ def test_model_randomization_check():
     assert float(res["mean"]) == pytest.approx(ref, abs=1e-6)
     assert int(res["num_undefined"]) == 0
     np.testing.assert_allclose(np.asarray(res["original"][1]), w0, atol=1e-6)
-    res_abs = model_randomization_check(
-        grad_map, _linear_apply, params, random_params, images, absolute=True
-    )
+    res_abs = model_randomization_check(grad_map, params, random_params, images, absolute=True)
     ref_abs = stats.spearmanr(np.abs(w0).ravel(), np.abs(w0r).ravel()).statistic
     np.testing.assert_allclose(np.asarray(res_abs["per_image"]), [ref_abs] * 3, atol=1e-6)
     # Same parameters: perfect correlation. A model-independent map "fails" the check: rho = 1.
-    same = model_randomization_check(grad_map, _linear_apply, params, params, images)
+    same = model_randomization_check(grad_map, params, params, images)
     np.testing.assert_allclose(np.asarray(same["per_image"]), 1.0, atol=1e-6)
     trivial = model_randomization_check(
-        lambda f, p, x: input_intensity(x), _linear_apply, params, random_params, images
+        lambda p, x, t: input_intensity(x), params, random_params, images
     )
     np.testing.assert_allclose(np.asarray(trivial["per_image"]), 1.0, atol=1e-6)
-    with pytest.raises(ValueError, match="saliency_fn"):
-        model_randomization_check(lambda f, p, x: x, _linear_apply, params, random_params, images)
+    with pytest.raises(ValueError, match="attr_fn must return"):
+        model_randomization_check(lambda p, x, t: x, params, random_params, images)

@@ -273,7 +273,7 @@ def test_cli_help_exits_zero(capsys):
     assert exc.value.code == 0
     assert "--test-data" in capsys.readouterr().out
     proc = subprocess.run(
-        [sys.executable, "-m", "svebi_jax.train", "--help"], capture_output=True, text=True
+        [sys.executable, "-m", "svebi_jax", "train", "--help"], capture_output=True, text=True
     )
     assert proc.returncode == 0, proc.stderr
     assert "--epochs" in proc.stdout

@@ -40,14 +40,12 @@ is a static argument of the compiled computation: pass the same function object 
 from __future__ import annotations
 
 import functools
-from collections.abc import Callable
-from typing import Any
 
 import jax
 import jax.numpy as jnp
-import numpy as np
 
-from svebi_jax._validation import is_tracer as _is_tracer
+from svebi_jax import _validation as V
+from svebi_jax.protocols import ApplyFn, logits_of, model_info
 
 __all__ = [
     "CHANNEL_REDUCTIONS",
@@ -60,32 +58,17 @@ __all__ = [
 ]
 
 Array = jax.Array
-ApplyFn = Callable[..., Any]
 
 OUTPUTS: tuple[str, ...] = ("logit", "probability")
 CHANNEL_REDUCTIONS: tuple[str, ...] = ("sum", "max", "mean", "none")
 
 
 # ----------------------------------------------------------------------------- validation
-# (shared by the other baselines of this package)
+# (shared by the other baselines of this package; the rules live in svebi_jax._validation)
 
-
-def _check_choice(name: str, value, options: tuple[str, ...]) -> str:
-    if not isinstance(value, str) or value not in options:
-        raise ValueError(f"{name} must be one of {options}, got {value!r}")
-    return value
-
-
-def _check_positive_int(name: str, value) -> int:
-    if isinstance(value, bool) or not isinstance(value, int | np.integer) or value < 1:
-        raise ValueError(f"{name} must be a positive int (>= 1), got {value!r}")
-    return int(value)
-
-
-def _check_bool(name: str, value) -> bool:
-    if not isinstance(value, bool | np.bool_):
-        raise ValueError(f"{name} must be a bool, got {value!r}")
-    return bool(value)
+_check_choice = V.check_choice
+_check_positive_int = V.check_positive_int
+_check_bool = V.check_bool
 
 
 def _check_apply_fn(apply_fn) -> None:
@@ -94,25 +77,27 @@ def _check_apply_fn(apply_fn) -> None:
 
 
 def _check_images(images, name: str = "images") -> Array:
-    """Returns ``images`` as a float ``[B, H, W, C]`` array; raises on shape or NaN/inf."""
-    images = jnp.asarray(images)
-    if images.ndim != 4 or min(images.shape) < 1:
-        raise ValueError(
-            f"{name} must be a non-empty [B, H, W, C] array, got shape {tuple(images.shape)}"
-        )
-    if not jnp.issubdtype(images.dtype, jnp.floating):
-        if jnp.issubdtype(images.dtype, jnp.complexfloating) or images.dtype == jnp.bool_:
-            raise ValueError(f"{name} must be a real float array, got dtype {images.dtype}")
-        images = images.astype(jnp.float32)
-    if not _is_tracer(images) and not bool(jnp.all(jnp.isfinite(images))):
-        raise ValueError(f"{name} must be finite (no NaN or inf values)")
-    return images
+    """``images`` as a float ``[B, H, W, C]`` JAX array (see ``_validation.check_images``)."""
+    return jnp.asarray(V.check_images(images, name=name))
+
+
+def _num_steps(apply_fn, num_steps) -> int:
+    """``T``: the given ``num_steps``, else the one ``apply_fn.info`` carries."""
+    if num_steps is None:
+        info = model_info(apply_fn)
+        if info is None:
+            raise ValueError(
+                "num_steps (T, the network's timesteps) is required for an apply_fn without "
+                ".info (models.functional attaches it)"
+            )
+        return info.num_steps
+    return V.check_positive_int("num_steps (T, the network's timesteps)", num_steps)
 
 
 def _num_classes(apply_fn: ApplyFn, params, images: Array) -> int:
     """``K`` from the logits' shape, by abstract evaluation (no computation)."""
     out = jax.eval_shape(lambda p, x: apply_fn(p, x), params, images)
-    logits = out.logits if hasattr(out, "logits") else out[0]
+    logits = logits_of(out)
     if len(logits.shape) != 2 or logits.shape[0] != images.shape[0]:
         raise ValueError(
             f"apply_fn must return logits of shape [B, K] = [{images.shape[0]}, K], got "
@@ -125,23 +110,7 @@ def _check_classes(classes, batch: int, num_classes: int) -> Array | None:
     """Returns ``classes`` as an int32 ``[B]`` array (or ``None``); raises when out of range."""
     if classes is None:
         return None
-    classes = jnp.asarray(classes)
-    if not jnp.issubdtype(classes.dtype, jnp.integer):
-        raise ValueError(f"classes must be integer class indices, got dtype {classes.dtype}")
-    if classes.ndim == 0:
-        classes = jnp.broadcast_to(classes, (batch,))
-    if classes.shape != (batch,):
-        raise ValueError(
-            f"classes must be an int or a [B] = [{batch}] array, got shape {classes.shape}"
-        )
-    if not _is_tracer(classes):
-        c = np.asarray(classes)
-        if np.any(c < 0) or np.any(c >= num_classes):
-            raise ValueError(
-                f"classes must lie in [0, {num_classes - 1}] (K = {num_classes} classes), "
-                f"got values in [{c.min()}, {c.max()}]"
-            )
-    return classes.astype(jnp.int32)
+    return V.check_classes(classes, batch=batch, num_classes=num_classes)
 
 
 # ----------------------------------------------------------------------------- helpers
@@ -176,8 +145,7 @@ def time_major(images: Array, num_steps: int) -> Array:
 
 
 def _logits(apply_fn: ApplyFn, params, inputs: Array) -> Array:
-    out = apply_fn(params, inputs)
-    return out.logits if hasattr(out, "logits") else out[0]
+    return logits_of(apply_fn(params, inputs))
 
 
 def _scores(logits: Array, classes: Array, output: str) -> Array:
@@ -210,13 +178,14 @@ def _resolve_classes(apply_fn, params, images: Array, classes: Array | None) -> 
 def _per_step_core(apply_fn, params, images, classes, *, num_steps, output):
     classes = _resolve_classes(apply_fn, params, images, classes)
     grads = _step_grads(apply_fn, params, time_major(images, num_steps), classes, output)
-    return grads, classes
+    # Non-finite images (possible only under the caller's jit) give NaN, not plausible maps.
+    return V.flag_rows(grads, V.rows_finite(images), axis=1), classes
 
 
 def _validate(apply_fn, params, images, classes, num_steps, output):
     _check_apply_fn(apply_fn)
     images = _check_images(images)
-    num_steps = _check_positive_int("num_steps", num_steps)
+    num_steps = _num_steps(apply_fn, num_steps)
     _check_choice("output", output, OUTPUTS)
     k = _num_classes(apply_fn, params, images)
     classes = _check_classes(classes, images.shape[0], k)
@@ -239,7 +208,7 @@ def per_step_gradients(
     images: Array,
     classes: Array | int | None = None,
     *,
-    num_steps: int,
+    num_steps: int | None = None,
     output: str = "logit",
 ) -> Array:
     """Per-timestep input gradients (the "3D" SNN-Grad attribution).
@@ -259,7 +228,8 @@ def per_step_gradients(
       params: the model's parameter pytree.
       images: ``[B, H, W, C]`` float images.
       classes: ``[B]`` int (or one int for all) target classes; default: the predicted ones.
-      num_steps: ``T``, the number of timesteps of the network (int ≥ 1).
+      num_steps: ``T``, the number of timesteps of the network (int ≥ 1); default
+        ``apply_fn.info.num_steps``.
       output: ``"logit"`` (default) or ``"probability"`` (softmax of the logits).
 
     Returns:
@@ -280,7 +250,7 @@ def grad2d(
     images: Array,
     classes: Array | int | None = None,
     *,
-    num_steps: int,
+    num_steps: int | None = None,
     output: str = "logit",
     absolute: bool = True,
     channel_reduction: str = "max",
@@ -297,7 +267,7 @@ def grad2d(
       params: the model's parameter pytree.
       images: ``[B, H, W, C]`` float images.
       classes: ``[B]`` int (or one int) target classes; default: the predicted classes.
-      num_steps: ``T`` (int ≥ 1).
+      num_steps: ``T``, the network's timesteps (int ≥ 1); default ``apply_fn.info.num_steps``.
       output: ``"logit"`` (default: readout potential / T) or ``"probability"``.
       absolute: take the absolute value of the time-summed gradient (default ``True``).
       channel_reduction: ``"max"`` (default, Simonyan et al.), ``"sum"``, ``"mean"`` or

@@ -16,7 +16,9 @@ are summed over time, and multiplied by :math:`x - b`:
 (With direct input the time-sum equals the gradient w.r.t. the static image, so this is
 ordinary IG of the map :math:`x \\mapsto y_c(x, \\dots, x)`.)
 
-Quadrature (``method``), ``n`` = ``n_steps``:
+Quadrature (``method``), ``n`` = ``path_steps`` (the number of points on the path from the
+baseline to the image; named apart from ``num_steps``, the network's ``T`` timesteps, on
+purpose: the two are unrelated and both are "steps"):
 
 - ``"riemann_midpoint"`` (default): :math:`\\alpha_k = (k + 1/2)/n`, :math:`w_k = 1/n`,
   :math:`k = 0..n-1` — second-order accurate and never evaluates the gradient exactly at the
@@ -28,7 +30,7 @@ Quadrature (``method``), ``n`` = ``n_steps``:
 - ``"gausslegendre"``: ``n`` Gauss–Legendre nodes on [0, 1] (Captum's default).
 
 Completeness: for a differentiable model :math:`\\sum_{h,w,c} A_{h,w,c} \\to y_c(x) - y_c(b)`
-as ``n_steps`` grows. The SNN's forward pass is piecewise constant in the input (binary
+as ``path_steps`` grows. The SNN's forward pass is piecewise constant in the input (binary
 spikes) while its backward pass uses a surrogate derivative, so the path integral of the
 surrogate gradient is *not* the output difference: the gap
 :math:`\\sum A - (y_c(x) - y_c(b))` does not vanish in general. It is reported (not hidden)
@@ -48,6 +50,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from svebi_jax import _validation as V
 from svebi_jax.baselines.grad import (
     CHANNEL_REDUCTIONS,
     OUTPUTS,
@@ -60,6 +63,7 @@ from svebi_jax.baselines.grad import (
     _check_positive_int,
     _logits,
     _num_classes,
+    _num_steps,
     _resolve_classes,
     _scores,
     _step_grads,
@@ -122,21 +126,21 @@ class IGResult(NamedTuple):
     completeness_gap: Array
 
 
-def ig_alphas(n_steps: int, method: str = "riemann_midpoint") -> tuple[np.ndarray, np.ndarray]:
+def ig_alphas(path_steps: int, method: str = "riemann_midpoint") -> tuple[np.ndarray, np.ndarray]:
     """Path points and quadrature weights on [0, 1].
 
     Args:
-      n_steps: number of intervals / nodes (int ≥ 1).
+      path_steps: number of intervals / nodes (int ≥ 1).
       method: one of :data:`IG_METHODS` (see the module docstring).
 
     Returns:
-      ``(alphas, weights)``, float64 NumPy arrays of length ``n_steps`` (``n_steps + 1`` for
+      ``(alphas, weights)``, float64 NumPy arrays of length ``path_steps`` (``path_steps + 1`` for
       ``"trapezoid"``); the weights sum to 1.
 
     Raises:
-      ValueError: if ``n_steps`` < 1 or ``method`` is unknown.
+      ValueError: if ``path_steps`` < 1 or ``method`` is unknown.
     """
-    n = _check_positive_int("n_steps", n_steps)
+    n = _check_positive_int("path_steps", path_steps)
     _check_choice("method", method, IG_METHODS)
     k = np.arange(n, dtype=np.float64)
     w = np.full(n, 1.0 / n)
@@ -187,7 +191,10 @@ def _ig_core(
     signed = diff * parts.sum(axis=0)
     f_x = _scores(_logits(apply_fn, params, images), classes, output)
     f_b = _scores(_logits(apply_fn, params, baseline), classes, output)
-    return signed, classes, _completeness(signed, f_x, f_b)
+    # Non-finite images (possible only under the caller's jit) give NaN, not plausible maps.
+    valid = V.rows_finite(images) & V.rows_finite(baseline)
+    signed = V.flag_rows(signed, valid)
+    return signed, classes, V.flag_rows(_completeness(signed, f_x, f_b), valid)
 
 
 def _check_baseline(baseline, images: Array) -> Array:
@@ -212,8 +219,8 @@ def integrated_gradients(
     images: Array,
     classes: Array | int | None = None,
     *,
-    num_steps: int,
-    n_steps: int = 50,
+    num_steps: int | None = None,
+    path_steps: int = 50,
     baseline: Array | None = None,
     method: str = "riemann_midpoint",
     chunk_size: int = 10,
@@ -235,8 +242,10 @@ def integrated_gradients(
       images: ``[B, H, W, C]`` float images.
       classes: ``[B]`` int (or one int) target classes; default: the classes predicted on
         ``images``.
-      num_steps: ``T`` of the network (int ≥ 1).
-      n_steps: number of path points (int ≥ 1; ``"trapezoid"`` evaluates ``n_steps + 1``).
+      num_steps: ``T``, the network's timesteps (int ≥ 1); default
+        ``apply_fn.info.num_steps``.
+      path_steps: number of points on the integration path (int ≥ 1; ``"trapezoid"``
+        evaluates ``path_steps + 1``). Unrelated to ``num_steps``.
       baseline: ``[B, H, W, C]`` or ``[H, W, C]`` float baseline; default zeros (black).
       method: quadrature, one of :data:`IG_METHODS`.
       chunk_size: path points differentiated together (int ≥ 1; the batch of one gradient
@@ -250,17 +259,17 @@ def integrated_gradients(
       :class:`IGResult` (maps, signed attributions, classes, completeness).
 
     Raises:
-      ValueError: on bad ``images``, ``classes``, ``baseline``, ``num_steps``, ``n_steps``,
+      ValueError: on bad ``images``, ``classes``, ``baseline``, ``num_steps``, ``path_steps``,
         ``chunk_size``, ``method``, ``output`` or ``channel_reduction``.
     """
     _check_apply_fn(apply_fn)
     images = _check_images(images)
-    num_steps = _check_positive_int("num_steps", num_steps)
+    num_steps = _num_steps(apply_fn, num_steps)
     chunk_size = _check_positive_int("chunk_size", chunk_size)
     _check_choice("output", output, OUTPUTS)
     _check_choice("channel_reduction", channel_reduction, CHANNEL_REDUCTIONS)
     absolute = _check_bool("absolute", absolute)
-    alphas, weights = ig_alphas(n_steps, method)
+    alphas, weights = ig_alphas(path_steps, method)
     baseline = _check_baseline(baseline, images)
     classes = _check_classes(classes, images.shape[0], _num_classes(apply_fn, params, images))
 

@@ -52,12 +52,13 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from svebi_jax import _validation as V
+from svebi_jax._validation import is_tracer as _is_tracer
 from svebi_jax.baselines.grad import (
     ApplyFn,
     _check_apply_fn,
     _check_bool,
     _check_images,
-    _is_tracer,
 )
 from svebi_jax.heatmaps import minmax_normalize
 
@@ -259,7 +260,8 @@ def sam_from_spikes(
     expected = (spikes.shape[1],) + tuple(size)
     if tuple(maps.shape) != expected:
         raise ValueError(f"upsample must return maps of shape {expected}, got {maps.shape}")
-    return minmax_normalize(maps)
+    # NaN spikes (the model's flag for a non-finite image under jit) give NaN maps, not zeros.
+    return V.flag_rows(minmax_normalize(maps), V.rows_finite(spikes, axis=1))
 
 
 @functools.partial(jax.jit, static_argnames=("apply_fn", "layer"))

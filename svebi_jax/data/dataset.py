@@ -93,6 +93,14 @@ class Dataset:
     def __len__(self) -> int:
         return int(self.images.shape[0])
 
+    def batches(
+        self, batch_size: int, *, seed: int | None = None, drop_remainder: bool = False
+    ) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+        """One epoch of ``(images, labels)`` batches (:func:`batches`); the data interface
+        every pipeline stage takes (:mod:`svebi_jax.batching`), which streaming sources
+        implement too."""
+        return batches(self, batch_size, seed=seed, drop_remainder=drop_remainder)
+
     @property
     def image_shape(self) -> tuple[int, int, int]:
         """``(H, W, C)`` of one image."""
@@ -135,20 +143,48 @@ def split(ds: Dataset, test_fraction: float, *, seed: int) -> tuple[Dataset, Dat
     Returns:
       ``(train, test)`` datasets named ``"<name>/train"`` and ``"<name>/test"``.
     """
-    seed = _check_seed(seed)
-    if not isinstance(test_fraction, numbers.Real) or not 0.0 < float(test_fraction) < 1.0:
+    train_idx, test_idx = split_indices(len(ds), test_fraction, seed=seed)
+    test = _take(ds, test_idx, f"{ds.name}/test")
+    train = _take(ds, train_idx, f"{ds.name}/train")
+    return train, test
+
+
+def _check_fraction(test_fraction: Any) -> float:
+    if (
+        isinstance(test_fraction, bool)
+        or not isinstance(test_fraction, numbers.Real)
+        or not 0.0 < float(test_fraction) < 1.0
+    ):
         raise ValueError(f"test_fraction must be a number in (0, 1), got {test_fraction!r}")
-    n = len(ds)
-    n_test = int(round(n * float(test_fraction)))
+    return float(test_fraction)
+
+
+def split_indices(n: int, test_fraction: float, *, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """The ``(train, test)`` index arrays :func:`split` uses for ``N = n`` examples.
+
+    ``p = default_rng(seed).permutation(n)``; test ``p[:n_test]``, train ``p[n_test:]`` with
+    ``n_test = round(n * test_fraction)``. Shared with the streaming sources
+    (:meth:`svebi_jax.data.ImageSource.split`), so a split of a stream and of the same data in
+    memory hold the same examples in the same order.
+
+    Args:
+      n: Number of examples, ``>= 2``.
+      test_fraction: Number in ``(0, 1)`` leaving at least one example on each side.
+      seed: Non-negative int seed.
+
+    Returns:
+      ``(train, test)``: int64 index arrays ``[n - n_test]`` and ``[n_test]``.
+    """
+    seed = _check_seed(seed)
+    fraction = _check_fraction(test_fraction)
+    n_test = int(round(n * fraction))
     if not 1 <= n_test <= n - 1:
         raise ValueError(
             f"test_fraction={test_fraction} of N={n} examples gives {n_test} test examples; "
             "both parts must be non-empty"
         )
     perm = np.random.default_rng(seed).permutation(n)
-    test = _take(ds, perm[:n_test], f"{ds.name}/test")
-    train = _take(ds, perm[n_test:], f"{ds.name}/train")
-    return train, test
+    return perm[n_test:], perm[:n_test]
 
 
 def subset(ds: Dataset, n: int, *, seed: int | None = None) -> Dataset:

@@ -23,7 +23,14 @@ import numpy as np
 
 from svebi_jax.data.dataset import Dataset
 
-__all__ = ["read_idx", "load_idx_dir", "idx_file_names"]
+__all__ = [
+    "read_idx",
+    "open_idx",
+    "open_idx_split",
+    "parse_idx_header",
+    "load_idx_dir",
+    "idx_file_names",
+]
 
 _DTYPES: dict[int, np.dtype] = {
     0x08: np.dtype(np.uint8),
@@ -48,23 +55,20 @@ def _read_bytes(path: pathlib.Path) -> bytes:
         raise ValueError(f"IDX file {path} is a corrupt or truncated gzip stream: {err}") from err
 
 
-def read_idx(path: str | os.PathLike) -> np.ndarray:
-    """Reads one IDX file (raw or gzip-compressed) into a NumPy array.
+def parse_idx_header(raw: bytes, path: str | os.PathLike) -> tuple[np.dtype, tuple[int, ...], int]:
+    """Parses the header at the start of an (uncompressed) IDX byte string.
 
     Args:
-      path: Path to the ``*-ubyte`` or ``*-ubyte.gz`` file.
+      raw: The file's bytes (at least the header; the data may be absent).
+      path: The file, for error messages.
 
     Returns:
-      Array with the shape stored in the header and the element type of its type code, in
-      native byte order (e.g. ``[N, 28, 28]`` uint8 for MNIST images, ``[N]`` uint8 for labels).
+      ``(dtype, dims, header_len)``: big-endian element type, array shape, header bytes.
 
     Raises:
-      FileNotFoundError: If ``path`` does not exist.
-      ValueError: Naming the file, if the header is corrupt (magic bytes not zero, unknown type
-        code, incomplete dimension list) or the data is shorter or longer than the header says.
+      ValueError: Naming the file, if the magic bytes are not zero, the type code is unknown
+        or the dimension list is incomplete.
     """
-    path = pathlib.Path(path)
-    raw = _read_bytes(path)
     if len(raw) < 4:
         raise ValueError(f"IDX file {path} is truncated: {len(raw)} bytes, no 4-byte header")
     if raw[0] != 0 or raw[1] != 0:
@@ -83,9 +87,10 @@ def read_idx(path: str | os.PathLike) -> np.ndarray:
             f"({header_len} header bytes), file has {len(raw)} bytes"
         )
     dims = tuple(int(d) for d in np.frombuffer(raw, dtype=">u4", count=ndim, offset=4))
-    dtype = _DTYPES[code]
-    expected = math.prod(dims) * dtype.itemsize
-    found = len(raw) - header_len
+    return _DTYPES[code], dims, header_len
+
+
+def _check_data_length(path, dims, dtype, expected: int, found: int) -> None:
     if found < expected:
         raise ValueError(
             f"IDX file {path} is truncated: header promises shape {dims} of {dtype.name} "
@@ -96,6 +101,59 @@ def read_idx(path: str | os.PathLike) -> np.ndarray:
             f"IDX file {path} has {found - expected} trailing bytes after the "
             f"{expected} data bytes promised by its header (shape {dims}); corrupt file?"
         )
+
+
+def open_idx(path: str | os.PathLike) -> np.ndarray:
+    """Opens an IDX file without reading it all: memory-mapped if raw, decompressed if gzip.
+
+    A raw (uncompressed) file is returned as a read-only ``np.memmap`` over its data bytes, so
+    only the pages actually indexed are read (memory stays bounded whatever the file size);
+    a gzip file cannot be mapped and is decompressed into memory like :func:`read_idx`.
+
+    Args:
+      path: Path to the ``*-ubyte`` or ``*-ubyte.gz`` file.
+
+    Returns:
+      Array of the header's shape; big-endian dtypes are kept as stored for memory maps
+      (convert elements with ``.astype``).
+
+    Raises:
+      FileNotFoundError, ValueError: As :func:`read_idx`.
+    """
+    path = pathlib.Path(path)
+    with open(path, "rb") as f:
+        head = f.read(4 + 4 * 255)
+    if head[:2] == _GZIP_MAGIC:
+        return read_idx(path)
+    dtype, dims, header_len = parse_idx_header(head, path)
+    expected = math.prod(dims) * dtype.itemsize
+    _check_data_length(path, dims, dtype, expected, path.stat().st_size - header_len)
+    if expected == 0:
+        return np.zeros(dims, dtype)
+    return np.memmap(path, dtype=dtype, mode="r", offset=header_len, shape=dims)
+
+
+def read_idx(path: str | os.PathLike) -> np.ndarray:
+    """Reads one IDX file (raw or gzip-compressed) into a NumPy array.
+
+    Args:
+      path: Path to the ``*-ubyte`` or ``*-ubyte.gz`` file.
+
+    Returns:
+      Array with the shape stored in the header and the element type of its type code, in
+      native byte order (e.g. ``[N, 28, 28]`` uint8 for MNIST images, ``[N]`` uint8 for labels).
+
+    Raises:
+      FileNotFoundError: If ``path`` does not exist.
+      ValueError: Naming the file, if the header is corrupt (magic bytes not zero, unknown type
+        code, incomplete dimension list) or the data is shorter or longer than the header says.
+    """
+    path = pathlib.Path(path)
+    raw = _read_bytes(path)
+    dtype, dims, header_len = parse_idx_header(raw, path)
+    expected = math.prod(dims) * dtype.itemsize
+    found = len(raw) - header_len
+    _check_data_length(path, dims, dtype, expected, found)
     data = np.frombuffer(raw, dtype=dtype, count=math.prod(dims), offset=header_len)
     return data.reshape(dims).astype(dtype.newbyteorder("="))
 
@@ -128,6 +186,71 @@ def _find(root: pathlib.Path, names: tuple[str, ...], what: str) -> pathlib.Path
     raise FileNotFoundError(f"no {what} file in {root}; looked for: {', '.join(names)}")
 
 
+def infer_num_classes(labels: np.ndarray, path: pathlib.Path) -> int:
+    """``max(label) + 1``, refused when some class below the maximum never occurs.
+
+    A class-per-label file of a classification split (MNIST, Fashion-MNIST, ...) holds every
+    class; a gap means a corrupt byte (one bad byte in t10k-labels would otherwise make a
+    256-class dataset whose model silently scores 0 on those classes).
+    """
+    if not labels.size:
+        return 1
+    counts = np.bincount(labels.astype(np.int64))
+    missing = np.flatnonzero(counts == 0)
+    if missing.size:
+        rare = np.flatnonzero((counts > 0) & (counts <= max(1, labels.size // 1000)))
+        raise ValueError(
+            f"labels in {path} skip class(es) {missing[:10].tolist()}"
+            f"{' ...' if missing.size > 10 else ''} below the largest label {labels.max()} "
+            f"(rare labels: {rare[:10].tolist()}); a corrupt file? Pass num_classes= to load "
+            "it anyway"
+        )
+    return int(counts.size)
+
+
+def open_idx_split(
+    path: str | os.PathLike, split: str, *, mapped: bool
+) -> tuple[pathlib.Path, pathlib.Path, np.ndarray, np.ndarray]:
+    """Finds and checks a split's image and label files (see :func:`load_idx_dir`).
+
+    Args:
+      path: Directory holding the IDX files.
+      split: ``"train"`` or ``"test"``.
+      mapped: Open with :func:`open_idx` (raw files memory-mapped) instead of
+        :func:`read_idx` (read into memory).
+
+    Returns:
+      ``(image_path, label_path, images [N, H, W] uint8, labels [N] int)``.
+
+    Raises:
+      FileNotFoundError: If ``path`` is not a directory or a file is missing.
+      ValueError: If a file is corrupt or the images and labels do not match.
+    """
+    image_names, label_names = idx_file_names(split)
+    root = pathlib.Path(path)
+    if not root.is_dir():
+        raise FileNotFoundError(f"path must be a directory of IDX files, got {str(root)!r}")
+    image_path = _find(root, image_names, f"{split} images")
+    label_path = _find(root, label_names, f"{split} labels")
+    opener = open_idx if mapped else read_idx
+    images = opener(image_path)
+    labels = np.asarray(opener(label_path))
+    if images.ndim != 3 or images.dtype != np.uint8:
+        raise ValueError(
+            f"{image_path} must hold a [N, H, W] uint8 array, got {images.shape} {images.dtype}"
+        )
+    if labels.ndim != 1 or not np.issubdtype(labels.dtype, np.integer):
+        raise ValueError(
+            f"{label_path} must hold a [N] integer array, got {labels.shape} {labels.dtype}"
+        )
+    if labels.shape[0] != images.shape[0]:
+        raise ValueError(
+            f"{image_path} holds {images.shape[0]} images but {label_path} holds "
+            f"{labels.shape[0]} labels"
+        )
+    return image_path, label_path, images, labels
+
+
 def load_idx_dir(
     path: str | os.PathLike,
     split: str = "test",
@@ -144,7 +267,8 @@ def load_idx_dir(
     Args:
       path: Directory holding the IDX files.
       split: ``"train"`` or ``"test"``.
-      num_classes: Number of classes; ``None`` uses ``max(label) + 1`` (10 for MNIST).
+      num_classes: Number of classes; ``None`` uses ``max(label) + 1`` (10 for MNIST) and
+        refuses labels that skip a class (the sign of a corrupt label byte).
 
     Returns:
       Dataset named ``"<directory name>-<split>"`` with images ``[N, H, W, 1]`` float32 in
@@ -153,31 +277,13 @@ def load_idx_dir(
     Raises:
       FileNotFoundError: If ``path`` is not a directory or a file is missing (the message lists
         every name looked for).
-      ValueError: If a file is corrupt or the images and labels do not match.
+      ValueError: If a file is corrupt, the images and labels do not match, or (with
+        ``num_classes=None``) the labels skip a class.
     """
-    image_names, label_names = idx_file_names(split)
     root = pathlib.Path(path)
-    if not root.is_dir():
-        raise FileNotFoundError(f"path must be a directory of IDX files, got {str(root)!r}")
-    image_path = _find(root, image_names, f"{split} images")
-    label_path = _find(root, label_names, f"{split} labels")
-    images = read_idx(image_path)
-    labels = read_idx(label_path)
-    if images.ndim != 3 or images.dtype != np.uint8:
-        raise ValueError(
-            f"{image_path} must hold a [N, H, W] uint8 array, got {images.shape} {images.dtype}"
-        )
-    if labels.ndim != 1 or not np.issubdtype(labels.dtype, np.integer):
-        raise ValueError(
-            f"{label_path} must hold a [N] integer array, got {labels.shape} {labels.dtype}"
-        )
-    if labels.shape[0] != images.shape[0]:
-        raise ValueError(
-            f"{image_path} holds {images.shape[0]} images but {label_path} holds "
-            f"{labels.shape[0]} labels"
-        )
+    _, label_path, images, labels = open_idx_split(root, split, mapped=False)
     if num_classes is None:
-        num_classes = int(labels.max()) + 1 if labels.size else 1
+        num_classes = infer_num_classes(labels, label_path)
     return Dataset(
         images=images[..., None].astype(np.float32) / np.float32(255.0),
         labels=labels.astype(np.int32),

@@ -16,12 +16,12 @@ from svebi_jax.data.dataset import Dataset
 __all__ = ["load_tfds"]
 
 
-def _import_tfds():
+def _import_tfds(caller: str = "load_tfds"):
     try:
         return importlib.import_module("tensorflow_datasets")
     except ImportError as err:
         raise ImportError(
-            "load_tfds needs tensorflow-datasets, which is not installed; install the 'tfds' "
+            f"{caller} needs tensorflow-datasets, which is not installed; install the 'tfds' "
             "extra: pip install svebi-jax[tfds]"
         ) from err
 

@@ -1,8 +1,21 @@
-"""Evaluation metrics: insertion/deletion (RISE), filter ablation, sanity checks."""
+"""Evaluation metrics: insertion/deletion (RISE), filter ablation, sanity checks.
+
+The metrics of explanation methods take an attribution function
+``attr_fn(params, images, target) -> [B, H, W]`` (:mod:`svebi_jax.attribution`) and say which
+direction is better (``higher_is_better``).
+"""
 
 from svebi_jax.metrics.ablation import AblationResult, ablation_curve, random_like_masks
-from svebi_jax.metrics.insdel import CausalMetricResult, auc, gaussian_blur, insertion_deletion
+from svebi_jax.metrics.insdel import (
+    CausalMetricResult,
+    InsertionDeletion,
+    auc,
+    gaussian_blur,
+    insertion_deletion,
+    insertion_deletion_from_maps,
+)
 from svebi_jax.metrics.sanity import (
+    RandomizationCheck,
     model_randomization_check,
     randomize_params,
     spearman_rank_correlation,
@@ -11,10 +24,13 @@ from svebi_jax.metrics.sanity import (
 __all__ = [
     "AblationResult",
     "CausalMetricResult",
+    "InsertionDeletion",
+    "RandomizationCheck",
     "ablation_curve",
     "auc",
     "gaussian_blur",
     "insertion_deletion",
+    "insertion_deletion_from_maps",
     "model_randomization_check",
     "random_like_masks",
     "randomize_params",

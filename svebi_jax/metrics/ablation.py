@@ -14,12 +14,17 @@ mask sets along the μ path are evaluated once.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+import functools
+from collections.abc import Mapping
 from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
 import numpy as np
+
+from svebi_jax import _validation as V
+from svebi_jax import batching
+from svebi_jax.protocols import ApplyFn
 
 Array = jax.Array
 
@@ -70,7 +75,7 @@ def random_like_masks(
 
 
 def _correct_per_class(
-    apply_fn: Callable, params, images, labels, valid, mask_sets, num_classes: int
+    apply_fn: ApplyFn, params, images, labels, valid, mask_sets, num_classes: int
 ) -> Array:
     """``[S, K]`` correct counts of a batch under each of the ``S`` stacked mask sets."""
 
@@ -83,11 +88,30 @@ def _correct_per_class(
     return jax.lax.map(one, mask_sets)
 
 
+@functools.lru_cache(maxsize=16)
+def _ablation_step(apply_fn: ApplyFn, num_classes: int):
+    """The compiled step, built once per model (not per call of :func:`ablation_curve`)."""
+
+    def step(params, images, labels, valid, mask_sets):
+        return _correct_per_class(apply_fn, params, images, labels, valid, mask_sets, num_classes)
+
+    return jax.jit(step)
+
+
+def _check_model_classes(apply_fn, params, one_image, num_classes: int) -> None:
+    abstract = jax.ShapeDtypeStruct(one_image.shape, one_image.dtype)
+    out = jax.eval_shape(lambda p, x: apply_fn(p, x), params, abstract)
+    if out.logits.shape[-1] != num_classes:
+        raise ValueError(
+            f"class_masks have K = {num_classes} classes but the model has {out.logits.shape[-1]}"
+        )
+
+
 def ablation_curve(
-    apply_fn: Callable,
+    apply_fn: ApplyFn,
     params,
-    images: np.ndarray,
-    labels: np.ndarray,
+    images,
+    labels: np.ndarray | None,
     class_masks: Mapping[str, np.ndarray],
     *,
     mu: np.ndarray,
@@ -101,8 +125,10 @@ def ablation_curve(
       apply_fn: ``apply_fn(params, images, *, masks) -> SNNOutput`` (``masks`` maps a spiking
         layer name to a ``[B, C]`` multiplier of its spikes).
       params: model parameters.
-      images: ``[N, H, W, C]`` evaluation images.
-      labels: ``[N]`` int true labels in ``[0, K)``.
+      images: ``[N, H, W, C]`` evaluation images, or any data the batching interface takes
+        (a :class:`~svebi_jax.data.Dataset`, an iterable of ``(images, labels)`` batches;
+        :mod:`svebi_jax.batching`) with ``labels=None``.
+      labels: ``[N]`` int true labels in ``[0, K)`` for an image array, else ``None``.
       class_masks: ``{layer: [P, K, C_l]}`` 0/1 relevant-filter masks, one ``[K, C_l]`` per μ.
       mu: ``[P]`` the μ values (for the record).
       key: PRNG key for the random draws.
@@ -110,17 +136,32 @@ def ablation_curve(
       batch_size: images per compiled batch (the last batch is padded).
 
     Returns:
-      :class:`AblationResult`.
+      :class:`AblationResult`. Relevant filters matter when ``relevant`` lies below
+      ``random`` (their ablation costs more accuracy than ablating as many random ones).
+
+    Raises:
+      ValueError: bad images, labels outside ``[0, K)``, masks that are not 0/1
+        ``[P, K, C]`` or do not match ``mu`` and the model's classes, or non-positive
+        ``n_random``/``batch_size``.
+
+    The compiled step is cached per ``apply_fn``: repeated calls (e.g. other masks, another
+    seed's parameters) compile again only when the number of distinct mask sets changes.
     """
-    images = np.asarray(images, np.float32)
-    labels = np.asarray(labels, np.int32)
+    in_memory = isinstance(images, np.ndarray | jax.Array)
+    if in_memory:
+        images = V.check_images(np.asarray(images))
+        if labels is None:
+            raise ValueError("labels are required with an image array: [N] ints")
+        labels = V.check_labels(np.asarray(labels), n=images.shape[0])
+    elif labels is not None:
+        raise ValueError("labels must be None when images is a Dataset or a stream of batches")
+    n_random = V.check_positive_int("n_random", n_random)
+    batch_size = V.check_positive_int("batch_size", batch_size)
     mu = np.asarray(mu)
-    if images.ndim != 4 or labels.shape != (images.shape[0],):
-        raise ValueError(
-            f"images must be [N, H, W, C] and labels [N], got {images.shape} and {labels.shape}"
-        )
-    if n_random < 1:
-        raise ValueError(f"n_random must be >= 1, got {n_random}")
+    if mu.ndim != 1 or mu.shape[0] < 1:
+        raise ValueError(f"mu must be a non-empty [P] array of the path's values, got {mu.shape}")
+    if not isinstance(class_masks, Mapping) or not class_masks:
+        raise ValueError("class_masks must be a non-empty {layer: [P, K, C]} mapping")
     names = sorted(class_masks)
     first = np.asarray(class_masks[names[0]])
     if first.ndim != 3 or first.shape[0] != mu.shape[0]:
@@ -129,10 +170,16 @@ def ablation_curve(
             f"got {first.shape} for {names[0]!r}"
         )
     num_mu, num_classes = first.shape[:2]
-    if labels.size and (labels.min() < 0 or labels.max() >= num_classes):
-        raise ValueError(
-            f"labels must lie in [0, {num_classes}), got [{labels.min()}, {labels.max()}]"
-        )
+    for n in names:
+        m = np.asarray(class_masks[n])
+        if m.ndim != 3 or m.shape[:2] != (num_mu, num_classes) or not np.all((m == 0) | (m == 1)):
+            raise ValueError(
+                f"class_masks[{n!r}] must be 0/1 [P, K, C] = [{num_mu}, {num_classes}, C], "
+                f"got shape {m.shape}"
+            )
+    if in_memory:
+        _check_model_classes(apply_fn, params, images[:1], num_classes)
+        V.check_labels(labels, num_classes=num_classes)
     rand = random_like_masks(key, {n: np.asarray(class_masks[n]) for n in names}, n_random)
     # Stack: set 0 = intact model, 1..P = relevant, then R*P random sets.
     stacked = {}
@@ -145,19 +192,20 @@ def ablation_curve(
     inverse = inverse.reshape(-1)
     unique_sets = {n: jnp.asarray(stacked[n][first_of]) for n in names}
 
-    step = jax.jit(lambda p, x, y, v, m: _correct_per_class(apply_fn, p, x, y, v, m, num_classes))
-    n = images.shape[0]
+    step = batching.cached_builder(_ablation_step, apply_fn, int(num_classes))
     correct = np.zeros((uniq.shape[0], num_classes))
-    for start in range(0, n, batch_size):
-        x = images[start : start + batch_size]
-        y = labels[start : start + batch_size]
-        pad = batch_size - x.shape[0]
-        valid = np.arange(batch_size) < x.shape[0]
-        if pad:
-            x = np.concatenate([x, np.zeros((pad,) + x.shape[1:], x.dtype)])
-            y = np.concatenate([y, np.zeros(pad, y.dtype)])
-        correct += np.asarray(step(params, x, y, valid, unique_sets))
-    counts = np.bincount(labels, minlength=num_classes).astype(np.float64)
+    counts = np.zeros(num_classes)
+    checked = in_memory
+    for batch in batching.iter_batches(images, batch_size, labels=labels):
+        if batch.labels is None:
+            raise ValueError("images: the ablation needs labels; the batches carry none")
+        if not checked:
+            _check_model_classes(apply_fn, params, batch.images[:1], num_classes)
+            checked = True
+        y = V.check_labels(batch.labels[: batch.count], num_classes=num_classes)
+        valid = np.arange(batch_size) < batch.count
+        correct += np.asarray(step(params, batch.images, batch.labels, valid, unique_sets))
+        counts += np.bincount(y, minlength=num_classes)
     present = counts > 0
     acc = correct[inverse][:, present] / counts[present]  # [1 + P + R*P, K']
     class_mean = acc.mean(axis=1)

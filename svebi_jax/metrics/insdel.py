@@ -4,6 +4,21 @@ This module replicates ``CausalMetric`` from RISE (Petsiuk et al., 2018, ``evalu
 ``eclique/RISE``) step for step, but builds every perturbed image of a chunk at once with a rank
 mask and runs one batched, jit-compiled forward pass per chunk instead of a Python loop.
 
+Two entry points:
+
+- :func:`insertion_deletion` takes an attribution function
+  (``attr_fn(params, images, target) -> [B, H, W]``, :mod:`svebi_jax.attribution`) and the
+  model (``apply_fn``, ``params``), computes the maps and scores both games. Parameters are
+  arguments of the compiled computation: new ``params`` (e.g. another seed's model) and new
+  images of the same shape reuse it.
+- :func:`insertion_deletion_from_maps` scores maps computed elsewhere with a
+  ``predict_fn(images) -> logits``.
+
+Results say which direction is better (:attr:`CausalMetricResult.higher_is_better`: insertion
+↑, deletion ↓). Other causal metrics (e.g. ROAD's remove-and-debias) follow the same shape: a
+function of ``(attr_fn, apply_fn, params, images)`` returning per-image scores, their mean and
+the direction.
+
 For an image :math:`x` with :math:`P = HW` pixels, a saliency map :math:`s`, a substrate
 :math:`z` and ``step`` pixels per step, the pixels are ranked by decreasing saliency
 (:math:`r_p \\in \\{0, \\dots, P-1\\}`) and the curve has :math:`n + 1` points with
@@ -31,21 +46,26 @@ from __future__ import annotations
 import functools
 import math
 from collections.abc import Callable
-from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
 import numpy as np
+from flax import struct
 from jax import lax
 
+from svebi_jax import _validation as V
+from svebi_jax import batching
 from svebi_jax._validation import is_tracer as _is_tracer
+from svebi_jax.protocols import ApplyFn, logits_of
 
 __all__ = [
     "CausalMetricResult",
+    "InsertionDeletion",
     "auc",
     "gaussian_blur",
     "gaussian_kernel",
     "insertion_deletion",
+    "insertion_deletion_from_maps",
     "pixel_order",
 ]
 
@@ -53,8 +73,9 @@ _MODES = ("insertion", "deletion")
 _SUBSTRATES = ("zeros", "blur")
 
 
-class CausalMetricResult(NamedTuple):
-    """Result of :func:`insertion_deletion` (a pytree).
+@struct.dataclass
+class CausalMetricResult:
+    """Result of one causal game (a pytree; ``metric`` and ``higher_is_better`` are static).
 
     Attributes:
       curves: ``[B, n_steps + 1]`` float32, score of the original class after ``i * step``
@@ -65,7 +86,10 @@ class CausalMetricResult(NamedTuple):
         number RISE's ``CausalMetric.evaluate`` prints. Because the AUC is linear in the curve it
         equals ``mean_auc`` up to floating-point rounding.
       classes: ``[B]`` int32, class predicted on the unperturbed images (``argmax`` of
-        ``predict_fn(images)``), whose score the curves follow.
+        the model's logits), whose score the curves follow.
+      metric: ``"insertion"`` or ``"deletion"``.
+      higher_is_better: ``True`` for insertion (the class should come back fast), ``False``
+        for deletion (it should go away fast).
     """
 
     curves: jax.Array
@@ -73,6 +97,23 @@ class CausalMetricResult(NamedTuple):
     mean_auc: jax.Array
     auc_of_mean_curve: jax.Array
     classes: jax.Array
+    metric: str = struct.field(pytree_node=False, default="insertion")
+    higher_is_better: bool = struct.field(pytree_node=False, default=True)
+
+
+@struct.dataclass
+class InsertionDeletion:
+    """Both games for one attribution method (a pytree).
+
+    Attributes:
+      insertion: :class:`CausalMetricResult` of insertion (higher is better).
+      deletion: :class:`CausalMetricResult` of deletion (lower is better).
+      maps: ``[B, H, W]`` float32 the attribution maps that were scored.
+    """
+
+    insertion: CausalMetricResult
+    deletion: CausalMetricResult
+    maps: jax.Array
 
 
 def auc(curve: jax.Array) -> jax.Array:
@@ -225,12 +266,10 @@ def gaussian_blur(images: jax.Array, *, kernel_size: int = 11, sigma: float = 5.
 
 
 def _check_positive_int(name: str, value, upper: int | None = None) -> int:
-    if isinstance(value, bool) or not isinstance(value, int | np.integer):
-        raise ValueError(f"{name} must be a positive int, got {value!r}")
-    if value < 1 or (upper is not None and value > upper):
-        bound = f" in [1, {upper}]" if upper is not None else ""
-        raise ValueError(f"{name} must be a positive int{bound}, got {value!r}")
-    return int(value)
+    value = V.check_positive_int(name, value)
+    if upper is not None and value > upper:
+        raise ValueError(f"{name} must be a positive int in [1, {upper}], got {value!r}")
+    return value
 
 
 def _chunked_map(fn: Callable[[jax.Array], jax.Array], n: int, chunk_size: int) -> jax.Array:
@@ -241,16 +280,49 @@ def _chunked_map(fn: Callable[[jax.Array], jax.Array], n: int, chunk_size: int) 
     return out.reshape(n_chunks * chunk_size, *out.shape[2:])[:n]
 
 
+class _FixedParams:
+    """A ``predict_fn(images)`` seen as ``fn(params, images)`` (hashes like ``predict_fn``)."""
+
+    def __init__(self, predict_fn):
+        self.predict_fn = predict_fn
+
+    def __call__(self, params, images):
+        return self.predict_fn(images)
+
+    def __hash__(self):
+        return hash(self.predict_fn)
+
+    def __eq__(self, other):
+        return isinstance(other, _FixedParams) and other.predict_fn == self.predict_fn
+
+
+class _Logits:
+    """``apply_fn`` seen as ``fn(params, images) -> logits`` (hashes like ``apply_fn``)."""
+
+    def __init__(self, apply_fn):
+        self.apply_fn = apply_fn
+
+    def __call__(self, params, images):
+        return logits_of(self.apply_fn(params, images))
+
+    def __hash__(self):
+        return hash(self.apply_fn)
+
+    def __eq__(self, other):
+        return isinstance(other, _Logits) and other.apply_fn == self.apply_fn
+
+
 @functools.partial(
     jax.jit,
     static_argnames=("predict_fn", "mode", "step", "chunk_size", "apply_softmax"),
 )
 def _insdel(
+    params,
     images: jax.Array,
     saliency: jax.Array,
     substrate: jax.Array,
     *,
-    predict_fn: Callable[[jax.Array], jax.Array],
+    predict_fn: Callable[[object, jax.Array], jax.Array],
     mode: str,
     step: int,
     chunk_size: int,
@@ -263,7 +335,7 @@ def _insdel(
 
     # Class predicted on the unperturbed images (chunked like everything else).
     def predict_original(idx):
-        return jnp.argmax(predict_fn(images[idx]), axis=-1).astype(jnp.int32)
+        return jnp.argmax(predict_fn(params, images[idx]), axis=-1).astype(jnp.int32)
 
     classes = _chunked_map(predict_original, b, chunk_size)
 
@@ -284,13 +356,21 @@ def _insdel(
         changed = rank[img] < (point * step)[:, None]  # [chunk, HW]
         changed = changed.reshape(-1, h, w, 1)
         batch = jnp.where(changed, finish[img], start[img])
-        out = predict_fn(batch)
+        out = predict_fn(params, batch)
         out = out.astype(jnp.promote_types(out.dtype, jnp.float32))
         if apply_softmax:
             out = jax.nn.softmax(out, axis=-1)
         return jnp.take_along_axis(out, classes[img][:, None], axis=-1)[:, 0]
 
     curves = _chunked_map(score_chunk, b * n_points, chunk_size).reshape(b, n_points)
+    # An image or map with NaN (checked eagerly; under the caller's jit they cannot raise)
+    # gets a NaN curve: NaN saliency would otherwise rank as an arbitrary pixel order.
+    valid = (
+        V.rows_finite(images)
+        & V.rows_finite(substrate)
+        & ~jnp.any(jnp.isnan(saliency.reshape(b, -1)), axis=-1)
+    )
+    curves = V.flag_rows(curves, valid)
     per_image = auc(curves)
     return CausalMetricResult(
         curves=curves,
@@ -298,10 +378,12 @@ def _insdel(
         mean_auc=per_image.mean(),
         auc_of_mean_curve=auc(curves.mean(axis=0)),
         classes=classes,
+        metric=mode,
+        higher_is_better=mode == "insertion",
     )
 
 
-def insertion_deletion(
+def insertion_deletion_from_maps(
     predict_fn: Callable[[jax.Array], jax.Array],
     images: jax.Array,
     saliency: jax.Array,
@@ -349,7 +431,8 @@ def insertion_deletion(
 
     Returns:
       A :class:`CausalMetricResult` with ``curves`` ``[B, n_steps + 1]``, ``auc`` ``[B]``,
-      ``mean_auc`` ``[]``, ``auc_of_mean_curve`` ``[]`` and ``classes`` ``[B]``.
+      ``mean_auc`` ``[]``, ``auc_of_mean_curve`` ``[]``, ``classes`` ``[B]`` and the
+      direction (``higher_is_better``: insertion ``True``, deletion ``False``).
 
     Raises:
       ValueError: on a bad ``mode``, ``step``, ``substrate``, ``chunk_size``, on shapes that do
@@ -360,20 +443,18 @@ def insertion_deletion(
     """
     if not callable(predict_fn):
         raise TypeError(f"predict_fn must be callable, got {type(predict_fn).__name__}")
-    if not isinstance(mode, str) or mode not in _MODES:
-        raise ValueError(f"mode must be one of {_MODES}, got {mode!r}")
+    args = _check_game(images, saliency, mode, step, substrate, chunk_size, apply_softmax)
+    return _insdel(None, *args[:3], predict_fn=_FixedParams(predict_fn), **args[3])
+
+
+def _check_game(images, saliency, mode, step, substrate, chunk_size, apply_softmax):
+    """Validated ``(images, saliency, substrate, static kwargs)`` of one game."""
+    V.check_choice("mode", mode, _MODES)
     if not isinstance(apply_softmax, bool):
         raise ValueError(f"apply_softmax must be a bool, got {apply_softmax!r}")
-
-    images = jnp.asarray(images)
+    images = jnp.asarray(V.check_images(images))
     saliency = jnp.asarray(saliency)
-    if images.ndim != 4:
-        raise ValueError(f"images must have shape [B, H, W, C], got shape {images.shape}")
-    if not jnp.issubdtype(images.dtype, jnp.floating):
-        raise TypeError(f"images must be a floating-point array, got dtype {images.dtype}")
     b, h, w, _ = images.shape
-    if b == 0 or h == 0 or w == 0:
-        raise ValueError(f"images must be non-empty [B, H, W, C], got shape {images.shape}")
     if saliency.shape != (b, h, w):
         raise ValueError(
             f"saliency must have shape [B, H, W] = {(b, h, w)} to match images, "
@@ -383,16 +464,18 @@ def insertion_deletion(
         raise TypeError(f"saliency must be a real numeric array, got dtype {saliency.dtype}")
     step = _check_positive_int("step", step, upper=h * w)
     chunk_size = _check_positive_int("chunk_size", chunk_size)
-
-    if not _is_tracer(images) and not bool(jnp.all(jnp.isfinite(images))):
-        raise ValueError("images must be finite (no NaN or inf)")
     if (
         not _is_tracer(saliency)
         and jnp.issubdtype(saliency.dtype, jnp.inexact)
         and bool(jnp.any(jnp.isnan(saliency)))
     ):
         raise ValueError("saliency must not contain NaN")
+    sub = _substrate(images, substrate, mode)
+    static = dict(mode=mode, step=step, chunk_size=chunk_size, apply_softmax=apply_softmax)
+    return images, saliency, sub, static
 
+
+def _substrate(images, substrate, mode):
     if substrate is None:
         substrate = "zeros" if mode == "deletion" else "blur"
     if isinstance(substrate, str):
@@ -401,30 +484,91 @@ def insertion_deletion(
                 f"substrate must be one of {_SUBSTRATES} or an array of shape {images.shape}, "
                 f"got {substrate!r}"
             )
-        sub = jnp.zeros_like(images) if substrate == "zeros" else gaussian_blur(images)
-    else:
-        try:
-            sub = jnp.asarray(substrate)
-        except TypeError as err:
-            raise ValueError(
-                f"substrate must be one of {_SUBSTRATES} or an array of shape {images.shape}, "
-                f"got {type(substrate).__name__}"
-            ) from err
-        if sub.shape != images.shape:
-            raise ValueError(
-                f"substrate array must have the images' shape {images.shape}, got {sub.shape}"
-            )
-        if not _is_tracer(sub) and not bool(jnp.all(jnp.isfinite(sub))):
-            raise ValueError("substrate array must be finite (no NaN or inf)")
-        sub = sub.astype(images.dtype)
+        return jnp.zeros_like(images) if substrate == "zeros" else gaussian_blur(images)
+    try:
+        sub = jnp.asarray(substrate)
+    except TypeError as err:
+        raise ValueError(
+            f"substrate must be one of {_SUBSTRATES} or an array of shape {images.shape}, "
+            f"got {type(substrate).__name__}"
+        ) from err
+    if sub.shape != images.shape:
+        raise ValueError(
+            f"substrate array must have the images' shape {images.shape}, got {sub.shape}"
+        )
+    if not _is_tracer(sub) and not bool(jnp.all(jnp.isfinite(sub))):
+        raise ValueError("substrate array must be finite (no NaN or inf)")
+    return sub.astype(images.dtype)
 
-    return _insdel(
-        images,
-        saliency,
-        sub,
-        predict_fn=predict_fn,
-        mode=mode,
-        step=step,
-        chunk_size=chunk_size,
-        apply_softmax=apply_softmax,
+
+def insertion_deletion(
+    attr_fn: Callable,
+    apply_fn: ApplyFn,
+    params,
+    images: jax.Array,
+    *,
+    step: int,
+    substrate: str | jax.Array | dict[str, str | jax.Array] | None = None,
+    target: jax.Array | None = None,
+    batch_size: int | None = None,
+    chunk_size: int = 256,
+    apply_softmax: bool = True,
+) -> InsertionDeletion:
+    """Insertion and deletion of an attribution method, exactly as RISE's ``CausalMetric``.
+
+    Computes ``maps = attr_fn(params, images, target)`` (in batches of ``batch_size``), then
+    plays both games of :func:`insertion_deletion_from_maps` on them with the model's
+    logits (``apply_fn(params, x).logits``). ``params`` are an argument of the compiled
+    games, so scoring another model of the same architecture (another seed, a randomized
+    copy) or other images of the same shape does not recompile.
+
+    Args:
+      attr_fn: ``attr_fn(params, images, target) -> [B, H, W]`` (:mod:`svebi_jax.attribution`).
+      apply_fn: the model (:class:`svebi_jax.protocols.ApplyFn`).
+      params: its parameters.
+      images: ``[B, H, W, C]`` float images.
+      step: pixels changed per step, in ``[1, H * W]``.
+      substrate: ``"zeros"``, ``"blur"``, a ``[B, H, W, C]`` array, or a dict
+        ``{"insertion": ..., "deletion": ...}``; default RISE's (blur for insertion, zeros
+        for deletion). For MNIST-like data pass ``"zeros"``.
+      target: ``[B]`` classes the maps explain; default ``None``: each image's predicted
+        class (the class whose probability the curves follow).
+      batch_size: images per call of ``attr_fn`` (bounds its memory); default all at once.
+      chunk_size: perturbed images per forward pass of the games.
+      apply_softmax: score probabilities (``True``, RISE) or raw logits.
+
+    Returns:
+      :class:`InsertionDeletion` (``insertion`` ↑ and ``deletion`` ↓ results, ``maps``).
+
+    Raises:
+      ValueError/TypeError: as :func:`insertion_deletion_from_maps`, and when ``attr_fn``
+        does not return ``[B, H, W]`` maps.
+    """
+    if not callable(attr_fn):
+        raise TypeError(f"attr_fn must be callable, got {type(attr_fn).__name__}")
+    if not callable(apply_fn):
+        raise TypeError(f"apply_fn must be callable, got {type(apply_fn).__name__}")
+    images = jnp.asarray(V.check_images(images))
+    b = images.shape[0]
+    subs = substrate if isinstance(substrate, dict) else {m: substrate for m in _MODES}
+    if set(subs) != set(_MODES):
+        raise ValueError(f"substrate dict must have the keys {_MODES}, got {sorted(subs)}")
+    batch_size = b if batch_size is None else V.check_positive_int("batch_size", batch_size)
+    if target is not None:
+        target = V.check_classes(target, batch=b, name="target")
+    maps = batching.map_batches(
+        lambda i: attr_fn(params, images[i], None if target is None else target[i]),
+        np.arange(b),
+        batch_size,
+        pad=False,
     )
+    maps = jnp.asarray(maps)
+    if maps.shape != images.shape[:3]:
+        raise ValueError(
+            f"attr_fn must return [B, H, W] = {tuple(images.shape[:3])} maps, got {maps.shape}"
+        )
+    games = {}
+    for mode in _MODES:
+        args = _check_game(images, maps, mode, step, subs[mode], chunk_size, apply_softmax)
+        games[mode] = _insdel(params, *args[:3], predict_fn=_Logits(apply_fn), **args[3])
+    return InsertionDeletion(games["insertion"], games["deletion"], maps)

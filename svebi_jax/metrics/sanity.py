@@ -21,12 +21,15 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 import numpy as np
+from flax import struct
 
+from svebi_jax import _validation as V
 from svebi_jax._validation import is_tracer as _is_tracer
 
 __all__ = [
     "RANDOM_INITS",
     "TIE_METHODS",
+    "RandomizationCheck",
     "model_randomization_check",
     "randomize_params",
     "rankdata",
@@ -109,7 +112,13 @@ def spearman_rank_correlation(a: Array, b: Array, *, ties: str = "average") -> A
     rb = rb - rb.mean(axis=-1, keepdims=True)
     num = (ra * rb).sum(axis=-1)
     den = jnp.sqrt((ra * ra).sum(axis=-1) * (rb * rb).sum(axis=-1))
-    return jnp.where(den > 0, num / jnp.where(den > 0, den, 1.0), jnp.nan)
+    rho = jnp.where(den > 0, num / jnp.where(den > 0, den, 1.0), jnp.nan)
+    # NaN maps (checked when concrete; a flag from upstream under jit) rank as numbers
+    # otherwise: their correlation is NaN, never a plausible value.
+    valid = ~jnp.any(jnp.isnan(a.reshape(a.shape[0], -1)), -1) & ~jnp.any(
+        jnp.isnan(b.reshape(b.shape[0], -1)), -1
+    )
+    return V.flag_rows(rho, valid)
 
 
 def _path_names(path) -> set[str]:
@@ -234,50 +243,76 @@ def randomize_params(
     return jax.tree_util.tree_unflatten(treedef, out)
 
 
+@struct.dataclass
+class RandomizationCheck:
+    """Result of :func:`model_randomization_check` (a pytree; ``higher_is_better`` static).
+
+    Attributes:
+      mean: ``[]`` mean Spearman correlation over images with a defined correlation (NaN if
+        none).
+      per_image: ``[B]`` Spearman correlations between the maps of the trained and the
+        randomized model (NaN for a constant map).
+      num_undefined: ``[]`` int, number of NaN correlations.
+      original: ``[B, H, W]`` maps of the trained model.
+      randomized: ``[B, H, W]`` maps of the randomized model.
+      higher_is_better: ``False``: a method whose maps depend on what the model learned
+        changes them when the weights are randomized (low correlation passes the check).
+    """
+
+    mean: jax.Array
+    per_image: jax.Array
+    num_undefined: jax.Array
+    original: jax.Array
+    randomized: jax.Array
+    higher_is_better: bool = struct.field(pytree_node=False, default=False)
+
+    def __getitem__(self, key: str):
+        """Dict-style access (``check["mean"]``), as returned before this was a class."""
+        return getattr(self, key)
+
+
 def model_randomization_check(
-    saliency_fn: Callable[[Callable, Any, Array], Array],
-    apply_fn: Callable,
+    attr_fn: Callable[..., Array],
     params: Any,
     random_params: Any,
     images: Array,
     *,
+    target: Array | None = None,
     absolute: bool = False,
     ties: str = "average",
-) -> dict[str, Array]:
-    """Adebayo et al.'s model-parameter randomization test.
+) -> RandomizationCheck:
+    """Adebayo et al.'s model-parameter randomization test of an attribution method.
 
     Args:
-      saliency_fn: ``saliency_fn(apply_fn, params, images) -> [B, H, W]`` maps (bind the
-        method's options with :func:`functools.partial` or a lambda).
-      apply_fn: the model, ``apply_fn(params, images) -> SNNOutput``.
+      attr_fn: ``attr_fn(params, images, target) -> [B, H, W]`` maps
+        (:mod:`svebi_jax.attribution`).
       params: the trained parameters.
       random_params: randomized parameters (e.g. from :func:`randomize_params`).
       images: ``[B, H, W, C]`` float images.
+      target: ``[B]`` classes both models' maps explain; default ``None`` (each model's own
+        prediction).
       absolute: compare :math:`|\\text{map}|` (Adebayo et al. report both the signed and the
         absolute-value comparison).
       ties: rank tie method, see :func:`rankdata`.
 
     Returns:
-      ``{"mean": [] mean correlation over images with a defined correlation (NaN if none),
-      "per_image": [B] Spearman correlations, "num_undefined": [] int count of NaN
-      correlations (constant maps), "original": [B, H, W] maps of the trained model,
-      "randomized": [B, H, W] maps of the randomized model}``.
+      :class:`RandomizationCheck` (lower correlation is better).
 
     Raises:
-      ValueError: if the maps are not ``[B, H, W]`` with ``B`` = the number of images.
+      ValueError: bad ``images``, or maps that are not ``[B, H, W]`` with ``B`` = the number
+        of images.
     """
-    if not callable(saliency_fn):
-        raise TypeError(f"saliency_fn must be callable, got {type(saliency_fn).__name__}")
-    images = jnp.asarray(images)
-    if images.ndim != 4:
-        raise ValueError(f"images must be [B, H, W, C], got shape {tuple(images.shape)}")
-    original = jnp.asarray(saliency_fn(apply_fn, params, images))
-    randomized = jnp.asarray(saliency_fn(apply_fn, random_params, images))
+    if not callable(attr_fn):
+        raise TypeError(f"attr_fn must be callable, got {type(attr_fn).__name__}")
+    V.check_bool("absolute", absolute)
+    images = jnp.asarray(V.check_images(images))
+    original = jnp.asarray(attr_fn(params, images, target))
+    randomized = jnp.asarray(attr_fn(random_params, images, target))
     expected = tuple(images.shape[:3])
     for name, m in (("original", original), ("randomized", randomized)):
         if tuple(m.shape) != expected:
             raise ValueError(
-                f"saliency_fn must return [B, H, W] = {expected} maps, got {tuple(m.shape)} "
+                f"attr_fn must return [B, H, W] = {expected} maps, got {tuple(m.shape)} "
                 f"({name} params)"
             )
     a, b = (jnp.abs(original), jnp.abs(randomized)) if absolute else (original, randomized)
@@ -285,10 +320,4 @@ def model_randomization_check(
     defined = ~jnp.isnan(rho)
     n_def = defined.sum()
     mean = jnp.where(n_def > 0, jnp.where(defined, rho, 0.0).sum() / jnp.maximum(n_def, 1), jnp.nan)
-    return {
-        "mean": mean,
-        "per_image": rho,
-        "num_undefined": (~defined).sum(),
-        "original": original,
-        "randomized": randomized,
-    }
+    return RandomizationCheck(mean, rho, (~defined).sum(), original, randomized)

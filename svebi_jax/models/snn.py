@@ -7,16 +7,17 @@ functional API (explanations, metrics, training).
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 
 import jax
 import jax.numpy as jnp
 from flax import nnx
 
+from svebi_jax import _validation as V
 from svebi_jax import layers as L
+from svebi_jax.protocols import ApplyFn, ModelInfo
 
 Array = jax.Array
-ApplyFn = Callable[..., L.SNNOutput]
 
 
 class SpikingNetwork(nnx.Module):
@@ -54,6 +55,8 @@ class SpikingNetwork(nnx.Module):
                     kernel_size=(k, k),
                     strides=spec.stride,
                     padding=[(spec.padding, spec.padding)] * 2,
+                    kernel_dilation=spec.dilation,
+                    feature_group_count=spec.groups,
                     use_bias=spec.use_bias,
                     rngs=rngs,
                 )
@@ -106,14 +109,19 @@ class SpikingNetwork(nnx.Module):
 
         Returns:
           :class:`~svebi_jax.layers.SNNOutput` (``[B, K]`` logits and recorded spike maps).
+          Under a transformation (``jit``, ``grad``, ...) the rows of images with a NaN or
+          inf pixel are NaN (logits and spike maps), since the check cannot raise there.
+
+        Raises:
+          ValueError: images of the wrong rank, size, channels or time length, integer
+            images (refused, not rescaled), or (when concrete) NaN/inf pixels.
         """
-        images = jnp.asarray(images)
-        L.check_inputs(images, self.input_shape, self.config.num_steps)
-        return L.run_network(
+        return run_checked(
             self.layers,
             self.weights(),
             images,
             config=self.config,
+            input_shape=self.input_shape,
             mode=mode,
             record=record,
             masks=masks,
@@ -124,19 +132,94 @@ class SpikingNetwork(nnx.Module):
         return self.forward(images, **kwargs).logits
 
 
+def run_checked(
+    layers: Sequence[L.LayerSpec],
+    params,
+    images: Array,
+    *,
+    config: L.SNNConfig,
+    input_shape: tuple[int, int, int],
+    record: L.Record = None,
+    masks: Mapping[str, Array] | None = None,
+    mode: L.RunMode = "time_batched",
+) -> L.SNNOutput:
+    """:func:`~svebi_jax.layers.run_network` behind the model boundary's checks.
+
+    Every ``apply_fn`` of the library (:func:`functional`, :func:`svebi_jax.nir_io.from_nir`)
+    runs through here: images are checked with :func:`svebi_jax._validation.check_images`
+    (rank, ``input_shape``, ``T`` of a time-major input, float dtype, and finite values when
+    concrete). Traced images cannot be checked, and NaN/inf pixels would otherwise give
+    plausible logits (``H(NaN) = 0``: no spike), so the outputs of those images (logits and
+    recorded spike maps) are set to NaN instead.
+
+    Args:
+      layers, params, config, record, masks, mode: as :func:`~svebi_jax.layers.run_network`.
+      images: ``[B, H, W, C]`` float images or a time-major ``[T, B, H, W, C]`` input.
+      input_shape: ``(H, W, C)`` the network takes.
+
+    Returns:
+      :class:`~svebi_jax.layers.SNNOutput`.
+    """
+    images = V.check_images(
+        images, image_shape=input_shape, time_major=True, num_steps=config.num_steps
+    )
+    images = jnp.asarray(images)
+    out = L.run_network(
+        layers, params, images, config=config, mode=mode, record=record, masks=masks
+    )
+    if not V.is_tracer(images):
+        return out  # checked above: every image is finite
+    valid = V.rows_finite(images, axis=images.ndim - 4)
+    logits = V.flag_rows(out.logits, valid)
+    spikes = {n: V.flag_rows(v, valid, axis=v.ndim - 4) for n, v in out.spikes.items()}
+    return L.SNNOutput(logits, spikes)
+
+
+class FunctionalModel:
+    """The pure ``apply_fn`` of a :class:`SpikingNetwork` (see :func:`functional`).
+
+    ``apply_fn(params, images, *, record=None, masks=None, mode="time_batched")`` returns an
+    :class:`~svebi_jax.layers.SNNOutput`. ``apply_fn.info`` is the model's static
+    :class:`~svebi_jax.protocols.ModelInfo` (input shape, ``K``, ``T``, conv layers,
+    geometry). Instances hash by identity, so jitted functions keyed by ``apply_fn`` compile
+    once per model.
+    """
+
+    def __init__(self, graphdef, info: ModelInfo):
+        self._graphdef = graphdef
+        self.info = info
+
+    def __call__(self, params, images, **kwargs) -> L.SNNOutput:
+        return nnx.merge(self._graphdef, params).forward(images, **kwargs)
+
+    def __repr__(self) -> str:
+        i = self.info
+        return (
+            f"FunctionalModel(input_shape={i.input_shape}, num_classes={i.num_classes}, "
+            f"num_steps={i.num_steps}, conv_layers={i.conv_layers})"
+        )
+
+
 def functional(model: SpikingNetwork) -> tuple[ApplyFn, nnx.State]:
     """Splits a model into a pure ``apply_fn`` and its parameter pytree.
 
     ``apply_fn(params, images, *, record=None, masks=None, mode="time_batched")`` returns an
     :class:`~svebi_jax.layers.SNNOutput`; it is a pure function of ``params`` and composes with
-    ``jax.jit``, ``jax.vmap`` and ``jax.grad``.
+    ``jax.jit``, ``jax.vmap`` and ``jax.grad`` (it follows
+    :class:`svebi_jax.protocols.ApplyFn`). ``apply_fn.info`` describes the model
+    (:class:`~svebi_jax.protocols.ModelInfo`).
 
     Returns:
       ``(apply_fn, params)`` where ``params`` is the model's ``nnx.State``.
     """
+    if not isinstance(model, SpikingNetwork):
+        raise TypeError(f"model must be a SpikingNetwork, got {type(model).__name__}")
     graphdef, params = nnx.split(model)
-
-    def apply_fn(params, images, **kwargs) -> L.SNNOutput:
-        return nnx.merge(graphdef, params).forward(images, **kwargs)
-
-    return apply_fn, params
+    info = ModelInfo(
+        input_shape=tuple(model.input_shape),
+        num_classes=int(model.layers[-1].features),
+        num_steps=int(model.config.num_steps),
+        conv_layers=model.conv_layer_names,
+        geometry=model.geometry,
+    )
+    return FunctionalModel(graphdef, info), params

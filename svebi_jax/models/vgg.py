@@ -47,6 +47,7 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
+from svebi_jax import _validation as V
 from svebi_jax import layers as L
 from svebi_jax.models.snn import SpikingNetwork
 
@@ -84,9 +85,7 @@ TORCHVISION_VGG19_KEYS: dict[str, str] = _torchvision_keys()
 
 
 def _check_positive_int(value, name: str) -> int:
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
-        raise ValueError(f"{name} must be a positive integer, got {value!r}")
-    return int(value)
+    return V.check_positive_int(name, value)
 
 
 # ----------------------------------------------------------------------------- architecture
@@ -97,6 +96,7 @@ def svgg19_layers(
     *,
     widths: Sequence[int] = VGG19_WIDTHS,
     hidden: int = 4096,
+    pool: str = "max",
 ) -> tuple[L.LayerSpec, ...]:
     """Layer specs of the spiking VGG19 (conv → LIF per layer, pool after each block).
 
@@ -105,11 +105,12 @@ def svgg19_layers(
       widths: output channels of the five blocks (VGG19: ``(64, 128, 256, 512, 512)``);
         shrink for tests.
       hidden: width of ``fc1`` and ``fc2`` (VGG19: 4096).
+      pool: ``"max"`` (VGG19), or ``"avg"`` / ``"sum"`` for a NIR-exportable variant.
 
     Returns:
       The 16 ``Conv(f"conv{b}_{i}", widths[b-1], 3, padding=1)`` layers in blocks of
-      ``(2, 2, 4, 4, 4)``, each followed by :class:`~svebi_jax.layers.LIF`, a
-      ``MaxPool(2)`` after each block, then ``Flatten, fc1, LIF, fc2, LIF, fc3``.
+      ``(2, 2, 4, 4, 4)``, each followed by :class:`~svebi_jax.layers.LIF`, a 2×2 pool
+      (``MaxPool(2)`` by default) after each block, then ``Flatten, fc1, LIF, fc2, LIF, fc3``.
 
     Raises:
       ValueError: if ``widths`` is not five positive integers or a size is not positive.
@@ -124,7 +125,7 @@ def svgg19_layers(
     for b, (n, width) in enumerate(zip(VGG19_BLOCKS, widths, strict=True), start=1):
         for i in range(1, n + 1):
             specs += [L.Conv(f"conv{b}_{i}", width, 3, stride=1, padding=1), L.LIF()]
-        specs.append(L.MaxPool(2))
+        specs.append(L.pool_spec(pool))
     specs += [
         L.Flatten(),
         L.Dense("fc1", hidden),
@@ -143,6 +144,7 @@ def SVGG19(
     config: L.SNNConfig | None = None,
     widths: Sequence[int] = VGG19_WIDTHS,
     hidden: int = 4096,
+    pool: str = "max",
     rngs: nnx.Rngs,
 ) -> SpikingNetwork:
     """Builds the spiking VGG19 as a :class:`SpikingNetwork`.
@@ -154,6 +156,7 @@ def SVGG19(
         ``SNNConfig(num_steps=25, beta=0.95, threshold=1.0)`` (the paper's AwA2 setting).
       widths: block widths, see :func:`svgg19_layers`.
       hidden: width of ``fc1``/``fc2``.
+      pool: ``"max"`` (VGG19), ``"avg"`` or ``"sum"`` (NIR-exportable) block pooling.
       rngs: ``nnx.Rngs`` for initialization (use :func:`load_torchvision_vgg19` for
         ImageNet weights).
 
@@ -162,7 +165,7 @@ def SVGG19(
     """
     config = config or L.SNNConfig(num_steps=25, beta=0.95, threshold=1.0)
     return SpikingNetwork(
-        svgg19_layers(num_classes, widths=widths, hidden=hidden),
+        svgg19_layers(num_classes, widths=widths, hidden=hidden, pool=pool),
         input_shape=input_shape,
         config=config,
         rngs=rngs,

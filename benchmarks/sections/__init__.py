@@ -1,0 +1,1 @@
+"""Benchmark sections: each module's ``run(ctx) -> (details, rows)`` (see ``harness``)."""

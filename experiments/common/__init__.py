@@ -1,0 +1,1 @@
+"""What every experiment shares: pipeline stages, method keys, the run directory, timing."""

@@ -1,0 +1,91 @@
+"""The explanation methods of Table 1, with structured keys instead of parsed names.
+
+A :class:`MethodKey` says what a row is (``method``, ``layer``, ``placement``, ``variant``);
+its :attr:`~MethodKey.label` is the row's name in reports and ``results.json``
+(``"SVEBI[conv1,aligned]"``, ``"SNN-Grad2D"``, ``"SAM[conv2]"``, ``"trivial: random"``).
+Code asks the key (``key.method == "SVEBI"``, ``key.placement == "stretch"``), never the label.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Mapping, Sequence
+
+import jax
+
+from svebi_jax import attribution
+from svebi_jax.attribution import COMBINED, AttrFn, SVEBIOptions
+
+SVEBI = "SVEBI"
+GRAD2D = "SNN-Grad2D"
+IG2D = "SNN-IG2D"
+SAM = "SAM"
+TRIVIAL = "trivial"
+
+
+@dataclasses.dataclass(frozen=True)
+class MethodKey:
+    """One row of the evaluation tables.
+
+    Attributes:
+      method: ``"SVEBI"``, ``"SNN-Grad2D"``, ``"SNN-IG2D"``, ``"SAM"`` or ``"trivial"``.
+      layer: the conv layer (``"combined"`` for SVEBI's fused map), or ``None``.
+      placement: SVEBI's ``"aligned"``/``"stretch"``, or ``None``.
+      variant: a trivial map's name (``"random"``, ``"input intensity"``,
+        ``"centred Gaussian"``), or ``None``.
+    """
+
+    method: str
+    layer: str | None = None
+    placement: str | None = None
+    variant: str | None = None
+
+    @property
+    def label(self) -> str:
+        if self.method == SVEBI:
+            return f"SVEBI[{self.layer},{self.placement}]"
+        if self.method == SAM:
+            return f"SAM[{self.layer}]"
+        if self.method == TRIVIAL:
+            return f"trivial: {self.variant}"
+        return self.method
+
+    @property
+    def is_svebi(self) -> bool:
+        return self.method == SVEBI
+
+    @property
+    def is_trivial(self) -> bool:
+        return self.method == TRIVIAL
+
+
+def table_methods(
+    apply_fn,
+    masks: Mapping[str, jax.Array],
+    *,
+    conv_layers: Sequence[str],
+    seed: int,
+    ig_steps: int,
+    placements: Sequence[str] = ("aligned", "stretch"),
+) -> dict[MethodKey, AttrFn]:
+    """Every method of Table 1 as an attribution function, in the table's row order.
+
+    SVEBI per layer, fused (``"combined"``) and per placement (rows sorted by label);
+    SNN-Grad2D; SNN-IG2D with ``ig_steps`` path points; SAM per conv layer
+    (receptive-field-aligned, like SVEBI); and three trivial maps (uniform noise from
+    ``seed``, the image itself, a centred Gaussian).
+    """
+    svebi = [MethodKey(SVEBI, layer, p) for p in placements for layer in (*masks, COMBINED)]
+    methods: dict[MethodKey, AttrFn] = {}
+    for key in sorted(svebi, key=lambda k: k.label):  # the row order of earlier reports
+        methods[key] = attribution.svebi(
+            apply_fn, masks, layer=key.layer, options=SVEBIOptions(placement=key.placement)
+        )
+    methods[MethodKey(GRAD2D)] = attribution.grad2d(apply_fn)
+    methods[MethodKey(IG2D)] = attribution.integrated_gradients(apply_fn, path_steps=ig_steps)
+    for layer in conv_layers:
+        methods[MethodKey(SAM, layer)] = attribution.sam(apply_fn, layer=layer)
+    methods[MethodKey(TRIVIAL, variant="random")] = attribution.random_map(jax.random.key(seed))
+    methods[MethodKey(TRIVIAL, variant="input intensity")] = attribution.input_intensity()
+    methods[MethodKey(TRIVIAL, variant="centred Gaussian")] = attribution.centered_gaussian()
+    return methods

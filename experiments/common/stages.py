@@ -1,0 +1,435 @@
+"""Pipeline stages shared by every experiment, each a small function over the library.
+
+    data → train_or_restore → accuracy → relevance (responses, μ-lasso, masks)
+         → explanation_figure → interpretation_figure → scores (insertion/deletion, coverage)
+         → ig_completeness → sanity → ablation → report
+
+Stages take the model as ``(apply_fn, params)`` and images through the library's data
+interface (:mod:`svebi_jax.batching`: a :class:`~svebi_jax.data.Dataset`, an image array, or
+an iterable of ``(images, labels)`` batches), so an experiment on streamed data reuses them.
+They return plain results (dicts of floats, arrays) and write figures into the run directory
+they are given; none of them prints more than a line per method.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import pathlib
+import shutil
+import time
+from collections.abc import Callable, Mapping
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from flax import nnx
+
+from experiments.common.methods import MethodKey
+from svebi_jax import (
+    batching,
+    checkpoint,
+    data,
+    heatmaps,
+    interpret,
+    relevance,
+    responses,
+    train,
+    viz,
+)
+from svebi_jax.attribution import AttrFn
+from svebi_jax.baselines import ig
+from svebi_jax.lasso import mu_lasso
+from svebi_jax.metrics import ablation, insdel, sanity
+from svebi_jax.models import ShallowSNN, SpikingNetwork
+
+__all__ = [
+    "Relevance",
+    "ablation_stage",
+    "accuracy",
+    "explanation_figure",
+    "ig_completeness",
+    "interpretation_figure",
+    "load_data",
+    "relevance_stage",
+    "sanity_stage",
+    "scores",
+    "take",
+    "train_or_restore",
+]
+
+
+# ----------------------------------------------------------------------------- data, model
+
+
+def load_data(spec: str, test_spec: str | None, *, test_fraction: float, seed: int):
+    """``(train, test)`` datasets: ``test_spec``'s test split, or a held-out part of ``spec``."""
+    full = data.load(spec, split="train", seed=seed)
+    if test_spec:
+        return full, data.load(test_spec, split="test", seed=seed)
+    return data.split(full, test_fraction, seed=seed)
+
+
+def take(ds, n: int):
+    """The first ``n`` examples (all when ``n`` is 0 or larger than the set)."""
+    return ds if n <= 0 or n >= len(ds) else data.subset(ds, n)
+
+
+def shallow_snn(config: train.TrainConfig, train_data) -> SpikingNetwork:
+    """The paper's MNIST model, initialized from ``config.seed`` (the default model builder)."""
+    return ShallowSNN(rngs=nnx.Rngs(config.seed), config=config.snn)
+
+
+def train_or_restore(
+    train_data,
+    *,
+    out: pathlib.Path,
+    checkpoint_dir: str | None,
+    train_config: train.TrainConfig,
+    progress: bool,
+    build_model: Callable[[train.TrainConfig, Any], SpikingNetwork] = shallow_snn,
+):
+    """The model: restored from ``checkpoint_dir`` or trained, and saved to ``out/checkpoint``.
+
+    A restored checkpoint is copied into the run (so every run directory is self-contained,
+    and replacing an earlier run never deletes the checkpoint it was started from).
+
+    Args:
+      train_data: the training set.
+      out: the run directory.
+      checkpoint_dir: a checkpoint to restore instead of training, or ``None``.
+      train_config: the training configuration.
+      progress: show a progress bar while training.
+      build_model: ``(train_config, train_data) -> SpikingNetwork`` (e.g. an SVGG19 builder).
+
+    Returns:
+      ``(model, history)``.
+    """
+    target = out / "checkpoint"
+    if checkpoint_dir:
+        model = checkpoint.restore_model(checkpoint_dir)
+        history = checkpoint.load_metrics(checkpoint_dir).get("history", {})
+        shutil.copytree(checkpoint_dir, target)
+        return model, history
+    model = build_model(train_config, train_data)
+    params, history = train.fit(model, train_data, config=train_config, progress=progress)
+    nnx.update(model, params)
+    checkpoint.save_checkpoint(
+        target,
+        nnx.state(model),
+        config=checkpoint.model_config(model) | {"train": train_config.to_dict()},
+        metrics={"history": history},
+    )
+    return model, history
+
+
+def accuracy(apply_fn, params, test_data) -> float:
+    """Test accuracy (:func:`svebi_jax.train.evaluate`)."""
+    acc, _ = train.evaluate(apply_fn, params, test_data)
+    return float(acc)
+
+
+# ----------------------------------------------------------------------------- relevance
+
+
+@dataclasses.dataclass
+class Relevance:
+    """What the relevance stage finds.
+
+    Attributes:
+      responses: the training set's :class:`~svebi_jax.responses.Responses`.
+      W: ``[m, K]`` lasso weights at ``mu``.
+      W_path: ``[P, m, K]`` weights along ``mus``.
+      mus: ``[P]`` the path's μ values.
+      masks: ``{layer: [K, C]}`` relevance masks at ``mu`` (straight from ``W``).
+      relevant: ``{class: {layer: [channels]}}`` for reports.
+      summary: the JSON-able part of ``results.json`` (``mu``, ``relevant_filters``,
+        ``layer_distribution``, ``lasso``).
+    """
+
+    responses: responses.Responses
+    W: np.ndarray
+    W_path: np.ndarray
+    mus: np.ndarray
+    masks: dict[str, np.ndarray]
+    relevant: dict
+    summary: dict
+
+
+def relevance_stage(
+    apply_fn, params, train_data, *, mu: float, mu_path_max: int, batch_size: int, timer
+) -> Relevance:
+    """Responses X, L of the training data → μ-lasso at ``mu`` and on ``1..mu_path_max``."""
+    with timer("responses"):
+        resp = responses.compute_responses(apply_fn, params, train_data, batch_size=batch_size)
+    with timer("mu_lasso"):
+        sol = jax.block_until_ready(mu_lasso(resp.X, resp.L, mu))
+    with timer("mu_lasso_path"):
+        mus = np.arange(1, mu_path_max + 1, dtype=np.float32)
+        path = jax.block_until_ready(mu_lasso(resp.X, resp.L, mus))
+    W = np.asarray(sol.W)
+    masks = {k: np.asarray(v) for k, v in relevance.masks_from_weights(W, resp.index).items()}
+    rel = relevance.relevant_filters(W, resp.index)
+    summary = {
+        "mu": mu,
+        "relevant_filters": {
+            str(c): {layer: [int(ch) for ch in chans] for layer, chans in by_layer.items()}
+            for c, by_layer in rel.items()
+        },
+        "layer_distribution": relevance.layer_distribution(rel),
+        "lasso": {
+            "objective": float(np.sum(sol.objective)),
+            "objective_per_class": np.asarray(sol.objective).tolist(),
+            "iterations": int(np.max(sol.iterations)),
+            "residual": float(np.max(sol.residual)),
+            "converged": bool(np.all(sol.converged)),
+            "path_converged": bool(np.all(path.converged)),
+        },
+    }
+    return Relevance(resp, W, np.asarray(path.W), mus, masks, rel, summary)
+
+
+# ----------------------------------------------------------------------------- figures
+
+
+def explanation_figure(apply_fn, params, images, masks, path: pathlib.Path) -> None:
+    """Fig. 4: per-layer SVEBI heatmaps of ``images``, aligned and stretched."""
+    grids = {}
+    for placement in ("aligned", "stretch"):
+        res = heatmaps.explain(apply_fn, params, images, masks, placement=placement)
+        grids[placement] = {k: np.asarray(v) for k, v in res.heatmaps.items()}
+    cols = {f"{k} ({p})": v for p in grids for k, v in grids[p].items()}
+    viz.heatmap_grid(images, cols, path=path)
+
+
+def interpretation_figure(
+    apply_fn, params, train_data, rel: Relevance, *, layer: str, top_k: int, path: pathlib.Path
+) -> None:
+    """Top-k receptive-field crops of each class's (up to 6) most relevant ``layer`` filters."""
+    crops, titles = {}, {}
+    n = len(train_data)
+    for c, per_layer in rel.relevant.items():
+        chans = per_layer[layer][:6]
+        if not chans:
+            continue
+        got = interpret.interpret_filters(
+            apply_fn,
+            params,
+            train_data,
+            rel.responses.X,
+            rel.responses.index,
+            {layer: chans},
+            k=min(top_k, n),
+        )
+        crops[c] = [got[layer][ch] for ch in chans]
+        titles[c] = [f"class {c}: {layer}#{ch}" for ch in chans]
+    if crops:
+        viz.interpretation_grid(crops, titles=titles, path=path)
+
+
+# ----------------------------------------------------------------------------- scores
+
+
+class _Timed:
+    """An ``attr_fn`` that adds its wall time (results ready) to ``seconds``."""
+
+    def __init__(self, attr_fn: AttrFn):
+        self.attr_fn = attr_fn
+        self.seconds = 0.0
+
+    def __call__(self, params, images, target=None):
+        t0 = time.perf_counter()
+        out = jax.block_until_ready(self.attr_fn(params, images, target))
+        self.seconds += time.perf_counter() - t0
+        return out
+
+
+def scores(
+    apply_fn,
+    params,
+    eval_data,
+    methods: Mapping[MethodKey, AttrFn],
+    masks: Mapping[str, Any],
+    *,
+    step: int,
+    map_batch: int = 50,
+    eval_batch: int | None = None,
+) -> dict[str, Any]:
+    """Table 1: insertion/deletion (RISE, black substrate) of every method, and SVEBI coverage.
+
+    ``eval_data`` streams through the data interface in batches of ``eval_batch`` images
+    (default: all at once, for an in-memory set); per-image AUCs are concatenated.
+
+    Returns:
+      ``{"table": {label: row}, "per_class_insertion": {label: [K]}, "curves":
+      {mode: {label: mean curve}}, "per_image": {mode: {label: [N] AUCs}}, "maps":
+      {key: [N, H, W]}, "predicted": [N], "labels": [N]}``; each row holds ``insertion``,
+      ``deletion`` (means of per-image AUCs), their AUC of the mean curve and std,
+      ``seconds_maps`` and, for SVEBI, ``coverage`` and the covered-only means.
+    """
+    if eval_batch is None:
+        eval_batch = len(eval_data)
+    games: dict[MethodKey, list] = {key: [] for key in methods}
+    seconds = {key: 0.0 for key in methods}
+    labels = []
+    for batch in batching.iter_batches(eval_data, eval_batch, pad=False):
+        labels.append(batch.labels)
+        for key, attr_fn in methods.items():
+            timed = _Timed(attr_fn)
+            games[key].append(
+                insdel.insertion_deletion(
+                    timed,
+                    apply_fn,
+                    params,
+                    jnp.asarray(batch.images),
+                    step=step,
+                    substrate="zeros",
+                    batch_size=map_batch,
+                )
+            )
+            seconds[key] += timed.seconds
+    table, per_image, maps = {}, {"insertion": {}, "deletion": {}}, {}
+    curves = {"insertion": {}, "deletion": {}}
+    for key, parts in games.items():
+        row = {"seconds_maps": round(seconds[key], 2)}
+        for mode in ("insertion", "deletion"):
+            game = _concat([getattr(p, mode) for p in parts])
+            row[mode] = float(game.mean_auc)
+            row[f"{mode}_auc_of_mean_curve"] = float(game.auc_of_mean_curve)
+            row[f"{mode}_std"] = float(np.std(np.asarray(game.auc)))
+            curves[mode][key.label] = np.asarray(game.curves).mean(0)
+            per_image[mode][key.label] = np.asarray(game.auc)
+        predicted = np.asarray(game.classes)
+        maps[key] = np.concatenate([np.asarray(p.maps) for p in parts])
+        table[key.label] = row
+        print(f"  {key.label:32s} ins {row['insertion']:.4f} del {row['deletion']:.4f}")
+    _coverage(table, methods, masks, predicted, per_image)
+    num_classes = next(iter(masks.values())).shape[0]
+    per_class = {
+        label: [
+            float(a[predicted == c].mean()) if np.any(predicted == c) else float("nan")
+            for c in range(num_classes)
+        ]
+        for label, a in per_image["insertion"].items()
+    }
+    return {
+        "table": table,
+        "per_class_insertion": per_class,
+        "curves": curves,
+        "per_image": per_image,
+        "maps": maps,
+        "predicted": predicted,
+        "labels": None if any(v is None for v in labels) else np.concatenate(labels),
+    }
+
+
+def _concat(parts: list[insdel.CausalMetricResult]) -> insdel.CausalMetricResult:
+    """One result from the results of consecutive batches (a single part is returned as is)."""
+    if len(parts) == 1:
+        return parts[0]
+    curves = jnp.concatenate([p.curves for p in parts])
+    per_image = jnp.concatenate([p.auc for p in parts])
+    return insdel.CausalMetricResult(
+        curves=curves,
+        auc=per_image,
+        mean_auc=per_image.mean(),
+        auc_of_mean_curve=insdel.auc(curves.mean(axis=0)),
+        classes=jnp.concatenate([p.classes for p in parts]),
+        metric=parts[0].metric,
+        higher_is_better=parts[0].higher_is_better,
+    )
+
+
+def _coverage(table, methods, masks, predicted, per_image) -> None:
+    """Adds SVEBI's coverage (images whose class has a relevant filter) to its rows."""
+    covered = {
+        k: np.asarray(v)
+        for k, v in relevance.has_relevant_filters(masks, jnp.asarray(predicted)).items()
+    }
+    covered["combined"] = np.any(np.stack(list(covered.values())), axis=0)
+    for key in methods:
+        if not key.is_svebi:
+            continue
+        row, cov = table[key.label], covered[key.layer]
+        row["coverage"] = float(cov.mean())
+        for mode in ("insertion", "deletion"):
+            auc_cov = per_image[mode][key.label][cov]
+            row[f"{mode}_covered"] = float(auc_cov.mean()) if auc_cov.size else float("nan")
+
+
+def save_per_image(path: pathlib.Path, scored: Mapping[str, Any]) -> None:
+    """``per_image_auc.npz``: per-image AUCs of every method (rows in table order)."""
+    names = list(scored["table"])
+    np.savez_compressed(
+        path,
+        methods=np.asarray(names),
+        insertion=np.stack([scored["per_image"]["insertion"][n] for n in names]),
+        deletion=np.stack([scored["per_image"]["deletion"][n] for n in names]),
+        predicted=scored["predicted"],
+        labels=scored["labels"],
+    )
+
+
+def ig_completeness(apply_fn, params, images, *, path_steps: int) -> dict[str, float]:
+    """How far IG's attributions are from summing to ``f(x) - f(0)`` (surrogate gradients)."""
+    comp = ig.integrated_gradients(
+        apply_fn, params, jnp.asarray(images), path_steps=path_steps
+    ).completeness
+    return {
+        "mean_abs_gap": float(jnp.mean(jnp.abs(comp.gap))),
+        "mean_abs_output_difference": float(jnp.mean(jnp.abs(comp.output_delta))),
+        "mean_relative_gap": float(jnp.mean(jnp.abs(comp.relative_gap))),
+        "n_images": int(comp.gap.shape[0]),
+    }
+
+
+def sanity_stage(
+    params, images, methods: Mapping[MethodKey, AttrFn], *, seed: int
+) -> dict[str, float]:
+    """Model randomization (Adebayo et al.): mean Spearman ρ of trained vs. random maps.
+
+    Skips the trivial maps (model-independent by construction) and stretched SVEBI maps.
+    """
+    rparams = sanity.randomize_params(params, jax.random.key(seed + 1))
+    images = jnp.asarray(images)
+    return {
+        key.label: float(sanity.model_randomization_check(fn, params, rparams, images).mean)
+        for key, fn in methods.items()
+        if not key.is_trivial and key.placement != "stretch"
+    }
+
+
+def ablation_stage(
+    apply_fn, params, abl_data, rel: Relevance, *, draws: int, seed: int, batch_size: int
+) -> ablation.AblationResult:
+    """Fig. 3a: relevant vs. random filter ablation along the μ path."""
+    num_classes = rel.responses.L.shape[1]
+    stacked = relevance.relevance_masks_path(rel.W_path, rel.responses.index, num_classes)
+    return ablation.ablation_curve(
+        apply_fn,
+        params,
+        abl_data,
+        None,
+        stacked,
+        mu=rel.mus,
+        key=jax.random.key(seed),
+        n_random=draws,
+        batch_size=batch_size,
+    )
+
+
+def ablation_rows(abl: ablation.AblationResult) -> list[dict[str, float]]:
+    """The ablation curve as JSON rows, one per μ."""
+    return [
+        {
+            "mu": float(m),
+            "full": abl.full,
+            "relevant": float(r),
+            "random": float(rd),
+            "random_std": float(sd),
+            "num_ablated": float(na),
+        }
+        for m, r, rd, sd, na in zip(
+            abl.mu, abl.relevant, abl.random, abl.random_std, abl.num_ablated, strict=True
+        )
+    ]
