@@ -551,6 +551,43 @@ def markdown(rows: list[dict], peak: dict) -> str:
     return "\n".join(lines)
 
 
+def run_rows(
+    *,
+    quick: bool,
+    rows=None,
+    rounds: int | None = None,
+    threads: int = 2,
+    echo: bool = False,
+) -> dict:
+    """Measures ``rows`` (default: the settings' rows), the sides alternated per round.
+
+    Returns:
+      ``{"machine_peak", "threads", "rows": [summarize(...) per row]}``.
+    """
+    cfg = settings(quick)
+    rows = rows or cfg["rows"]
+    rounds = rounds or cfg["rounds"]
+    peak = matmul_peak()
+    head = {"machine_peak": peak, "loadavg": _loadavg(), "threads": threads}
+    if echo:
+        print(json.dumps(head), flush=True)
+    results = []
+    with tempfile.TemporaryDirectory() as d:
+        tmp = pathlib.Path(d)
+        for row in rows:
+            load = _loadavg()
+            prepare(row, tmp, cfg)
+            sides = {"svebi": [], "peer": []}
+            for _ in range(rounds):
+                for side in ("svebi", "peer"):
+                    sides[side].append(run_side(row, side, tmp, quick, threads))
+            result = summarize(row, sides, cfg, peak, agreement(row, tmp, sides, cfg), load)
+            results.append(result)
+            if echo:
+                print(json.dumps(result), flush=True)
+    return {**head, "rows": results, "loadavg_end": _loadavg()}
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--quick", action="store_true")
@@ -563,27 +600,10 @@ def main(argv=None) -> int:
     if args.worker:
         worker(*args.worker, quick=args.quick, threads=args.threads)
         return 0
-    cfg = settings(args.quick)
-    rows = args.rows or cfg["rows"]
-    rounds = args.rounds or cfg["rounds"]
-    peak = matmul_peak()
-    print(
-        json.dumps({"machine_peak": peak, "loadavg": _loadavg(), "threads": args.threads}),
-        flush=True,
+    out = run_rows(
+        quick=args.quick, rows=args.rows, rounds=args.rounds, threads=args.threads, echo=True
     )
-    results = []
-    with tempfile.TemporaryDirectory() as d:
-        tmp = pathlib.Path(d)
-        for row in rows:
-            load = _loadavg()
-            prepare(row, tmp, cfg)
-            sides = {"svebi": [], "peer": []}
-            for _ in range(rounds):
-                for side in ("svebi", "peer"):
-                    sides[side].append(run_side(row, side, tmp, args.quick, args.threads))
-            result = summarize(row, sides, cfg, peak, agreement(row, tmp, sides, cfg), load)
-            results.append(result)
-            print(json.dumps(result), flush=True)
+    results, peak = out["rows"], out["machine_peak"]
     table = markdown(results, peak)
     print(table)
     if args.out:

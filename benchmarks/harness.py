@@ -84,6 +84,7 @@ def settings(quick: bool) -> dict[str, Any]:
     """Sizes and repeat counts of the full and the ``--quick`` run."""
     if quick:
         return {
+            "quick": True,
             "repeats": 5,  # at most; fewer (>= min_repeats) once max_time_s is spent
             "min_repeats": 2,
             "max_time_s": 1.5,
@@ -98,6 +99,7 @@ def settings(quick: bool) -> dict[str, Any]:
             "ig_steps": 50,
         }
     return {
+        "quick": False,
         "repeats": 20,
         "min_repeats": 3,
         "max_time_s": 15.0,

@@ -72,6 +72,9 @@ class SnnTorchShallow(nn.Module):
       threshold: firing threshold.
       num_steps: ``T``.
       channels, hidden, num_classes: layer widths (paper: ``(12, 64)``, 128, 10).
+      pool: ``"max"`` (the paper) or ``"avg"`` 2×2 pooling. Max pooling's gradient differs
+        between the frameworks on ties (frequent with binary spikes): torch routes it to the
+        first maximal entry, JAX shares it equally among them.
     """
 
     def __init__(
@@ -83,10 +86,14 @@ class SnnTorchShallow(nn.Module):
         channels: tuple[int, int] = (12, 64),
         hidden: int = 128,
         num_classes: int = 10,
+        pool: str = "max",
     ):
         import snntorch as snn
 
         super().__init__()
+        if pool not in ("max", "avg"):
+            raise ValueError(f"pool must be 'max' or 'avg', got {pool!r}")
+        self.pool = F.max_pool2d if pool == "max" else F.avg_pool2d
         c1, c2 = channels
         self.num_steps = num_steps
         self.conv1 = nn.Conv2d(1, c1, 5)
@@ -106,8 +113,8 @@ class SnnTorchShallow(nn.Module):
         rec1, rec2 = [], []
         for _ in range(self.num_steps):
             spk1, mem1 = self.lif1(self.conv1(x), mem1)
-            spk2, mem2 = self.lif2(self.conv2(F.max_pool2d(spk1, 2)), mem2)
-            spk3, mem3 = self.lif3(self.fc1(F.max_pool2d(spk2, 2).flatten(1)), mem3)
+            spk2, mem2 = self.lif2(self.conv2(self.pool(spk1, 2)), mem2)
+            spk3, mem3 = self.lif3(self.fc1(self.pool(spk2, 2).flatten(1)), mem3)
             acc = acc + self.fc2(spk3)
             if record:
                 rec1.append(spk1)

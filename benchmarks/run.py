@@ -17,6 +17,9 @@ Sections (``sections/<name>.py``, each ``run(ctx) -> (details, rows)``):
    1..50, vs SciPy SLSQP per class.
 4. ``insdel``: insertion/deletion for 200 images, step 28, vectorised vs a RISE-style loop.
 5. ``baselines``: Grad2D and IG (50 path points), images/s.
+6. ``peers_network``: shallow SNN training epoch and inference vs snnTorch, SVGG19 spike-map
+   collection (64², 224², T = 25) vs a per-timestep PyTorch loop, peak memory and GFLOP/s
+   against the measured matmul peak (``bench`` extra; ``--quick``: agreement checks only).
 
 A new comparison (another peer library) is one more module with the same ``run``, listed in
 :data:`SECTIONS`.
@@ -37,7 +40,7 @@ import jax  # noqa: E402
 import numpy as np  # noqa: E402
 from flax import nnx  # noqa: E402
 from harness import HERE, Context, loadavg, log, machine_info, markdown_table, settings  # noqa: E402
-from sections import baselines, insdel, lasso, lif, network  # noqa: E402
+from sections import baselines, insdel, lasso, lif, network, peers_network  # noqa: E402
 
 import svebi_jax as sv  # noqa: E402
 from svebi_jax import data  # noqa: E402
@@ -49,6 +52,7 @@ SECTIONS = {
     "lasso": lasso.run,
     "insdel": insdel.run,
     "baselines": baselines.run,
+    "peers_network": peers_network.run,
 }
 
 
