@@ -1,4 +1,6 @@
-"""Memory of an SVGG19 training step at 224², T = 25, per batch size, remat policy and dtype.
+"""Memory of SVGG19 at 224², T = 25, per batch size: training step and response extraction.
+
+``--mode train`` (default): the training step, per batch size, remat policy and dtype.
 
 Compiles (never runs) one Adam training step of the 224² SVGG19 (50 classes) with the
 execution plan an accelerator gets (no CPU chunking of convolutions; ``time_chunk`` and
@@ -8,10 +10,18 @@ stands in for a GPU's here (it fuses differently, so treat the numbers as estima
 a few tens of percent); on a machine with an accelerator, run with ``--backend gpu`` to
 compile for it instead.
 
+``--mode responses``: :func:`svebi_jax.responses.compute_responses` (the forward pass with
+``record="mean"`` reduced to per-filter energies) run for real on this machine's backend,
+one fresh subprocess per batch size: peak RSS (``VmHWM``) above the process's idle baseline
+(weights and images loaded) during the warm-up call (compilation included) and during the
+timed call, and images per second. This is the memory issue 9 bounds (at most the per-step
+PyTorch loop's, see ``bench_network_peers.py --rows svgg19_maps_224``).
+
 Usage::
 
     python benchmarks/svgg19_memory.py                    # B = 1, 2, 4, 8; remat none/chunk
     python benchmarks/svgg19_memory.py --batch 8 --remat chunk --time-chunk 5 --dtype bfloat16
+    python benchmarks/svgg19_memory.py --mode responses --batch 1 2 4
 
 Prints one JSON row per configuration.
 """
@@ -21,6 +31,10 @@ from __future__ import annotations
 import argparse
 import functools
 import json
+import os
+import pathlib
+import subprocess
+import sys
 import time
 
 import jax
@@ -107,6 +121,55 @@ def step_memory(
     }
 
 
+def responses_memory(batch: int, *, size: int, num_steps: int) -> dict:
+    """Runs ``compute_responses`` on ``batch`` real photographs in this process (a worker)."""
+    import numpy as np
+    from bench_network_peers import Memory, _vgg_images
+
+    from svebi_jax import responses
+
+    cfg = sv.SNNConfig(num_steps=num_steps, beta=0.95, reset="subtract_then_leak")
+    model = vgg.SVGG19(input_shape=(size, size, 3), num_classes=50, config=cfg, rngs=nnx.Rngs(0))
+    apply_fn, params = sv.functional(model)
+    images = _vgg_images(size, batch)
+    mem = Memory()
+    mem.baseline()
+    t0 = time.perf_counter()
+    responses.compute_responses(apply_fn, params, images, batch_size=batch)
+    first = time.perf_counter() - t0
+    mem.after_warmup()
+    t0 = time.perf_counter()
+    r = responses.compute_responses(apply_fn, params, images, batch_size=batch)
+    seconds = time.perf_counter() - t0
+    mem.after_run()
+    return {
+        "mode": "responses",
+        "batch": batch,
+        "image_size": size,
+        "num_steps": num_steps,
+        "backend": jax.default_backend(),
+        "seconds": round(seconds, 2),
+        "images_per_s": round(batch / seconds, 3),
+        "first_call_s": round(first, 1),
+        "filters": int(r.X.shape[1]),
+        "finite": bool(np.isfinite(r.X).all()),
+        **mem.as_dict(),
+        "loadavg": [round(v, 2) for v in os.getloadavg()],
+    }
+
+
+def _responses_subprocess(batch: int, size: int, num_steps: int) -> dict:
+    here = pathlib.Path(__file__).resolve().parent
+    cmd = [sys.executable, __file__, "--worker", str(batch), str(size), str(num_steps)]
+    env = dict(os.environ)
+    env["PYTHONPATH"] = os.pathsep.join([str(here.parent), str(here), env.get("PYTHONPATH", "")])
+    proc = subprocess.run(cmd, capture_output=True, text=True, env=env, check=False)
+    lines = [ln for ln in proc.stdout.splitlines() if ln.startswith("{")]
+    if proc.returncode or not lines:
+        raise RuntimeError(f"responses worker (batch {batch}) failed:\n{proc.stderr[-3000:]}")
+    return json.loads(lines[-1])
+
+
 def main(argv=None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--batch", type=int, nargs="*", default=[1, 2, 4, 8])
@@ -116,7 +179,17 @@ def main(argv=None) -> None:
     ap.add_argument("--image-size", type=int, default=224)
     ap.add_argument("--num-steps", type=int, default=25)
     ap.add_argument("--backend", default="gpu", help="whose execution plan to compile")
+    ap.add_argument("--mode", choices=("train", "responses"), default="train")
+    ap.add_argument("--worker", nargs=3, type=int, help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
+    if args.worker:
+        b, size, t = args.worker
+        print(json.dumps(responses_memory(b, size=size, num_steps=t)), flush=True)
+        return
+    if args.mode == "responses":
+        for b in args.batch:
+            print(json.dumps(_responses_subprocess(b, args.image_size, args.num_steps)), flush=True)
+        return
     for dtype in args.dtype:
         for remat in args.remat:
             for b in args.batch:
