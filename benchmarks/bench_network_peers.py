@@ -72,7 +72,7 @@ def settings(quick: bool) -> dict:
         }
     return {
         "rounds": 2,
-        "train_epochs": 2,
+        "train_epochs": 1,
         "infer_repeats": 5,
         # row: (image size, batch, T, timed calls per subprocess)
         "vgg": {"svgg19_maps_64": (64, 4, 25, 2), "svgg19_maps_224": (224, 2, 25, 1)},
@@ -389,6 +389,12 @@ def worker_vgg(row: str, side: str, tmp: pathlib.Path, cfg: dict, threads: int) 
 def worker(row: str, side: str, tmp: str, quick: bool, threads: int) -> None:
     sys.path.insert(0, str(HERE))
     _set_threads(threads)
+    if row == "matmul_peak":
+        import torch
+
+        torch.set_num_threads(threads)
+        print("RESULT " + json.dumps(matmul_peak()), flush=True)
+        return
     cfg = settings(quick)
     fn = worker_vgg if row.startswith("svgg19") else worker_shallow
     out = fn(row, side, pathlib.Path(tmp), cfg, threads)
@@ -403,7 +409,8 @@ def _loadavg() -> list[float]:
 
 
 def matmul_peak() -> dict:
-    """Best GFLOP/s of a 2048² float32 matmul in JAX and in torch (the machine's roofline)."""
+    """Best GFLOP/s of a 2048² float32 matmul in JAX and in torch (the machine's roofline,
+    measured in a worker with the rows' thread setting)."""
     import jax
     import jax.numpy as jnp
     import torch
@@ -567,7 +574,8 @@ def run_rows(
     cfg = settings(quick)
     rows = rows or cfg["rows"]
     rounds = rounds or cfg["rounds"]
-    peak = matmul_peak()
+    # The roofline under the workers' own thread setting (a pinned subprocess).
+    peak = run_side("matmul_peak", "both", pathlib.Path(tempfile.gettempdir()), quick, threads)
     head = {"machine_peak": peak, "loadavg": _loadavg(), "threads": threads}
     if echo:
         print(json.dumps(head), flush=True)
@@ -585,6 +593,13 @@ def run_rows(
             results.append(result)
             if echo:
                 print(json.dumps(result), flush=True)
+            else:
+                print(
+                    f"  {row}: svebi {result['svebi_s']} s, peer {result['peer_s']} s, "
+                    f"ratio {result['ratio']}, load {load}",
+                    file=sys.stderr,
+                    flush=True,
+                )
     return {**head, "rows": results, "loadavg_end": _loadavg()}
 
 

@@ -32,6 +32,11 @@ from harness import Context, Row, log, row
 
 #: Quick SVGG19 check: image size, batch, T, block widths, hidden width.
 QUICK_VGG = dict(size=32, batch=2, num_steps=4, widths=(8, 8, 16, 16, 16), hidden=32)
+#: Threads per worker in the full run: each side pinned to one core. On a shared machine a
+#: pinned single thread is robust to other load, while two OpenMP threads on two busy cores
+#: spin-wait (torch slowed ~20x here at a load average of 9). ``bench_network_peers.py
+#: --threads 2`` measures both cores on an idle machine.
+PEER_THREADS = 1
 #: Tolerances of the quick agreement checks.
 LOGIT_ATOL = 1e-4
 GRAD_RTOL = 1e-4
@@ -297,5 +302,5 @@ def run(ctx: Context) -> tuple[dict[str, Any], list[Row]]:
         return details, quick_rows(details)
     import bench_network_peers as B
 
-    out = B.run_rows(quick=False)
+    out = B.run_rows(quick=False, threads=PEER_THREADS)
     return out, full_rows(out["rows"], out["machine_peak"])
