@@ -347,24 +347,8 @@ def _lif_max_pool_fwd(currents, u0, s0, dyn, num_steps, window, unroll):
 
 
 def _lif_max_pool_bwd(dyn, num_steps, window, unroll, res, g):
-    membrane, u0, s0 = res
-    g_pooled, g_membrane = g
-    g_cur, g_u0, g_s0 = lif.lif_adjoint(
-        membrane,
-        g_pooled,
-        g_membrane,
-        u0,
-        s0,
-        beta=dyn.beta,
-        threshold=dyn.threshold,
-        reset=dyn.reset,
-        spike_fn=dyn.spike_fn,
-        detach_reset=dyn.detach_reset,
-        static=num_steps is not None,
-        unroll=unroll,
-        unpool=functools.partial(max_unpool, k=window),
-    )
-    return g_cur, jnp.broadcast_to(g_u0, u0.shape), jnp.broadcast_to(g_s0, s0.shape)
+    unpool = functools.partial(max_unpool, k=window)
+    return lif.adjoint_bwd(dyn, num_steps, unroll, res, g, unpool=unpool)
 
 
 lif_max_pool.defvjp(_lif_max_pool_fwd, _lif_max_pool_bwd)

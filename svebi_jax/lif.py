@@ -509,7 +509,9 @@ def lif_adjoint(
     return (g_sum if static else g_cur), g_u0, g_s0
 
 
-def _lif_scan_adjoint_bwd(dyn, num_steps, unroll, res, g):
+def adjoint_bwd(dyn: Dynamics, num_steps, unroll, res, g, unpool=None):
+    """``custom_vjp`` backward rule of a LIF scan (residuals ``(U, u0, s0)``) via
+    :func:`lif_adjoint`; shared by :func:`lif_scan` and the fused LIF + max-pool kernel."""
     membrane, u0, s0 = res
     g_spikes, g_membrane = g
     g_cur, g_u0, g_s0 = lif_adjoint(
@@ -525,11 +527,12 @@ def _lif_scan_adjoint_bwd(dyn, num_steps, unroll, res, g):
         detach_reset=dyn.detach_reset,
         static=num_steps is not None,
         unroll=unroll,
+        unpool=unpool,
     )
     return g_cur, jnp.broadcast_to(g_u0, u0.shape), jnp.broadcast_to(g_s0, s0.shape)
 
 
-_lif_scan_adjoint.defvjp(_lif_scan_adjoint_fwd, _lif_scan_adjoint_bwd)
+_lif_scan_adjoint.defvjp(_lif_scan_adjoint_fwd, adjoint_bwd)
 
 
 def integrator_readout(currents: Array, *, beta: float = 1.0) -> Array:
