@@ -76,7 +76,8 @@ def settings(quick: bool) -> dict:
         "infer_repeats": 5,
         # row: (image size, batch, T, timed calls per subprocess)
         "vgg": {"svgg19_maps_64": (64, 4, 25, 2), "svgg19_maps_224": (224, 2, 25, 1)},
-        "rows": ROWS,
+        # cheapest first, so that an interrupted run still has the main rows
+        "rows": ("shallow_inference", "shallow_train_epoch", "svgg19_maps_224", "svgg19_maps_64"),
     }
 
 
@@ -596,7 +597,7 @@ def run_rows(
             else:
                 print(
                     f"  {row}: svebi {result['svebi_s']} s, peer {result['peer_s']} s, "
-                    f"ratio {result['ratio']}, load {load}",
+                    f"ratio {result['ratio']}, load {load}\nROW {json.dumps(result)}",
                     file=sys.stderr,
                     flush=True,
                 )

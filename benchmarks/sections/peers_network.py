@@ -303,4 +303,19 @@ def run(ctx: Context) -> tuple[dict[str, Any], list[Row]]:
     import bench_network_peers as B
 
     out = B.run_rows(quick=False, threads=PEER_THREADS)
-    return out, full_rows(out["rows"], out["machine_peak"])
+    rows = full_rows(out["rows"], out["machine_peak"])
+    out["responses_memory_224"] = responses_memory()
+    return out, rows
+
+
+def responses_memory(batches=(1, 2, 4)) -> list[dict[str, Any]]:
+    """``compute_responses`` at 224², T = 25 per batch size (``svgg19_memory.py --mode
+    responses``): peak RSS above the worker's baseline and img/s, one subprocess each."""
+    import svgg19_memory
+
+    out = []
+    for b in batches:
+        r = svgg19_memory._responses_subprocess(b, 224, 25)
+        log(f"  responses 224², T=25, batch {b}: {r}")
+        out.append(r)
+    return out
