@@ -265,8 +265,14 @@ def full_rows(results: list[dict[str, Any]], peak: dict[str, float]) -> list[Row
             agreement = (
                 f"equal predictions {ag['equal_predictions']:.0%}, max |Δ logit| "
                 f"{ag['max_abs_logit_diff']:.1e}, equal spike counts "
-                f"{ag['equal_spike_count_fraction_min']:.2%}"
+                f"{ag['equal_spike_count_fraction_min']:.2%} (worst layer)"
             )
+            per_layer = ag.get("equal_spike_count_fraction_per_layer")
+            if per_layer and len(per_layer) > 2:
+                agreement += (
+                    f", first layer {per_layer[0]:.2%}, spike rates within "
+                    f"{ag['spike_rate_abs_diff_max']:.1e}"
+                )
         gf, fr = r["gflops_per_s"], r["fraction_of_peak"]
         sp = r["spread_s"]
         rows.append(
