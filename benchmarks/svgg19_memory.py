@@ -131,6 +131,8 @@ def responses_memory(batch: int, *, size: int, num_steps: int) -> dict:
     cfg = sv.SNNConfig(num_steps=num_steps, beta=0.95, reset="subtract_then_leak")
     model = vgg.SVGG19(input_shape=(size, size, 3), num_classes=50, config=cfg, rngs=nnx.Rngs(0))
     apply_fn, params = sv.functional(model)
+    params = jax.block_until_ready(jax.tree.map(jnp.array, params))
+    del model
     images = _vgg_images(size, batch)
     mem = Memory()
     mem.baseline()
