@@ -18,6 +18,9 @@ Sections (``sections/<name>.py``, each ``run(ctx) -> (details, rows)``):
    1..50, vs SciPy SLSQP per class.
 4. ``insdel``: insertion/deletion for 200 images, step 28, vectorised vs a RISE-style loop.
 5. ``baselines``: Grad2D and IG (50 path points), images/s.
+6. ``peers_network``: shallow SNN training epoch and inference vs snnTorch, SVGG19 spike-map
+   collection (64², 224², T = 25) vs a per-timestep PyTorch loop, peak memory and GFLOP/s
+   against the measured matmul peak (``bench`` extra; ``--quick``: agreement checks only).
 
 Against the tools users would pick instead (each skipped, with a note, when its peer is not
 installed: ``pip install -e ".[bench]"``):
@@ -26,8 +29,7 @@ installed: ``pip install -e ".[bench]"``):
   ``bench_lasso_peers.py``.
 - ``insdel_peers``: insertion + deletion vs RISE's batched ``CausalMetric`` in PyTorch on a
   torch copy of the shallow SNN (``peers_torch_rise.py``).
-- ``peers_network`` (snnTorch training/inference, the PyTorch SVGG19 loop): added by its own
-  branch, one more entry of :data:`SECTIONS`.
+- ``peers_network``: snnTorch training/inference, the PyTorch SVGG19 loop (section 6).
 
 Every row carries a roofline figure where its work has a FLOP model: achieved GFLOP/s against
 the machine's peak, the best float32 matmul of JAX and torch (``harness.matmul_peak``),
@@ -63,7 +65,16 @@ from harness import (  # noqa: E402
     matmul_peak,
     settings,
 )
-from sections import baselines, insdel, insdel_peers, lasso, lasso_peers, lif, network  # noqa: E402
+from sections import (  # noqa: E402
+    baselines,
+    insdel,
+    insdel_peers,
+    lasso,
+    lasso_peers,
+    lif,
+    network,
+    peers_network,
+)
 
 import svebi_jax as sv  # noqa: E402
 from svebi_jax import data  # noqa: E402
@@ -71,7 +82,7 @@ from svebi_jax import data  # noqa: E402
 #: Section name -> ``run(ctx) -> (details, rows)``, in table order.
 SECTIONS = {
     "network": network.run,
-    # "peers_network": peers_network.run,  # snnTorch + PyTorch SVGG19 loop (runner branch)
+    "peers_network": peers_network.run,
     "lif": lif.run,
     "lasso": lasso.run,
     "lasso_peers": lasso_peers.run,

@@ -283,12 +283,21 @@ def lif_scan(
     detach_reset: bool = False,
     initial_state: LIFState | None = None,
     unroll: int | bool | None = None,
+    num_steps: int | None = None,
     v_reset: float | Array | None = None,
 ) -> tuple[Array, Array]:
     """Runs a LIF population over time with :func:`jax.lax.scan`.
 
+    With a concrete (non-traced) ``beta`` and ``threshold`` the scan is differentiated by a
+    hand-written adjoint (:func:`lif_adjoint`) that keeps only the membrane potentials
+    :math:`U[t]` for the backward pass and runs it as one fused reverse loop; otherwise by
+    autodiff through :func:`lif_step`. Both give the same gradients (to float rounding) and
+    identical forward values.
+
     Args:
-      currents: ``[T, ...]`` float input currents :math:`I[t]`, time-major.
+      currents: ``[T, ...]`` float input currents :math:`I[t]`, time-major; or, with
+        ``num_steps``, one ``[...]`` current applied at each of the ``num_steps`` steps
+        (direct input: the gradient is summed over time without materializing ``[T, ...]``).
       beta: decay :math:`\\beta \\in [0, 1]`.
       threshold: firing threshold :math:`\\theta > 0`.
       reset: ``"subtract"`` (paper), ``"subtract_then_leak"`` (authors' code), ``"zero"``
@@ -300,18 +309,25 @@ def lif_scan(
       unroll: :func:`jax.lax.scan` unrolling; default: fully unrolled for ``T <= 12`` (lets
         XLA fuse the element-wise steps: ~1.6x faster backward on CPU), else 4 (deep nets at
         ``T = 25`` would otherwise compile slowly).
+      num_steps: ``T`` for a constant ``[...]`` current (``None``: ``currents`` is
+        ``[T, ...]``).
+      v_reset: reset potential :math:`v_r` of the ``"zero"`` reset (default ``None``: 0).
 
     Returns:
-      ``(spikes, membrane)``, both ``[T, ...]`` like ``currents``: the binary spikes
-      :math:`S[t]` (float) and the pre-reset potentials :math:`U[t]`.
+      ``(spikes, membrane)``, both ``[T, ...]``: the binary spikes :math:`S[t]` (float) and
+      the pre-reset potentials :math:`U[t]`.
 
     Raises:
-      ValueError: if ``beta`` is outside [0, 1], ``threshold`` ≤ 0, ``reset`` is unknown or
-        ``currents`` has no time axis. A traced ``beta`` or ``threshold`` (e.g. under
-        ``jax.jit``) cannot be checked: when out of range, both outputs are all NaN.
+      ValueError: if ``beta`` is outside [0, 1], ``threshold`` ≤ 0, ``reset`` is unknown,
+        ``currents`` has no time axis or ``num_steps`` is not a positive int. A traced
+        ``beta`` or ``threshold`` (e.g. under ``jax.jit``) cannot be checked: when out of
+        range, both outputs are all NaN.
     """
     currents = jnp.asarray(currents)
-    if currents.ndim < 1 or currents.shape[0] < 1:
+    if num_steps is not None:
+        if isinstance(num_steps, bool) or not isinstance(num_steps, int) or num_steps < 1:
+            raise ValueError(f"num_steps must be None or an int >= 1, got {num_steps!r}")
+    elif currents.ndim < 1 or currents.shape[0] < 1:
         raise ValueError(
             f"currents must be time-major [T, ...] with T >= 1, got shape {currents.shape}"
         )
@@ -321,8 +337,28 @@ def lif_scan(
     check_threshold(threshold)
     check_reset(reset)
     spike_fn = spike_function(surrogate, threshold=threshold, slope=surrogate_slope)
+    shape = currents.shape if num_steps is not None else currents.shape[1:]
+    length = num_steps if num_steps is not None else currents.shape[0]
     if initial_state is None:
-        initial_state = init_state(currents.shape[1:], currents.dtype)
+        initial_state = init_state(shape, currents.dtype)
+    if unroll is None:
+        unroll = True if length <= 12 else 4
+    dyn = static_dynamics(beta, threshold, reset, spike_fn, detach_reset)
+    if dyn is not None and v_reset is None:
+        return _lif_scan_adjoint(
+            currents, initial_state.membrane, initial_state.spikes, dyn, num_steps, unroll
+        )
+    if num_steps is not None:
+        currents = jnp.broadcast_to(currents, (num_steps,) + currents.shape)
+    return _scan_forward(
+        currents, initial_state, beta, threshold, reset, spike_fn, detach_reset, unroll, v_reset
+    )
+
+
+def _scan_forward(
+    currents, initial_state, beta, threshold, reset, spike_fn, detach_reset, unroll, v_reset=None
+):
+    """The LIF scan of :func:`lif_step` (autodiff reference and forward pass)."""
     step = functools.partial(
         lif_step,
         beta=beta,
@@ -332,8 +368,6 @@ def lif_scan(
         detach_reset=detach_reset,
         v_reset=v_reset,
     )
-    if unroll is None:
-        unroll = True if currents.shape[0] <= 12 else 4
     _, (spikes, membrane) = jax.lax.scan(step, initial_state, currents, unroll=unroll)
     if _is_tracer(beta) or _is_tracer(threshold):
         # The range checks above cannot raise on traced values: flag an invalid beta or
@@ -343,6 +377,162 @@ def lif_scan(
         spikes = jnp.where(ok, spikes, jnp.nan).astype(spikes.dtype)
         membrane = jnp.where(ok, membrane, jnp.nan).astype(membrane.dtype)
     return spikes, membrane
+
+
+class Dynamics(NamedTuple):
+    """Static (hashable) LIF settings of the hand-written adjoint :func:`lif_adjoint`."""
+
+    beta: float
+    threshold: float
+    reset: str
+    spike_fn: SpikeFn
+    detach_reset: bool
+
+
+def static_dynamics(beta, threshold, reset, spike_fn, detach_reset) -> Dynamics | None:
+    """:class:`Dynamics` when ``beta`` and ``threshold`` are concrete scalars, else ``None``
+    (traced or per-neuron parameters: the scan is differentiated by autodiff instead)."""
+    if _is_tracer(beta) or _is_tracer(threshold) or np.ndim(beta) or np.ndim(threshold):
+        return None
+    return Dynamics(float(beta), float(threshold), reset, spike_fn, bool(detach_reset))
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(3, 4, 5))
+def _lif_scan_adjoint(currents, u0, s0, dyn: Dynamics, num_steps, unroll):
+    if num_steps is not None:
+        currents = jnp.broadcast_to(currents, (num_steps,) + currents.shape)
+    return _scan_forward(
+        currents,
+        LIFState(u0, s0),
+        dyn.beta,
+        dyn.threshold,
+        dyn.reset,
+        dyn.spike_fn,
+        dyn.detach_reset,
+        unroll,
+    )
+
+
+def _lif_scan_adjoint_fwd(currents, u0, s0, dyn, num_steps, unroll):
+    spikes, membrane = _lif_scan_adjoint(currents, u0, s0, dyn, num_steps, unroll)
+    # The barrier makes XLA store U[t] instead of fusing (and so recomputing) the whole
+    # forward recurrence into every step of the backward pass.
+    spikes, membrane = jax.lax.optimization_barrier((spikes, membrane))
+    return (spikes, membrane), (membrane, u0, s0)
+
+
+def lif_adjoint(
+    membrane: Array,
+    g_spikes: Array,
+    g_membrane: Array,
+    u0: Array,
+    s0: Array,
+    *,
+    beta: float,
+    threshold: float,
+    reset: str,
+    spike_fn: SpikeFn,
+    detach_reset: bool,
+    static: bool = False,
+    unroll: int | bool = True,
+    unpool: Callable[[Array, Array], Array] | None = None,
+) -> tuple[Array, Array, Array]:
+    """Reverse-time adjoint of the LIF scan (the backward pass of :func:`lif_scan`).
+
+    With :math:`a_t = \\partial L/\\partial U[t]` and :math:`b_t = \\partial L/\\partial S[t]`
+    (totals), :math:`h_t` the surrogate derivative at :math:`U[t]-\\theta`, and the reset's
+    partial derivatives :math:`c_U = \\partial U[t+1]/\\partial U[t]`,
+    :math:`c_S = \\partial U[t+1]/\\partial S[t]` (``subtract``: :math:`\\beta, -\\theta`;
+    ``subtract_then_leak``: :math:`\\beta, -\\beta\\theta`; ``zero``:
+    :math:`\\beta(1-S[t]), -\\beta U[t]`; ``none``: :math:`\\beta, 0`; :math:`c_S = 0` with
+    ``detach_reset``):
+
+    .. math::
+        b_t = \\bar g^S_t + c_S\\, a_{t+1}, \\qquad
+        a_t = \\bar g^U_t + h_t b_t + c_U\\, a_{t+1}, \\qquad
+        \\frac{\\partial L}{\\partial I[t]} = a_t
+
+    with :math:`a_T = 0`, and the initial state's cotangents from the same partials at
+    :math:`t = 0` (with :math:`U[-1] = u_0`, :math:`S[-1] = s_0`).
+
+    Args:
+      membrane: ``[T, ...]`` forward potentials :math:`U[t]` (the only residual).
+      g_spikes, g_membrane: ``[T, ...]`` cotangents of the spikes and potentials.
+      u0, s0: ``[...]`` initial state.
+      static: the current was one ``[...]`` array applied at every step: return the
+        time-summed cotangent ``[...]`` instead of ``[T, ...]``.
+      unroll: :func:`jax.lax.scan` unrolling of the reverse loop.
+      unpool: for a population read out through a pooling ``P(S[t])``: ``g_spikes`` then
+        holds the cotangents of ``P(S[t])`` and ``unpool(S[t], g)`` maps one step's cotangent
+        back to the spikes (fused into the reverse loop, so ``[T, ...]`` spike cotangents
+        are never stored).
+
+    Returns:
+      ``(g_currents, g_u0, g_s0)``.
+    """
+    th = threshold
+
+    def partials(u, s):
+        if reset == "zero":
+            c_u, c_s = beta * (1.0 - s), -beta * u
+        elif reset == "none":
+            return beta, 0.0
+        elif reset == "subtract_then_leak":
+            c_u, c_s = beta, -beta * th
+        else:
+            c_u, c_s = beta, -th
+        return c_u, (0.0 if detach_reset else c_s)
+
+    def step(carry, xs):
+        a_next, g_sum = carry
+        u, gs, gu = xs
+        x = u - th
+        s, pull = jax.vjp(spike_fn, x)
+        (h,) = pull(jnp.ones_like(x))
+        s = s.astype(u.dtype)
+        if unpool is not None:
+            gs = unpool(s, gs)
+        c_u, c_s = partials(u, s)
+        b = gs + c_s * a_next
+        a = gu + h * b + c_u * a_next
+        if static:
+            return (a, g_sum + a), None
+        return (a, g_sum), a
+
+    zero = jnp.zeros_like(membrane[0])
+    (a0, g_sum), g_cur = jax.lax.scan(
+        step, (zero, zero), (membrane, g_spikes, g_membrane), reverse=True, unroll=unroll
+    )
+    c_u, c_s = partials(u0, s0)
+    g_u0 = c_u * a0
+    g_s0 = c_s * a0 if not detach_reset else jnp.zeros_like(a0)
+    return (g_sum if static else g_cur), g_u0, g_s0
+
+
+def adjoint_bwd(dyn: Dynamics, num_steps, unroll, res, g, unpool=None):
+    """``custom_vjp`` backward rule of a LIF scan (residuals ``(U, u0, s0)``) via
+    :func:`lif_adjoint`; shared by :func:`lif_scan` and the fused LIF + max-pool kernel."""
+    membrane, u0, s0 = res
+    g_spikes, g_membrane = g
+    g_cur, g_u0, g_s0 = lif_adjoint(
+        membrane,
+        g_spikes,
+        g_membrane,
+        u0,
+        s0,
+        beta=dyn.beta,
+        threshold=dyn.threshold,
+        reset=dyn.reset,
+        spike_fn=dyn.spike_fn,
+        detach_reset=dyn.detach_reset,
+        static=num_steps is not None,
+        unroll=unroll,
+        unpool=unpool,
+    )
+    return g_cur, jnp.broadcast_to(g_u0, u0.shape), jnp.broadcast_to(g_s0, s0.shape)
+
+
+_lif_scan_adjoint.defvjp(_lif_scan_adjoint_fwd, adjoint_bwd)
 
 
 def integrator_readout(currents: Array, *, beta: float = 1.0) -> Array:

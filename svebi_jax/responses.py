@@ -259,12 +259,34 @@ class Responses(NamedTuple):
     index: FilterIndex
 
 
+#: Bytes of float32 time-mean spike maps one forward pass of :func:`compute_responses` may
+#: hold at once: a batch whose maps would be larger runs as micro-batches of images under
+#: :func:`jax.lax.map`, each reduced to its responses before the next starts (SVGG19 at 224²
+#: records ~60 MB of maps per image, so a batch of 256 runs 4 images at a time).
+MAP_BYTES_PER_PASS = 256 << 20
+
+
+def _micro_batch(batch: int, map_bytes_per_image: int) -> int:
+    """Images per forward pass: the largest divisor of ``batch`` whose maps fit
+    :data:`MAP_BYTES_PER_PASS` (at least 1)."""
+    cap = max(1, MAP_BYTES_PER_PASS // max(1, map_bytes_per_image))
+    return max(d for d in range(1, min(batch, cap) + 1) if batch % d == 0)
+
+
 @functools.lru_cache(maxsize=32)
-def _response_fn(apply_fn: ApplyFn, layers: tuple[str, ...], normalization: str):
-    def fn(params, images):
+def _response_fn(apply_fn: ApplyFn, layers: tuple[str, ...], normalization: str, micro: int):
+    def one(params, images):
         out = apply_fn(params, images, record="mean")
         x = filter_responses(out.spikes, layers=layers, normalization=normalization)
         return x, jnp.argmax(out.logits, axis=-1).astype(jnp.int32)
+
+    def fn(params, images):
+        b = images.shape[0]
+        if micro >= b:
+            return one(params, images)
+        pieces = images.reshape((b // micro, micro) + images.shape[1:])
+        x, pred = jax.lax.map(lambda xb: one(params, xb), pieces)
+        return x.reshape((b,) + x.shape[2:]), pred.reshape(b)
 
     return jax.jit(fn)
 
@@ -286,7 +308,11 @@ def compute_responses(
     (``b = min(batch_size, N)`` for an in-memory set); the last batch is zero-padded to ``b``
     and the padding rows are dropped. Only one batch of spike maps exists at a time, and the
     compiled function is reused across calls with the same ``apply_fn`` (new ``params`` or
-    images of the same shape do not recompile).
+    images of the same shape do not recompile). A batch whose float32 time-mean maps would
+    exceed :data:`MAP_BYTES_PER_PASS` is run in micro-batches of images inside the compiled
+    function, so memory is bounded whatever ``batch_size`` is; with a time-chunked forward
+    pass (:func:`svebi_jax.layers.run_time_batched`) the maps are accumulated as spike counts
+    chunk by chunk, and no ``[T, B, H, W, C]`` spike trains of all layers exist at once.
 
     Args:
       apply_fn: the model, :class:`svebi_jax.protocols.ApplyFn` (e.g. from
@@ -333,7 +359,9 @@ def compute_responses(
     index = FilterIndex.from_spike_means(abstract.spikes, layers)
     num_classes = int(abstract.logits.shape[-1])
 
-    fn = batching.cached_builder(_response_fn, apply_fn, index.layers, normalization)
+    per_image = sum(int(np.prod(abstract.spikes[n].shape)) for n in index.layers) * 4
+    micro = _micro_batch(x0.shape[0], per_image // max(1, x0.shape[0]))
+    fn = batching.cached_builder(_response_fn, apply_fn, index.layers, normalization, micro)
     xs, preds, labs = [], [], []
     for batch in _chain(first, batches):
         if batch.labels is not None:

@@ -142,3 +142,21 @@ def test_compute_responses_errors(net, images):
         compute_responses(apply_fn, params, images[0])
     with pytest.raises(ValueError, match="labels"):
         compute_responses(apply_fn, params, images, labels=np.zeros(3, np.int32))
+
+
+def test_compute_responses_micro_batches_match_one_pass(net, images, monkeypatch):
+    """A batch whose maps exceed MAP_BYTES_PER_PASS runs as micro-batches: same X."""
+    from svebi_jax import responses as R
+
+    _, apply_fn, params = net
+    one_pass = compute_responses(apply_fn, params, images, batch_size=10)
+    # conv1 4x24x24 + conv2 6x8x8 float32 maps: 9,984 bytes per image -> 2 images per pass.
+    monkeypatch.setattr(R, "MAP_BYTES_PER_PASS", 2 * 9984 + 100)
+    assert R._micro_batch(10, 9984) == 2
+    assert R._micro_batch(7, 9984) == 1  # largest divisor of 7 that fits
+    micro = compute_responses(apply_fn, params, images, batch_size=10)
+    np.testing.assert_allclose(micro.X, one_pass.X, atol=1e-6)
+    np.testing.assert_array_equal(micro.predictions, one_pass.predictions)
+    ref_x, ref_pred = _reference_energy(apply_fn, params, images)
+    np.testing.assert_allclose(micro.X, ref_x, atol=1e-5)
+    np.testing.assert_array_equal(micro.predictions, ref_pred)
