@@ -124,3 +124,17 @@ def test_torch_peer_network_matches_the_jax_network(run_module, reset):
     )
     with torch.inference_mode():
         np.testing.assert_allclose(slow.logits(rise.to_nchw(x)).numpy(), got, atol=1e-6)
+
+
+def test_quick_network_peers_agree(run_module, tmp_path):
+    pytest.importorskip("torch")
+    pytest.importorskip("snntorch")
+    report = _quick(run_module, tmp_path, "peers_network")
+    d = report["results"]["peers_network"]
+    inf = d["shallow"]["inference"]
+    assert inf["equal_predictions"] == 1.0 and inf["max_abs_logit_diff"] <= 1e-4
+    assert inf["equal_spike_count_fraction_min"] == 1.0
+    assert d["svgg19"]["equal_spike_count_fraction_min"] == 1.0
+    assert 0.0 < d["svgg19"]["spike_rate"] < 1.0  # the comparison is not vacuous
+    assert len(report["rows"]) == 2
+    assert report["failed_checks"] == []
