@@ -57,6 +57,11 @@ def params_fingerprint(tree: Any) -> str:
     return h.hexdigest()
 
 
+def _check_dir(path: pathlib.Path) -> None:
+    if path.exists() and not path.is_dir():
+        raise ValueError(f"checkpoint_dir {str(path)!r} exists and is not a directory")
+
+
 # ----------------------------------------------------------------------------- training
 
 
@@ -77,8 +82,7 @@ class TrainCheckpoints:
 
         self.every = V.check_positive_int("checkpoint_every", every)
         self.directory = pathlib.Path(directory).absolute()
-        if self.directory.exists() and not self.directory.is_dir():
-            raise ValueError(f"checkpoint_dir {str(self.directory)!r} exists and is not a directory")
+        _check_dir(self.directory)
         self._ocp = ocp
         self._manager = ocp.CheckpointManager(
             self.directory,
@@ -197,8 +201,7 @@ class ShardStore:
 
     def __init__(self, directory: str | os.PathLike, fingerprint: Mapping[str, Any]):
         self.directory = pathlib.Path(directory)
-        if self.directory.exists() and not self.directory.is_dir():
-            raise ValueError(f"checkpoint_dir {str(self.directory)!r} exists and is not a directory")
+        _check_dir(self.directory)
         self.directory.mkdir(parents=True, exist_ok=True)
         meta = {"format": SHARDS_FORMAT, "fingerprint": json.loads(json.dumps(fingerprint))}
         path = self.directory / "meta.json"

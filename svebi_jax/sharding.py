@@ -294,9 +294,11 @@ def data_parallel(
         if size == n:
             return out
         return _map_prefix(
-            lambda ax, t: t
-            if ax is None
-            else jax.tree.map(lambda x: jax.lax.slice_in_dim(x, 0, n, axis=ax), t),
+            lambda ax, t: (
+                t
+                if ax is None
+                else jax.tree.map(lambda x: jax.lax.slice_in_dim(x, 0, n, axis=ax), t)
+            ),
             out_axes,
             out,
         )
