@@ -117,6 +117,22 @@ class TrainCheckpoints:
         )
         return bool(self._manager.save(int(step), args=args, force=True))
 
+    def read_meta(self) -> tuple[int, dict] | None:
+        """``(step, meta)`` of the newest step (JSON only, no arrays), or ``None``."""
+        step = self.latest_step()
+        if step is None:
+            return None
+        meta = self._manager.restore(
+            step, args=self._ocp.args.Composite(meta=self._ocp.args.JsonRestore())
+        )["meta"]
+        if not isinstance(meta, dict) or meta.get("format") != TRAIN_FORMAT:
+            raise ValueError(
+                f"checkpoint_dir {str(self.directory)!r} step {step}: unknown format "
+                f"{meta.get('format') if isinstance(meta, dict) else meta!r} "
+                f"(expected {TRAIN_FORMAT!r})"
+            )
+        return int(step), meta
+
     def restore(self, template_params, template_opt_state) -> tuple[int, Any, Any, dict] | None:
         """``(step, params, opt_state, meta)`` of the newest step, or ``None`` when empty.
 
@@ -127,17 +143,10 @@ class TrainCheckpoints:
           ValueError: the checkpoint's leaves do not fit the templates (count, shape or
             dtype; the first mismatching leaf is named).
         """
-        step = self.latest_step()
-        if step is None:
+        latest = self.read_meta()
+        if latest is None:
             return None
-        meta = self._manager.restore(
-            step, args=self._ocp.args.Composite(meta=self._ocp.args.JsonRestore())
-        )["meta"]
-        if meta.get("format") != TRAIN_FORMAT:
-            raise ValueError(
-                f"checkpoint_dir {str(self.directory)!r} step {step}: unknown format "
-                f"{meta.get('format')!r} (expected {TRAIN_FORMAT!r})"
-            )
+        step, meta = latest
         leaves, treedef = jax.tree.flatten((template_params, template_opt_state))
         saved = meta.get("leaves", [])
         if len(saved) != len(leaves):
@@ -149,7 +158,7 @@ class TrainCheckpoints:
             if tuple(shape) != tuple(np.shape(leaf)) or np.dtype(dtype) != np.dtype(leaf.dtype):
                 raise ValueError(
                     f"checkpoint_dir {str(self.directory)!r} step {step}: state array {i} is "
-                    f"{tuple(shape)} {dtype}, the model/optimizer expect "
+                    f"{tuple(shape)} {np.dtype(dtype)}, the model/optimizer expect "
                     f"{tuple(np.shape(leaf))} {np.dtype(leaf.dtype)}"
                 )
         abstract = {

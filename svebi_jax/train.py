@@ -691,10 +691,10 @@ def _host_rows(batch, index: int, count: int):
 
 def _resume(ckpt, params, opt_state, config: TrainConfig, num_classes: int):
     """State of the newest checkpoint (checked against this run), or ``None``."""
-    restored = ckpt.restore(params, opt_state)
-    if restored is None:
+    latest = ckpt.read_meta()
+    if latest is None:
         return None
-    step, params, opt_state, meta = restored
+    step, meta = latest
     where = f"checkpoint_dir {str(ckpt.directory)!r} (step {step})"
     saved_k = meta.get("num_classes")
     if saved_k != num_classes:
@@ -710,6 +710,7 @@ def _resume(ckpt, params, opt_state, config: TrainConfig, num_classes: int):
             f"{where} was written with another training config (differs in {diff}); "
             "resume with the same config or use a new directory"
         )
+    step, params, opt_state, meta = ckpt.restore(params, opt_state)
     history = {k: list(meta["history"][k]) for k in _history_template()}
     losses = [np.float32(v) for v in meta.get("epoch_losses", [])]
     accs = [np.float32(v) for v in meta.get("epoch_accuracies", [])]
