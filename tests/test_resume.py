@@ -8,10 +8,9 @@ import numpy as np
 import pytest
 from flax import nnx
 
-from svebi_jax import checkpoint
+from svebi_jax import checkpoint, train
 from svebi_jax import data as D
 from svebi_jax import layers as L
-from svebi_jax import train
 from svebi_jax.models import ShallowSNN, functional
 from svebi_jax.responses import compute_responses
 from svebi_jax.resume import ShardStore, params_fingerprint
