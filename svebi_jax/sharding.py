@@ -229,6 +229,11 @@ def data_parallel(
     ``B`` need not divide by ``D``: the wrapper pads with :func:`pad_batch` and drops the
     padding rows from the merged outputs.
 
+    With several processes (hosts), every process passes the same, global batch and gets
+    the whole result back as NumPy arrays (each device still computes only its rows); read
+    the data with ``shard=(0, 1)`` for these stages. (Training, where the per-host split
+    matters for input bandwidth, assembles host-local rows with :func:`shard_batch`.)
+
     Args:
       fn: ``fn(*args) -> pytree``; a pure function.
       mesh: mesh from :func:`make_mesh`.
@@ -291,6 +296,8 @@ def data_parallel(
                 for a, ax in zip(args, in_axes, strict=True)
             )
         out = compiled(*args)
+        if jax.process_count() > 1:  # global batch on every host; gather the result to each
+            out = to_host(out)
         if size == n:
             return out
         return _map_prefix(
