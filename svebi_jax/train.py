@@ -249,33 +249,46 @@ def make_optimizer(config: TrainConfig, steps_per_epoch: int) -> optax.GradientT
 # ----------------------------------------------------------------------------- steps
 
 
-def loss_fn(params, apply_fn: ApplyFn, images: Array, labels: Array) -> tuple[Array, Array]:
+def loss_fn(
+    params, apply_fn: ApplyFn, images: Array, labels: Array, mask: Array | None = None
+) -> tuple[Array, Array]:
     """Mean softmax cross-entropy of the readout logits.
 
     .. math::
         \\mathcal{L} = -\\frac{1}{B}\\sum_b \\log \\frac{e^{z_{b,y_b}}}{\\sum_k e^{z_{b,k}}}
+        \\qquad \\Big(\\text{with a mask: }
+        \\frac{\\sum_b m_b \\ell_b}{\\max(1, \\sum_b m_b)}\\Big)
 
     Args:
       params: the model's parameter pytree (``nnx.State``).
       apply_fn: ``apply_fn(params, images) -> SNNOutput``.
       images: ``[B, H, W, C]`` float32 images in ``[0, 1]`` (or time-major ``[T, B, H, W, C]``).
       labels: ``[B]`` int32 class indices.
+      mask: optional ``[B]`` bool/0-1 weights: rows with 0 (a stream's padding or unreadable
+        files) do not count. ``None``: every row counts (the plain mean).
 
     Returns:
       ``(loss, logits)``: scalar float32 mean loss and ``[B, K]`` float32 logits.
     """
     logits = apply_fn(params, images).logits
-    loss = optax.softmax_cross_entropy_with_integer_labels(logits, labels).mean()
-    return loss, logits
+    losses = optax.softmax_cross_entropy_with_integer_labels(logits, labels)
+    return _masked_mean(losses, mask), logits
 
 
-def _train_step(params, opt_state, images, labels, *, apply_fn, optimizer):
+def _masked_mean(values: Array, mask: Array | None) -> Array:
+    if mask is None:
+        return values.mean()
+    w = jnp.asarray(mask, jnp.float32)
+    return jnp.sum(values * w) / jnp.maximum(1.0, jnp.sum(w))
+
+
+def _train_step(params, opt_state, images, labels, mask=None, *, apply_fn, optimizer):
     (loss, logits), grads = jax.value_and_grad(loss_fn, has_aux=True)(
-        params, apply_fn, images, labels
+        params, apply_fn, images, labels, mask
     )
     updates, opt_state = optimizer.update(grads, opt_state, params)
     params = optax.apply_updates(params, updates)
-    accuracy = jnp.mean(jnp.argmax(logits, axis=-1) == labels)
+    accuracy = _masked_mean((jnp.argmax(logits, axis=-1) == labels).astype(jnp.float32), mask)
     return params, opt_state, loss, accuracy
 
 
@@ -305,13 +318,15 @@ def make_train_step(
         of the mesh's ``D`` devices). ``None`` (default): one device.
 
     Returns:
-      The step function. Its ``images`` are ``[B, H, W, C]`` float32, ``labels`` ``[B]``
-      int32; ``loss`` and ``accuracy`` are float32 scalars of the batch *before* the update.
+      The step function ``(params, opt_state, images, labels, mask=None)``. Its ``images``
+      are ``[B, H, W, C]`` float32, ``labels`` ``[B]`` int32, the optional ``mask`` ``[B]``
+      (rows that count, see :func:`loss_fn`); ``loss`` and ``accuracy`` are float32 scalars
+      of the batch *before* the update.
     """
 
-    def step(params, opt_state, images, labels):
+    def step(params, opt_state, images, labels, mask=None):
         return _train_step(
-            params, opt_state, images, labels, apply_fn=apply_fn, optimizer=optimizer
+            params, opt_state, images, labels, mask, apply_fn=apply_fn, optimizer=optimizer
         )
 
     if not jit:
@@ -321,12 +336,17 @@ def make_train_step(
     from svebi_jax import sharding as S
 
     rep, bat = S.replicated_sharding(S.check_mesh(mesh)), S.batch_sharding(mesh)
-    return jax.jit(
+    sharded = jax.jit(
         step,
-        in_shardings=(rep, rep, bat, bat),
+        in_shardings=(rep, rep, bat, bat, bat),
         out_shardings=(rep, rep, rep, rep),
         donate_argnums=(0, 1),
     )
+
+    def sharded_step(params, opt_state, images, labels, mask=None):
+        return sharded(params, opt_state, images, labels, mask)
+
+    return sharded_step
 
 
 def _eval_step(params, images, labels, mask, *, apply_fn):
@@ -516,7 +536,11 @@ def fit(
       model_or_fn: a :class:`~svebi_jax.models.SpikingNetwork` (its parameters are the
         starting point; the module itself is not modified — use
         ``nnx.update(model, params)`` to load the result) or an ``(apply_fn, params)`` pair.
-      train_ds: training :class:`~svebi_jax.data.Dataset` with ``N >= batch_size`` examples.
+      train_ds: training :class:`~svebi_jax.data.Dataset` with ``N >= batch_size`` examples,
+        or a streaming :class:`~svebi_jax.data.stream.ImageSource` (read batch by batch,
+        shuffled with ``seed + epoch``, this host's rows only; rows it marks unreadable are
+        left out of the loss through the step's ``mask``; on resume it starts at the saved
+        step without reading the skipped batches).
       config: :class:`TrainConfig` (default ``TrainConfig()``).
       eval_ds: optional dataset evaluated (with :func:`evaluate`) after every
         ``eval_every``-th epoch and after the last one.
@@ -564,15 +588,20 @@ def fit(
             "model_or_fn must be a SpikingNetwork or an (apply_fn, params) pair, "
             f"got {type(model_or_fn).__name__}"
         )
-    images, labels = _images_and_labels(train_ds, "train_ds")
-    num_classes = _num_classes(apply_fn, params, images)
-    V.check_labels(labels, num_classes=num_classes, name="train_ds labels")
+    in_memory = hasattr(train_ds, "images") and hasattr(train_ds, "labels")
+    hosts = (jax.process_index(), jax.process_count())
+    if in_memory:
+        images, labels = _images_and_labels(train_ds, "train_ds")
+        num_classes = _num_classes(apply_fn, params, images)
+        V.check_labels(labels, num_classes=num_classes, name="train_ds labels")
+        n = len(labels)
+    else:
+        num_classes, n = _check_stream(train_ds, apply_fn, params, config.batch_size, hosts[1])
     if eval_ds is not None:
         ev_images, ev_labels = _images_and_labels(eval_ds, "eval_ds")
         V.check_labels(
             ev_labels, num_classes=_num_classes(apply_fn, params, ev_images), name="eval_ds labels"
         )
-    n = len(labels)
     if n < config.batch_size:
         raise ValueError(
             f"train_ds must hold at least batch_size={config.batch_size} examples, got {n}"
@@ -582,7 +611,11 @@ def fit(
             f"config.batch_size must be a multiple of the mesh's {S.num_shards(mesh)} devices "
             f"for data-parallel training, got {config.batch_size}"
         )
-    steps_per_epoch = n // config.batch_size
+    steps_per_epoch = (
+        n // config.batch_size
+        if in_memory
+        else train_ds.num_batches(config.batch_size // hosts[1], drop_remainder=True)
+    )
     total_steps = config.epochs * steps_per_epoch
     optimizer = make_optimizer(config, steps_per_epoch)
     # The jitted step donates its inputs: copy so the caller's arrays stay valid.
@@ -623,24 +656,21 @@ def fit(
         from tqdm.auto import tqdm
 
         bar = tqdm(total=total_steps, initial=step_index, desc="train", unit="batch")
-    host = (jax.process_index(), jax.process_count())
     try:
         for epoch in range(step_index // steps_per_epoch, config.epochs):
             t0 = time.perf_counter()
             skip = step_index - epoch * steps_per_epoch  # > 0 only in a resumed epoch
-            for images, labels in D.batches(
-                train_ds, config.batch_size, seed=config.seed + epoch, drop_remainder=True
-            ):
-                if skip > 0:
-                    skip -= 1
-                    continue
+            batches = _epoch_batches(train_ds, config, epoch, skip, hosts, D)
+            for images, labels, mask in batches:
                 if config.augment_shift:
                     images = random_shift(
                         jax.random.fold_in(aug_key, step_index), images, config.augment_shift
                     )
                 if mesh is not None:
-                    images, labels = S.shard_batch(mesh, _host_rows((images, labels), *host))
-                params, opt_state, loss, acc = step_fn(params, opt_state, images, labels)
+                    if in_memory:
+                        images, labels = _host_rows((images, labels), *hosts)
+                    images, labels, mask = S.shard_batch(mesh, (images, labels, mask))
+                params, opt_state, loss, acc = step_fn(params, opt_state, images, labels, mask)
                 losses.append(loss)
                 accs.append(acc)
                 step_index += 1
@@ -678,6 +708,49 @@ def fit(
         if ckpt is not None:
             ckpt.close()
     return params, history
+
+
+def _check_stream(source, apply_fn, params, batch_size: int, num_hosts: int) -> tuple[int, int]:
+    """``(K, N)`` of a streaming training source, checked against the model."""
+    if not (hasattr(source, "batches") and hasattr(source, "image_shape")):
+        raise TypeError(
+            "train_ds must be a Dataset (images [N, H, W, C], labels [N]) or a streaming "
+            f"svebi_jax.data.stream.ImageSource, got {type(source).__name__}"
+        )
+    if batch_size % num_hosts:
+        raise ValueError(
+            f"config.batch_size must be a multiple of the {num_hosts} hosts (each reads "
+            f"batch_size / hosts rows of every step), got {batch_size}"
+        )
+    shape = (1,) + tuple(int(v) for v in source.image_shape)
+    num_classes = _num_classes(apply_fn, params, np.zeros(shape, np.float32))
+    if int(source.num_classes) != num_classes:
+        raise ValueError(
+            f"train_ds has {source.num_classes} classes but the model has {num_classes} "
+            "(its readout size K); build the model with the source's class count"
+        )
+    return num_classes, len(source)
+
+
+def _epoch_batches(train_ds, config: TrainConfig, epoch: int, skip: int, hosts, D):
+    """``(images, labels, mask | None)`` of one epoch's steps from ``skip`` on.
+
+    An in-memory set is shuffled by ``data.batches`` (the skipped steps are sliced past); a
+    stream reads this host's rows and starts at step ``skip`` without reading the others
+    (its ``mask`` drops unreadable files from the loss).
+    """
+    seed = config.seed + epoch
+    if hasattr(train_ds, "images") and hasattr(train_ds, "labels"):
+        it = D.batches(train_ds, config.batch_size, seed=seed, drop_remainder=True)
+        for k, (images, labels) in enumerate(it):
+            if k >= skip:
+                yield images, labels, None
+        return
+    local = config.batch_size // hosts[1]
+    with train_ds.batches(local, seed=seed, drop_remainder=True, start=skip) as it:
+        for batch in it:
+            V.check_labels(batch.labels, num_classes=int(train_ds.num_classes), name="labels")
+            yield batch.images, batch.labels, np.asarray(batch.mask)
 
 
 def _host_rows(batch, index: int, count: int):

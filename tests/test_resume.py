@@ -61,39 +61,20 @@ def test_fit_resumes_bit_for_bit(toy, tmp_path):
         if step == 6:
             raise Interrupt
 
+    def fit(on_checkpoint):
+        kw = dict(config=CFG, progress=False, checkpoint_dir=tmp_path / "ck", checkpoint_every=3)
+        return train.fit(net(), toy, on_checkpoint=on_checkpoint, **kw)
+
     with pytest.raises(Interrupt):
-        train.fit(
-            net(),
-            toy,
-            config=CFG,
-            progress=False,
-            checkpoint_dir=tmp_path / "ck",
-            checkpoint_every=3,
-            on_checkpoint=stop_at_6,
-        )
+        fit(stop_at_6)
     assert saved == [3, 6]
-    got, hist = train.fit(
-        net(),
-        toy,
-        config=CFG,
-        progress=False,
-        checkpoint_dir=tmp_path / "ck",
-        checkpoint_every=3,
-        on_checkpoint=saved.append,
-    )
+    got, hist = fit(saved.append)
     assert saved == [3, 6, 9, 10]
     assert leaves_equal(got, ref), "resumed parameters differ from an uninterrupted run"
     assert hist["train_loss"] == ref_hist["train_loss"]
     assert hist["train_accuracy"] == ref_hist["train_accuracy"]
     # A finished run is restored, not trained again.
-    again, _ = train.fit(
-        net(),
-        toy,
-        config=CFG,
-        progress=False,
-        checkpoint_dir=tmp_path / "ck",
-        on_checkpoint=saved.append,
-    )
+    again, _ = fit(saved.append)
     assert saved == [3, 6, 9, 10] and leaves_equal(again, ref)
 
 
@@ -182,3 +163,35 @@ def test_shard_store_atomic_files_and_fingerprint(tmp_path):
     fp = params_fingerprint({"w": np.ones(2, np.float32)})
     assert fp == params_fingerprint({"w": np.ones(2, np.float32)})
     assert fp != params_fingerprint({"w": np.ones(2, np.float64)})
+
+
+def test_fit_on_a_stream_resumes_bit_for_bit(toy, tmp_path):
+    """A streaming source: the resumed epoch starts at the saved step (``start=``)."""
+    from svebi_jax.data.stream import ArraySource
+
+    source = ArraySource(toy)
+    cfg = CFG.replace(epochs=1)
+    ref, _ = train.fit(net(), source, config=cfg, progress=False)
+
+    def stop_at_2(step):
+        if step == 2:
+            raise Interrupt
+
+    kw = dict(config=cfg, progress=False, checkpoint_dir=tmp_path / "ck", checkpoint_every=2)
+    with pytest.raises(Interrupt):
+        train.fit(net(), source, on_checkpoint=stop_at_2, **kw)
+    got, hist = train.fit(net(), source, **kw)
+    assert leaves_equal(got, ref)
+    assert len(hist["train_loss"]) == 1
+    with pytest.raises(ValueError, match="train_ds has 3 classes but the model has 5"):
+        train.fit(net(num_classes=5), source, config=cfg, progress=False)
+
+
+def test_masked_loss_ignores_masked_rows():
+    apply_fn, params = functional(net())
+    rng = np.random.default_rng(3)
+    x = rng.random((4, 16, 16, 1), dtype=np.float32)
+    y = np.array([0, 1, 2, 1], np.int32)
+    full, _ = train.loss_fn(params, apply_fn, x[:2], y[:2])
+    masked, _ = train.loss_fn(params, apply_fn, x, y, np.array([1, 1, 0, 0], bool))
+    np.testing.assert_allclose(float(masked), float(full), rtol=1e-6)

@@ -51,6 +51,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from svebi_jax import _validation as V
+from svebi_jax import batching
 from svebi_jax.baselines.grad import (
     CHANNEL_REDUCTIONS,
     OUTPUTS,
@@ -198,8 +199,8 @@ def _ig_core(
 
 
 @functools.lru_cache(maxsize=16)
-def _sharded_ig(apply_fn, num_steps: int, output: str, chunk_size: int, mesh):
-    """:func:`_ig_core` run data-parallel over ``mesh`` (images, baseline, classes split)."""
+def _ig_runner(apply_fn, num_steps: int, output: str, chunk_size: int, mesh):
+    """:func:`_ig_core` on one device (``mesh=None``) or data-parallel over ``mesh``."""
     from svebi_jax import sharding as S
 
     def core(params, images, baseline, classes, alphas, weights):
@@ -216,7 +217,11 @@ def _sharded_ig(apply_fn, num_steps: int, output: str, chunk_size: int, mesh):
             chunk_size=chunk_size,
         )
 
-    return S.data_parallel(core, mesh, in_axes=(None, 0, 0, 0, None, None), out_axes=0)
+    if mesh is None:
+        return core
+    return S.data_parallel(
+        core, S.check_mesh(mesh), in_axes=(None, 0, 0, 0, None, None), out_axes=0
+    )
 
 
 def _check_baseline(baseline, images: Array) -> Array:
@@ -305,27 +310,8 @@ def integrated_gradients(
     weights = np.concatenate([weights, np.zeros(pad)])
     alphas = jnp.asarray(alphas, images.dtype)
     weights = jnp.asarray(weights, images.dtype)
-    if mesh is None:
-        signed, classes, comp = _ig_core(
-            apply_fn,
-            params,
-            images,
-            baseline,
-            classes,
-            alphas,
-            weights,
-            num_steps=num_steps,
-            output=output,
-            chunk_size=chunk_size,
-        )
-    else:
-        from svebi_jax import batching
-        from svebi_jax import sharding as S
-
-        fn = batching.cached_builder(
-            _sharded_ig, apply_fn, num_steps, output, chunk_size, S.check_mesh(mesh)
-        )
-        signed, classes, comp = fn(params, images, baseline, classes, alphas, weights)
+    run = batching.cached_builder(_ig_runner, apply_fn, num_steps, output, chunk_size, mesh)
+    signed, classes, comp = run(params, images, baseline, classes, alphas, weights)
     maps = reduce_channels(signed, channel_reduction, absolute=absolute)
     return IGResult(maps, signed, classes, comp, comp.gap)
 

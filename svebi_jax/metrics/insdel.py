@@ -371,6 +371,11 @@ def _insdel(
         & ~jnp.any(jnp.isnan(saliency.reshape(b, -1)), axis=-1)
     )
     curves = V.flag_rows(curves, valid)
+    return _result(curves, classes, mode)
+
+
+def _result(curves: jax.Array, classes: jax.Array, mode: str) -> CausalMetricResult:
+    """The :class:`CausalMetricResult` of ``[B, n + 1]`` curves (AUCs and means)."""
     per_image = auc(curves)
     return CausalMetricResult(
         curves=curves,
@@ -539,17 +544,7 @@ def _play(params, images, saliency, substrate, *, predict_fn, mesh, **static):
         S.check_mesh(mesh),
     )
     curves, classes = fn(params, images, saliency, substrate)
-    per_image = auc(curves)
-    mode = static["mode"]
-    return CausalMetricResult(
-        curves=curves,
-        auc=per_image,
-        mean_auc=per_image.mean(),
-        auc_of_mean_curve=auc(curves.mean(axis=0)),
-        classes=classes,
-        metric=mode,
-        higher_is_better=mode == "insertion",
-    )
+    return _result(curves, classes, static["mode"])
 
 
 def insertion_deletion(
