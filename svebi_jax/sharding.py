@@ -49,6 +49,7 @@ __all__ = [
     "check_mesh",
     "data_parallel",
     "make_mesh",
+    "num_shards",
     "pad_batch",
     "padded_size",
     "replicate",
@@ -195,13 +196,6 @@ def to_host(tree: Any) -> Any:
         return np.asarray(x)
 
     return jax.tree.map(get, tree)
-
-
-def _axes(spec, n: int, what: str) -> tuple:
-    spec = tuple(spec) if isinstance(spec, tuple | list) else (spec,) * n
-    if len(spec) != n:
-        raise ValueError(f"{what} must give one axis per argument ({n}), got {spec}")
-    return spec
 
 
 def data_parallel(
