@@ -1,3 +1,4 @@
+# ruff: noqa: E402  (XLA_FLAGS must be set before the imports below)
 """Data-parallel stages on 8 simulated CPU devices equal their one-device results.
 
 Collected only when named explicitly (``tests/test_sharding.py`` runs it in a subprocess
@@ -10,6 +11,15 @@ with ``XLA_FLAGS=--xla_force_host_platform_device_count=8``). Each case runs a s
   order), Grad2D / IG2D maps and insertion/deletion curves (each device runs the same program
   on fewer rows, so XLA may block its reductions differently).
 """
+
+import os
+
+# The 8 simulated devices must be asked for before JAX creates its CPU backend (importing jax
+# does not create it). The default suite sets this in the subprocess's environment; this line
+# makes `python -m pytest -q tests/multidevice/sharded_cases.py` work on its own too.
+_FLAG = "--xla_force_host_platform_device_count=8"
+if _FLAG not in os.environ.get("XLA_FLAGS", ""):
+    os.environ["XLA_FLAGS"] = (os.environ.get("XLA_FLAGS", "") + " " + _FLAG).strip()
 
 import jax
 import jax.numpy as jnp
