@@ -10,6 +10,8 @@ The functional core (all pure functions over time-major ``[T, B, ...]`` arrays a
 - :mod:`svebi_jax.attribution` — every explanation method as
   ``attr_fn(params, images, target) -> [B, H, W]``; :mod:`svebi_jax.metrics` scores them.
 - :mod:`svebi_jax.baselines` — the comparison methods as plain functions.
+- :mod:`svebi_jax.sharding` — one device mesh; ``mesh=`` makes training, responses, maps and
+  metrics data parallel. :mod:`svebi_jax.resume` — resumable training and extraction.
 - :func:`from_nir` / :func:`to_nir` — networks from and to other SNN frameworks via NIR
   (:mod:`svebi_jax.nir_io`).
 
@@ -19,7 +21,7 @@ into ``(apply_fn, params)`` (:class:`~svebi_jax.protocols.ApplyFn`) for everythi
 
 __version__ = "0.1.0"
 
-from svebi_jax import attribution, baselines, data, metrics, models, train, viz
+from svebi_jax import attribution, baselines, data, metrics, models, resume, sharding, train, viz
 from svebi_jax.heatmaps import combine, explain, svebi_heatmaps, upsample_aligned, upsample_stretch
 from svebi_jax.interpret import interpret_filters, receptive_field_box, top_k_crops
 from svebi_jax.lasso import LassoResult, mu_lasso
@@ -78,6 +80,8 @@ __all__ = [
     "data",
     "metrics",
     "models",
+    "resume",
+    "sharding",
     "train",
     "viz",
     "combine",

@@ -265,6 +265,7 @@ def grad2d(
     output: str = "logit",
     absolute: bool = True,
     channel_reduction: str = "max",
+    mesh=None,
 ) -> AttrFn:
     """SNN-Grad2D (:func:`svebi_jax.baselines.grad2d`) as an ``attr_fn``.
 
@@ -273,6 +274,8 @@ def grad2d(
       num_steps: ``T``, the network's timesteps; default ``apply_fn.info.num_steps``.
       output, absolute, channel_reduction: see :func:`svebi_jax.baselines.grad2d`
         (``channel_reduction="none"`` is not an attribution map and is refused).
+      mesh: optional :class:`jax.sharding.Mesh`: maps computed data-parallel over its
+        devices (:mod:`svebi_jax.sharding`).
     """
     num_steps = _grad._num_steps(apply_fn, num_steps)
     V.check_choice("output", output, _grad.OUTPUTS)
@@ -289,6 +292,7 @@ def grad2d(
             output=output,
             absolute=absolute,
             channel_reduction=channel_reduction,
+            mesh=mesh,
         )
 
     return attr_fn
@@ -305,6 +309,7 @@ def integrated_gradients(
     output: str = "logit",
     absolute: bool = False,
     channel_reduction: str = "sum",
+    mesh=None,
 ) -> AttrFn:
     """SNN-IG2D (:func:`svebi_jax.baselines.integrated_gradients`) as an ``attr_fn``.
 
@@ -314,6 +319,8 @@ def integrated_gradients(
       path_steps: points on the integration path from ``baseline`` to the image (not ``T``).
       baseline, method, chunk_size, output, absolute, channel_reduction: see
         :func:`svebi_jax.baselines.integrated_gradients`.
+      mesh: optional :class:`jax.sharding.Mesh`: maps computed data-parallel over its
+        devices (:mod:`svebi_jax.sharding`).
     """
     num_steps = _grad._num_steps(apply_fn, num_steps)
     _ig.ig_alphas(path_steps, method)  # validates both
@@ -336,6 +343,7 @@ def integrated_gradients(
             output=output,
             absolute=absolute,
             channel_reduction=channel_reduction,
+            mesh=mesh,
         ).attributions
 
     return attr_fn

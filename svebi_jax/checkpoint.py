@@ -377,6 +377,7 @@ def load_checkpoint(path_dir: str | os.PathLike, template_params):
     for path, t in flat_t.items():
         s = np.asarray(flat_s[path])
         if tuple(s.shape) != tuple(t.shape):
+            _check_class_count(path_dir, path, s.shape, tuple(t.shape))
             raise ValueError(
                 f"parameter {_path_str(path)!r}: checkpoint shape {tuple(s.shape)} does not fit "
                 f"template shape {tuple(t.shape)}"
@@ -393,6 +394,27 @@ def load_checkpoint(path_dir: str | os.PathLike, template_params):
     out = jax.tree.map(lambda x: x, template_params)
     nnx.replace_by_pure_dict(out, restored)
     return out
+
+
+def _check_class_count(path_dir, path, saved_shape, template_shape) -> None:
+    """Names a class-count mismatch (readout of ``K`` saved classes vs. the template's)."""
+    if not (pathlib.Path(path_dir) / CONFIG_FILE).is_file():
+        return
+    saved_k = load_config(path_dir).get("num_classes")
+    if (
+        isinstance(saved_k, int)
+        and saved_shape
+        and template_shape
+        and saved_shape[-1] == saved_k
+        and template_shape[-1] != saved_k
+        and saved_shape[:-1] == template_shape[:-1]
+    ):
+        raise ValueError(
+            f"checkpoint {str(path_dir)!r} was saved for a model with {saved_k} classes "
+            f"(config.json num_classes), but the model loading it has {template_shape[-1]} "
+            f"(readout parameter {_path_str(path)!r}: checkpoint shape {tuple(saved_shape)}, "
+            f"model shape {template_shape}); build the model with num_classes={saved_k}"
+        )
 
 
 def restore_model(path_dir: str | os.PathLike):

@@ -27,7 +27,7 @@ from __future__ import annotations
 import dataclasses
 import functools
 import numbers
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any, Literal, NamedTuple
 
 import jax
@@ -291,6 +291,16 @@ def _response_fn(apply_fn: ApplyFn, layers: tuple[str, ...], normalization: str,
     return jax.jit(fn)
 
 
+@functools.lru_cache(maxsize=32)
+def _sharded_response_fn(
+    apply_fn: ApplyFn, layers: tuple[str, ...], normalization: str, mesh, micro: int
+):
+    from svebi_jax import sharding as S
+
+    fn = _response_fn.__wrapped__(apply_fn, layers, normalization, micro)
+    return S.data_parallel(fn, mesh, in_axes=(None, 0), out_axes=0)
+
+
 def compute_responses(
     apply_fn: ApplyFn,
     params: Any,
@@ -300,6 +310,10 @@ def compute_responses(
     batch_size: int = 256,
     normalization: Normalization = "energy",
     labels: Any = None,
+    mesh: Any = None,
+    checkpoint_dir: str | None = None,
+    shard_batches: int = 16,
+    on_shard: Callable[[int], None] | None = None,
 ) -> Responses:
     """Streams a dataset through the network and returns its responses ``X`` and labels ``L``.
 
@@ -326,6 +340,18 @@ def compute_responses(
       batch_size: images per compiled batch (positive int).
       normalization: see :func:`filter_responses`.
       labels: optional ``[N]`` int true labels (overrides a dataset's labels).
+      mesh: optional :class:`jax.sharding.Mesh` (:func:`svebi_jax.sharding.make_mesh`):
+        every batch is split over the devices (:func:`svebi_jax.sharding.data_parallel`),
+        parameters replicated. ``None`` (default): one device.
+      checkpoint_dir: optional directory for resumable extraction: every ``shard_batches``
+        batches the rows computed so far are written as ``shard-NNNNN.npz``
+        (:class:`svebi_jax.resume.ShardStore`, atomic writes). A rerun with the same
+        ``checkpoint_dir``, model, parameters, data and settings loads the finished shards,
+        skips their batches and computes only the rest; the result is the same bit for bit
+        as an uninterrupted run. A directory written by another run is refused.
+      shard_batches: batches per shard (positive int).
+      on_shard: called as ``on_shard(k)`` after shard ``k`` is on disk (an exception raised
+        there stops the extraction; rerunning resumes after shard ``k``).
 
     Returns:
       :class:`Responses` with ``X [N, m]``, ``L [N, K]`` one-hot of the predicted class,
@@ -361,21 +387,81 @@ def compute_responses(
 
     per_image = sum(int(np.prod(abstract.spikes[n].shape)) for n in index.layers) * 4
     micro = _micro_batch(x0.shape[0], per_image // max(1, x0.shape[0]))
-    fn = batching.cached_builder(_response_fn, apply_fn, index.layers, normalization, micro)
-    xs, preds, labs = [], [], []
+    if mesh is None:
+        fn = batching.cached_builder(_response_fn, apply_fn, index.layers, normalization, micro)
+    else:
+        from svebi_jax import sharding as S
+
+        mesh = S.check_mesh(mesh)
+        rows = S.padded_size(x0.shape[0], mesh) // S.num_shards(mesh)  # per device
+        micro = _micro_batch(rows, per_image // max(1, x0.shape[0]))
+        fn = batching.cached_builder(
+            _sharded_response_fn, apply_fn, index.layers, normalization, mesh, micro
+        )
+    store = None
+    done = 0  # finished shards
+    if checkpoint_dir is not None:
+        from svebi_jax.resume import ShardStore, params_fingerprint
+
+        shard_batches = _check_positive_int("shard_batches", shard_batches)
+        store = ShardStore(
+            checkpoint_dir,
+            {
+                "stage": "compute_responses",
+                "params_sha256": params_fingerprint(params),
+                "layers": list(index.layers),
+                "channels": list(index.channels),
+                "num_classes": num_classes,
+                "normalization": normalization,
+                "batch_size": int(batch_size),
+                "shard_batches": int(shard_batches),
+                "image_shape": [int(v) for v in x0.shape[1:]],
+                "num_images": n,
+            },
+        )
+        done = store.completed()
+    parts: list[dict[str, np.ndarray]] = [store.read(k) for k in range(done)]
+    pending: list[dict[str, np.ndarray]] = []
+    skip = done * shard_batches if store is not None else 0
     for batch in _chain(first, batches):
+        if skip > 0:  # rows of a finished shard, already on disk
+            skip -= 1
+            continue
         if batch.labels is not None:
             V.check_labels(batch.labels[: batch.count], num_classes=num_classes)
         x, pred = fn(params, batch.images)
-        xs.append(np.asarray(x)[: batch.count])
-        preds.append(np.asarray(pred)[: batch.count])
-        labs.append(None if batch.labels is None else batch.labels[: batch.count])
-    X = np.concatenate(xs)
-    predictions = np.concatenate(preds).astype(np.int32)
-    labels = None if any(v is None for v in labs) else np.concatenate(labs).astype(np.int32)
+        row = {"X": np.asarray(x)[: batch.count], "predictions": np.asarray(pred)[: batch.count]}
+        if batch.labels is not None:
+            row["labels"] = np.asarray(batch.labels[: batch.count])
+        pending.append(row)
+        if store is not None and len(pending) == shard_batches:
+            parts.append(_flush(store, len(parts), pending, on_shard))
+            pending = []
+    if pending:
+        parts.append(_flush(store, len(parts), pending, on_shard) if store else _concat(pending))
+    X = np.concatenate([p["X"] for p in parts])
+    predictions = np.concatenate([p["predictions"] for p in parts]).astype(np.int32)
+    labels = (
+        np.concatenate([p["labels"] for p in parts]).astype(np.int32)
+        if all("labels" in p for p in parts)
+        else None
+    )
     onehot = np.zeros((X.shape[0], num_classes), np.float32)
     onehot[np.arange(X.shape[0]), predictions] = 1.0
     return Responses(X, onehot, predictions, labels, index)
+
+
+def _concat(rows: list[dict[str, np.ndarray]]) -> dict[str, np.ndarray]:
+    keys = set.intersection(*(set(r) for r in rows))
+    return {k: np.concatenate([r[k] for r in rows]) for k in sorted(keys)}
+
+
+def _flush(store, k: int, rows, on_shard) -> dict[str, np.ndarray]:
+    """Writes shard ``k`` of ``rows`` and returns it (as read back: the bits on disk)."""
+    store.write(k, _concat(rows))
+    if on_shard is not None:
+        on_shard(k)
+    return store.read(k)
 
 
 def _num_images(data) -> int | None:

@@ -249,38 +249,55 @@ def make_optimizer(config: TrainConfig, steps_per_epoch: int) -> optax.GradientT
 # ----------------------------------------------------------------------------- steps
 
 
-def loss_fn(params, apply_fn: ApplyFn, images: Array, labels: Array) -> tuple[Array, Array]:
+def loss_fn(
+    params, apply_fn: ApplyFn, images: Array, labels: Array, mask: Array | None = None
+) -> tuple[Array, Array]:
     """Mean softmax cross-entropy of the readout logits.
 
     .. math::
         \\mathcal{L} = -\\frac{1}{B}\\sum_b \\log \\frac{e^{z_{b,y_b}}}{\\sum_k e^{z_{b,k}}}
+        \\qquad \\Big(\\text{with a mask: }
+        \\frac{\\sum_b m_b \\ell_b}{\\max(1, \\sum_b m_b)}\\Big)
 
     Args:
       params: the model's parameter pytree (``nnx.State``).
       apply_fn: ``apply_fn(params, images) -> SNNOutput``.
       images: ``[B, H, W, C]`` float32 images in ``[0, 1]`` (or time-major ``[T, B, H, W, C]``).
       labels: ``[B]`` int32 class indices.
+      mask: optional ``[B]`` bool/0-1 weights: rows with 0 (a stream's padding or unreadable
+        files) do not count. ``None``: every row counts (the plain mean).
 
     Returns:
       ``(loss, logits)``: scalar float32 mean loss and ``[B, K]`` float32 logits.
     """
     logits = apply_fn(params, images).logits
-    loss = optax.softmax_cross_entropy_with_integer_labels(logits, labels).mean()
-    return loss, logits
+    losses = optax.softmax_cross_entropy_with_integer_labels(logits, labels)
+    return _masked_mean(losses, mask), logits
 
 
-def _train_step(params, opt_state, images, labels, *, apply_fn, optimizer):
+def _masked_mean(values: Array, mask: Array | None) -> Array:
+    if mask is None:
+        return values.mean()
+    w = jnp.asarray(mask, jnp.float32)
+    return jnp.sum(values * w) / jnp.maximum(1.0, jnp.sum(w))
+
+
+def _train_step(params, opt_state, images, labels, mask=None, *, apply_fn, optimizer):
     (loss, logits), grads = jax.value_and_grad(loss_fn, has_aux=True)(
-        params, apply_fn, images, labels
+        params, apply_fn, images, labels, mask
     )
     updates, opt_state = optimizer.update(grads, opt_state, params)
     params = optax.apply_updates(params, updates)
-    accuracy = jnp.mean(jnp.argmax(logits, axis=-1) == labels)
+    accuracy = _masked_mean((jnp.argmax(logits, axis=-1) == labels).astype(jnp.float32), mask)
     return params, opt_state, loss, accuracy
 
 
 def make_train_step(
-    apply_fn: ApplyFn, optimizer: optax.GradientTransformation, *, jit: bool = True
+    apply_fn: ApplyFn,
+    optimizer: optax.GradientTransformation,
+    *,
+    jit: bool = True,
+    mesh: Any = None,
 ) -> TrainStep:
     """Returns the training step ``(params, opt_state, images, labels) -> (params, opt_state,
     loss, accuracy)``.
@@ -294,20 +311,42 @@ def make_train_step(
       apply_fn: ``apply_fn(params, images) -> SNNOutput``.
       optimizer: optax transformation (e.g. from :func:`make_optimizer`).
       jit: compile with ``jax.jit`` (``False`` gives the same function run eagerly).
+      mesh: optional :class:`jax.sharding.Mesh` (:func:`svebi_jax.sharding.make_mesh`): the
+        step is jitted with ``in_shardings`` = (replicated, replicated, batch-sharded,
+        batch-sharded) and replicated outputs, so every device differentiates its ``B/D``
+        rows and the gradients are all-reduced (data parallelism; ``B`` must be a multiple
+        of the mesh's ``D`` devices). ``None`` (default): one device.
 
     Returns:
-      The step function. Its ``images`` are ``[B, H, W, C]`` float32, ``labels`` ``[B]``
-      int32; ``loss`` and ``accuracy`` are float32 scalars of the batch *before* the update.
+      The step function ``(params, opt_state, images, labels, mask=None)``. Its ``images``
+      are ``[B, H, W, C]`` float32, ``labels`` ``[B]`` int32, the optional ``mask`` ``[B]``
+      (rows that count, see :func:`loss_fn`); ``loss`` and ``accuracy`` are float32 scalars
+      of the batch *before* the update.
     """
 
-    def step(params, opt_state, images, labels):
+    def step(params, opt_state, images, labels, mask=None):
         return _train_step(
-            params, opt_state, images, labels, apply_fn=apply_fn, optimizer=optimizer
+            params, opt_state, images, labels, mask, apply_fn=apply_fn, optimizer=optimizer
         )
 
     if not jit:
         return step
-    return jax.jit(step, donate_argnums=(0, 1))
+    if mesh is None:
+        return jax.jit(step, donate_argnums=(0, 1))
+    from svebi_jax import sharding as S
+
+    rep, bat = S.replicated_sharding(S.check_mesh(mesh)), S.batch_sharding(mesh)
+    sharded = jax.jit(
+        step,
+        in_shardings=(rep, rep, bat, bat, bat),
+        out_shardings=(rep, rep, rep, rep),
+        donate_argnums=(0, 1),
+    )
+
+    def sharded_step(params, opt_state, images, labels, mask=None):
+        return sharded(params, opt_state, images, labels, mask)
+
+    return sharded_step
 
 
 def _eval_step(params, images, labels, mask, *, apply_fn):
@@ -472,6 +511,10 @@ def fit(
     eval_ds=None,
     progress: bool = True,
     eval_every: int = 1,
+    mesh: Any = None,
+    checkpoint_dir: str | None = None,
+    checkpoint_every: int = 500,
+    on_checkpoint: Callable[[int], None] | None = None,
 ) -> tuple[Any, dict[str, list]]:
     """Trains a spiking network with minibatch gradient descent.
 
@@ -481,16 +524,38 @@ def fit(
     step index and passed to the jitted :func:`make_train_step`. The same ``config`` and
     initial parameters give bit-identical results on the same machine.
 
+    **Resumable.** With ``checkpoint_dir``, the parameters, optimizer state and progress are
+    saved with orbax (:class:`svebi_jax.resume.TrainCheckpoints`) every ``checkpoint_every``
+    steps and after the last step. Calling :func:`fit` again with the same directory and
+    config resumes from the newest saved step and returns the same parameters, bit for bit,
+    as an uninterrupted run (the batch order and augmentation keys are functions of the step
+    index; the skipped batches are not recomputed). A finished run returns its final state
+    without training. The epoch ``seconds`` of a resumed epoch count only its resumed part.
+
     Args:
       model_or_fn: a :class:`~svebi_jax.models.SpikingNetwork` (its parameters are the
         starting point; the module itself is not modified — use
         ``nnx.update(model, params)`` to load the result) or an ``(apply_fn, params)`` pair.
-      train_ds: training :class:`~svebi_jax.data.Dataset` with ``N >= batch_size`` examples.
+      train_ds: training :class:`~svebi_jax.data.Dataset` with ``N >= batch_size`` examples,
+        or a streaming :class:`~svebi_jax.data.stream.ImageSource` (read batch by batch,
+        shuffled with ``seed + epoch``, this host's rows only; rows it marks unreadable are
+        left out of the loss through the step's ``mask``; on resume it starts at the saved
+        step without reading the skipped batches).
       config: :class:`TrainConfig` (default ``TrainConfig()``).
       eval_ds: optional dataset evaluated (with :func:`evaluate`) after every
         ``eval_every``-th epoch and after the last one.
       progress: show a ``tqdm`` progress bar.
       eval_every: evaluate every this many epochs (the last epoch is always evaluated).
+      mesh: optional :class:`jax.sharding.Mesh` (:func:`svebi_jax.sharding.make_mesh`): data
+        parallel training, batch sharded over the devices, parameters replicated
+        (``config.batch_size`` must be a multiple of the number of devices). The result
+        equals one-device training to float tolerance (gradient sums are all-reduced in
+        another order). With several hosts, every host holds ``train_ds`` and contributes
+        its own slice of each global batch.
+      checkpoint_dir: directory of the orbax checkpoints (``None``: no checkpoints).
+      checkpoint_every: save every this many optimizer steps (and after the last one).
+      on_checkpoint: called as ``on_checkpoint(step)`` after each save (e.g. to log; an
+        exception raised there stops training with the checkpoint already on disk).
 
     Returns:
       ``(params, history)``: the trained parameter pytree and a dict of per-epoch lists
@@ -498,8 +563,14 @@ def fit(
       each update, on augmented images), ``eval_loss``, ``eval_accuracy`` (``None`` for
       epochs that were not evaluated or without ``eval_ds``) and ``seconds`` (wall time of
       the epoch's training steps, evaluation excluded).
+
+    Raises:
+      ValueError: bad arguments; a ``checkpoint_dir`` written with another config (the
+        differing keys are named), for a model with another class count, or with state
+        arrays that do not fit the model.
     """
     from svebi_jax import data as D  # local: keeps `import svebi_jax.train` light
+    from svebi_jax import sharding as S
     from svebi_jax.models import SpikingNetwork, functional
 
     config = config or TrainConfig()
@@ -507,6 +578,7 @@ def fit(
         raise TypeError(f"config must be a TrainConfig, got {type(config).__name__}")
     if isinstance(eval_every, bool) or not isinstance(eval_every, int) or eval_every < 1:
         raise ValueError(f"eval_every must be a positive int, got {eval_every!r}")
+    mesh = S.check_mesh(mesh)
     if isinstance(model_or_fn, SpikingNetwork):
         apply_fn, params = functional(model_or_fn)
     elif isinstance(model_or_fn, tuple) and len(model_or_fn) == 2 and callable(model_or_fn[0]):
@@ -516,57 +588,101 @@ def fit(
             "model_or_fn must be a SpikingNetwork or an (apply_fn, params) pair, "
             f"got {type(model_or_fn).__name__}"
         )
-    images, labels = _images_and_labels(train_ds, "train_ds")
-    V.check_labels(
-        labels, num_classes=_num_classes(apply_fn, params, images), name="train_ds labels"
-    )
+    in_memory = hasattr(train_ds, "images") and hasattr(train_ds, "labels")
+    hosts = (jax.process_index(), jax.process_count())
+    if in_memory:
+        images, labels = _images_and_labels(train_ds, "train_ds")
+        num_classes = _num_classes(apply_fn, params, images)
+        V.check_labels(labels, num_classes=num_classes, name="train_ds labels")
+        n = len(labels)
+    else:
+        num_classes, n = _check_stream(train_ds, apply_fn, params, config.batch_size, hosts[1])
     if eval_ds is not None:
         ev_images, ev_labels = _images_and_labels(eval_ds, "eval_ds")
         V.check_labels(
             ev_labels, num_classes=_num_classes(apply_fn, params, ev_images), name="eval_ds labels"
         )
-    n = len(labels)
     if n < config.batch_size:
         raise ValueError(
             f"train_ds must hold at least batch_size={config.batch_size} examples, got {n}"
         )
-    steps_per_epoch = n // config.batch_size
+    if mesh is not None and config.batch_size % S.num_shards(mesh):
+        raise ValueError(
+            f"config.batch_size must be a multiple of the mesh's {S.num_shards(mesh)} devices "
+            f"for data-parallel training, got {config.batch_size}"
+        )
+    steps_per_epoch = (
+        n // config.batch_size
+        if in_memory
+        else train_ds.num_batches(config.batch_size // hosts[1], drop_remainder=True)
+    )
+    total_steps = config.epochs * steps_per_epoch
     optimizer = make_optimizer(config, steps_per_epoch)
     # The jitted step donates its inputs: copy so the caller's arrays stay valid.
     params = jax.tree.map(jnp.array, params)
     opt_state = optimizer.init(params)
-    step_fn = make_train_step(apply_fn, optimizer)
+    if mesh is not None:
+        params, opt_state = S.replicate(mesh, (params, opt_state))
+    step_fn = make_train_step(apply_fn, optimizer, mesh=mesh)
     eval_step = make_eval_step(apply_fn) if eval_ds is not None else None
     aug_key = jax.random.fold_in(jax.random.key(config.seed), 0x5EB1)
+
+    history = _history_template()
+    step_index = 0
+    losses: list = []
+    accs: list = []
+    ckpt = None
+    if checkpoint_dir is not None:
+        from svebi_jax.resume import TrainCheckpoints
+
+        ckpt = TrainCheckpoints(checkpoint_dir, every=checkpoint_every)
+        resumed = _resume(ckpt, params, opt_state, config, num_classes)
+        if resumed is not None:
+            step_index, params, opt_state, history, losses, accs = resumed
+
+    def save(force: bool) -> None:
+        meta = {
+            "config": config.to_dict(),
+            "num_classes": num_classes,
+            "history": history,
+            "epoch_losses": [float(v) for v in losses],
+            "epoch_accuracies": [float(v) for v in accs],
+        }
+        if ckpt.save(step_index, params, opt_state, meta, force=force) and on_checkpoint:
+            on_checkpoint(step_index)
 
     bar = None
     if progress:
         from tqdm.auto import tqdm
 
-        bar = tqdm(total=config.epochs * steps_per_epoch, desc="train", unit="batch")
-    history = _history_template()
-    step_index = 0
+        bar = tqdm(total=total_steps, initial=step_index, desc="train", unit="batch")
     try:
-        for epoch in range(config.epochs):
+        for epoch in range(step_index // steps_per_epoch, config.epochs):
             t0 = time.perf_counter()
-            losses, accs = [], []
-            for images, labels in D.batches(
-                train_ds, config.batch_size, seed=config.seed + epoch, drop_remainder=True
-            ):
+            skip = step_index - epoch * steps_per_epoch  # > 0 only in a resumed epoch
+            batches = _epoch_batches(train_ds, config, epoch, skip, hosts, D)
+            for images, labels, mask in batches:
                 if config.augment_shift:
                     images = random_shift(
                         jax.random.fold_in(aug_key, step_index), images, config.augment_shift
                     )
-                params, opt_state, loss, acc = step_fn(params, opt_state, images, labels)
+                if mesh is not None:
+                    if in_memory:
+                        images, labels = _host_rows((images, labels), *hosts)
+                    images, labels, mask = S.shard_batch(mesh, (images, labels, mask))
+                params, opt_state, loss, acc = step_fn(params, opt_state, images, labels, mask)
                 losses.append(loss)
                 accs.append(acc)
                 step_index += 1
+                if ckpt is not None and step_index % steps_per_epoch:
+                    save(force=False)  # epoch ends are saved below, with their history
                 if bar is not None:
                     bar.update(1)
                     if step_index % 10 == 0:
                         bar.set_postfix(epoch=epoch + 1, loss=f"{float(loss):.4f}")
-            train_loss = float(jnp.mean(jnp.stack(losses)))
-            train_acc = float(jnp.mean(jnp.stack(accs)))
+            train_loss = float(jnp.mean(jnp.stack([jnp.asarray(v) for v in losses])))
+            train_acc = float(jnp.mean(jnp.stack([jnp.asarray(v) for v in accs])))
+            losses, accs = [], []
             seconds = time.perf_counter() - t0
             ev_acc = ev_loss = None
             last = epoch == config.epochs - 1
@@ -579,6 +695,8 @@ def fit(
             history["eval_loss"].append(ev_loss)
             history["eval_accuracy"].append(ev_acc)
             history["seconds"].append(seconds)
+            if ckpt is not None:
+                save(force=last)
             if bar is not None:
                 post = {"epoch": epoch + 1, "loss": f"{train_loss:.4f}"}
                 if ev_acc is not None:
@@ -587,4 +705,86 @@ def fit(
     finally:
         if bar is not None:
             bar.close()
+        if ckpt is not None:
+            ckpt.close()
     return params, history
+
+
+def _check_stream(source, apply_fn, params, batch_size: int, num_hosts: int) -> tuple[int, int]:
+    """``(K, N)`` of a streaming training source, checked against the model."""
+    if not (hasattr(source, "batches") and hasattr(source, "image_shape")):
+        raise TypeError(
+            "train_ds must be a Dataset (images [N, H, W, C], labels [N]) or a streaming "
+            f"svebi_jax.data.stream.ImageSource, got {type(source).__name__}"
+        )
+    if batch_size % num_hosts:
+        raise ValueError(
+            f"config.batch_size must be a multiple of the {num_hosts} hosts (each reads "
+            f"batch_size / hosts rows of every step), got {batch_size}"
+        )
+    shape = (1,) + tuple(int(v) for v in source.image_shape)
+    num_classes = _num_classes(apply_fn, params, np.zeros(shape, np.float32))
+    if int(source.num_classes) != num_classes:
+        raise ValueError(
+            f"train_ds has {source.num_classes} classes but the model has {num_classes} "
+            "(its readout size K); build the model with the source's class count"
+        )
+    return num_classes, len(source)
+
+
+def _epoch_batches(train_ds, config: TrainConfig, epoch: int, skip: int, hosts, D):
+    """``(images, labels, mask | None)`` of one epoch's steps from ``skip`` on.
+
+    An in-memory set is shuffled by ``data.batches`` (the skipped steps are sliced past); a
+    stream reads this host's rows and starts at step ``skip`` without reading the others
+    (its ``mask`` drops unreadable files from the loss).
+    """
+    seed = config.seed + epoch
+    if hasattr(train_ds, "images") and hasattr(train_ds, "labels"):
+        it = D.batches(train_ds, config.batch_size, seed=seed, drop_remainder=True)
+        for k, (images, labels) in enumerate(it):
+            if k >= skip:
+                yield images, labels, None
+        return
+    local = config.batch_size // hosts[1]
+    with train_ds.batches(local, seed=seed, drop_remainder=True, start=skip) as it:
+        for batch in it:
+            V.check_labels(batch.labels, num_classes=int(train_ds.num_classes), name="labels")
+            yield batch.images, batch.labels, np.asarray(batch.mask)
+
+
+def _host_rows(batch, index: int, count: int):
+    """This host's contiguous ``B / P`` rows of a global batch (all rows with one host)."""
+    if count == 1:
+        return batch
+    return jax.tree.map(
+        lambda x: x[index * (x.shape[0] // count) : (index + 1) * (x.shape[0] // count)], batch
+    )
+
+
+def _resume(ckpt, params, opt_state, config: TrainConfig, num_classes: int):
+    """State of the newest checkpoint (checked against this run), or ``None``."""
+    latest = ckpt.read_meta()
+    if latest is None:
+        return None
+    step, meta = latest
+    where = f"checkpoint_dir {str(ckpt.directory)!r} (step {step})"
+    saved_k = meta.get("num_classes")
+    if saved_k != num_classes:
+        raise ValueError(
+            f"{where} was written for a model with {saved_k} classes, but this model has "
+            f"{num_classes} (its readout size K); use the matching model or a new directory"
+        )
+    saved_cfg = meta.get("config", {})
+    now = config.to_dict()
+    diff = sorted(k for k in set(saved_cfg) | set(now) if saved_cfg.get(k) != now.get(k))
+    if diff:
+        raise ValueError(
+            f"{where} was written with another training config (differs in {diff}); "
+            "resume with the same config or use a new directory"
+        )
+    step, params, opt_state, meta = ckpt.restore(params, opt_state)
+    history = {k: list(meta["history"][k]) for k in _history_template()}
+    losses = [np.float32(v) for v in meta.get("epoch_losses", [])]
+    accs = [np.float32(v) for v in meta.get("epoch_accuracies", [])]
+    return step, params, opt_state, history, losses, accs

@@ -182,6 +182,28 @@ def _per_step_core(apply_fn, params, images, classes, *, num_steps, output):
     return V.flag_rows(grads, V.rows_finite(images), axis=1), classes
 
 
+@functools.lru_cache(maxsize=16)
+def _sharded_per_step(apply_fn, num_steps: int, output: str, mesh):
+    """:func:`_per_step_core` run data-parallel over ``mesh`` (time-major grads: batch axis 1)."""
+    from svebi_jax import sharding as S
+
+    def core(params, images, classes):
+        return _per_step_core(apply_fn, params, images, classes, num_steps=num_steps, output=output)
+
+    return S.data_parallel(core, mesh, in_axes=(None, 0, 0), out_axes=(1, 0))
+
+
+def per_step_core(apply_fn, params, images, classes, *, num_steps, output, mesh=None):
+    """``(grads [T, B, ...], classes [B])`` on one device or data-parallel over ``mesh``."""
+    if mesh is None:
+        return _per_step_core(apply_fn, params, images, classes, num_steps=num_steps, output=output)
+    from svebi_jax import batching
+    from svebi_jax import sharding as S
+
+    fn = batching.cached_builder(_sharded_per_step, apply_fn, num_steps, output, S.check_mesh(mesh))
+    return fn(params, images, classes)
+
+
 def _validate(apply_fn, params, images, classes, num_steps, output):
     _check_apply_fn(apply_fn)
     images = _check_images(images)
@@ -210,6 +232,7 @@ def per_step_gradients(
     *,
     num_steps: int | None = None,
     output: str = "logit",
+    mesh=None,
 ) -> Array:
     """Per-timestep input gradients (the "3D" SNN-Grad attribution).
 
@@ -231,6 +254,9 @@ def per_step_gradients(
       num_steps: ``T``, the number of timesteps of the network (int ≥ 1); default
         ``apply_fn.info.num_steps``.
       output: ``"logit"`` (default) or ``"probability"`` (softmax of the logits).
+      mesh: optional :class:`jax.sharding.Mesh` (:func:`svebi_jax.sharding.make_mesh`): the
+        images are split over its devices, parameters replicated
+        (:func:`svebi_jax.sharding.data_parallel`); ``None``: one device.
 
     Returns:
       ``[T, B, H, W, C]`` float32 signed gradients :math:`g_t`.
@@ -240,7 +266,9 @@ def per_step_gradients(
         ``num_steps`` < 1 or an unknown ``output``.
     """
     images, classes, num_steps = _validate(apply_fn, params, images, classes, num_steps, output)
-    grads, _ = _per_step_core(apply_fn, params, images, classes, num_steps=num_steps, output=output)
+    grads, _ = per_step_core(
+        apply_fn, params, images, classes, num_steps=num_steps, output=output, mesh=mesh
+    )
     return grads
 
 
@@ -254,6 +282,7 @@ def grad2d(
     output: str = "logit",
     absolute: bool = True,
     channel_reduction: str = "max",
+    mesh=None,
 ) -> Array:
     """SNN-Grad2D saliency: per-step input gradients summed over time (see module docstring).
 
@@ -272,6 +301,8 @@ def grad2d(
       absolute: take the absolute value of the time-summed gradient (default ``True``).
       channel_reduction: ``"max"`` (default, Simonyan et al.), ``"sum"``, ``"mean"`` or
         ``"none"``.
+      mesh: optional :class:`jax.sharding.Mesh`: data parallel over its devices (see
+        :func:`per_step_gradients`).
 
     Returns:
       ``[B, H, W]`` float32 saliency (``[B, H, W, C]`` when ``channel_reduction="none"``).
@@ -283,6 +314,6 @@ def grad2d(
     _check_choice("channel_reduction", channel_reduction, CHANNEL_REDUCTIONS)
     absolute = _check_bool("absolute", absolute)
     grads = per_step_gradients(
-        apply_fn, params, images, classes, num_steps=num_steps, output=output
+        apply_fn, params, images, classes, num_steps=num_steps, output=output, mesh=mesh
     )
     return reduce_channels(grads.sum(axis=0), channel_reduction, absolute=absolute)

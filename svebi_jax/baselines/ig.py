@@ -51,6 +51,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from svebi_jax import _validation as V
+from svebi_jax import batching
 from svebi_jax.baselines.grad import (
     CHANNEL_REDUCTIONS,
     OUTPUTS,
@@ -197,6 +198,32 @@ def _ig_core(
     return signed, classes, V.flag_rows(_completeness(signed, f_x, f_b), valid)
 
 
+@functools.lru_cache(maxsize=16)
+def _ig_runner(apply_fn, num_steps: int, output: str, chunk_size: int, mesh):
+    """:func:`_ig_core` on one device (``mesh=None``) or data-parallel over ``mesh``."""
+    from svebi_jax import sharding as S
+
+    def core(params, images, baseline, classes, alphas, weights):
+        return _ig_core(
+            apply_fn,
+            params,
+            images,
+            baseline,
+            classes,
+            alphas,
+            weights,
+            num_steps=num_steps,
+            output=output,
+            chunk_size=chunk_size,
+        )
+
+    if mesh is None:
+        return core
+    return S.data_parallel(
+        core, S.check_mesh(mesh), in_axes=(None, 0, 0, 0, None, None), out_axes=0
+    )
+
+
 def _check_baseline(baseline, images: Array) -> Array:
     if baseline is None:
         return jnp.zeros_like(images)
@@ -227,6 +254,7 @@ def integrated_gradients(
     output: str = "logit",
     absolute: bool = False,
     channel_reduction: str = "sum",
+    mesh=None,
 ) -> IGResult:
     """SNN-IG2D attributions and their completeness gap (see the module docstring).
 
@@ -254,6 +282,9 @@ def integrated_gradients(
       output: ``"logit"`` (default) or ``"probability"``.
       absolute: take :math:`|A|` element-wise before the channel reduction (default ``False``).
       channel_reduction: ``"sum"`` (default), ``"max"``, ``"mean"`` or ``"none"``.
+      mesh: optional :class:`jax.sharding.Mesh` (:func:`svebi_jax.sharding.make_mesh`): the
+        images (and baselines, classes) are split over its devices, parameters replicated
+        (:func:`svebi_jax.sharding.data_parallel`); ``None``: one device.
 
     Returns:
       :class:`IGResult` (maps, signed attributions, classes, completeness).
@@ -277,18 +308,10 @@ def integrated_gradients(
     pad = (-alphas.shape[0]) % chunk_size
     alphas = np.concatenate([alphas, np.full(pad, alphas[-1])])
     weights = np.concatenate([weights, np.zeros(pad)])
-    signed, classes, comp = _ig_core(
-        apply_fn,
-        params,
-        images,
-        baseline,
-        classes,
-        jnp.asarray(alphas, images.dtype),
-        jnp.asarray(weights, images.dtype),
-        num_steps=num_steps,
-        output=output,
-        chunk_size=chunk_size,
-    )
+    alphas = jnp.asarray(alphas, images.dtype)
+    weights = jnp.asarray(weights, images.dtype)
+    run = batching.cached_builder(_ig_runner, apply_fn, num_steps, output, chunk_size, mesh)
+    signed, classes, comp = run(params, images, baseline, classes, alphas, weights)
     maps = reduce_channels(signed, channel_reduction, absolute=absolute)
     return IGResult(maps, signed, classes, comp, comp.gap)
 

@@ -98,6 +98,17 @@ def _ablation_step(apply_fn: ApplyFn, num_classes: int):
     return jax.jit(step)
 
 
+@functools.lru_cache(maxsize=16)
+def _sharded_ablation_step(apply_fn: ApplyFn, num_classes: int, mesh):
+    """:func:`_ablation_step` with the batch split over ``mesh``: ``[D, S, K]`` counts."""
+    from svebi_jax import sharding as S
+
+    def step(params, images, labels, valid, mask_sets):
+        return _correct_per_class(apply_fn, params, images, labels, valid, mask_sets, num_classes)
+
+    return S.data_parallel(step, mesh, in_axes=(None, 0, 0, 0, None), out_axes=None)
+
+
 def _check_model_classes(apply_fn, params, one_image, num_classes: int) -> None:
     abstract = jax.ShapeDtypeStruct(one_image.shape, one_image.dtype)
     out = jax.eval_shape(lambda p, x: apply_fn(p, x), params, abstract)
@@ -118,6 +129,7 @@ def ablation_curve(
     key: Array,
     n_random: int = 3,
     batch_size: int = 250,
+    mesh=None,
 ) -> AblationResult:
     """Relevant-vs-random filter ablation along a μ path.
 
@@ -133,7 +145,11 @@ def ablation_curve(
       mu: ``[P]`` the μ values (for the record).
       key: PRNG key for the random draws.
       n_random: number of random draws ``R`` per μ.
-      batch_size: images per compiled batch (the last batch is padded).
+      batch_size: images per compiled batch (the last batch is padded); with a ``mesh``
+        rounded up to a multiple of its devices.
+      mesh: optional :class:`jax.sharding.Mesh` (:func:`svebi_jax.sharding.make_mesh`): each
+        device counts the correct answers of its share of every batch, the counts are summed
+        (exact integers, so the curve is identical to one device's). ``None``: one device.
 
     Returns:
       :class:`AblationResult`. Relevant filters matter when ``relevant`` lies below
@@ -192,7 +208,17 @@ def ablation_curve(
     inverse = inverse.reshape(-1)
     unique_sets = {n: jnp.asarray(stacked[n][first_of]) for n in names}
 
-    step = batching.cached_builder(_ablation_step, apply_fn, int(num_classes))
+    if mesh is None:
+        step = batching.cached_builder(_ablation_step, apply_fn, int(num_classes))
+    else:
+        from svebi_jax import sharding as S
+
+        batch_size = S.padded_size(batch_size, S.check_mesh(mesh))
+        sharded = batching.cached_builder(_sharded_ablation_step, apply_fn, int(num_classes), mesh)
+
+        def step(*args):
+            return np.asarray(sharded(*args)).sum(axis=0)
+
     correct = np.zeros((uniq.shape[0], num_classes))
     counts = np.zeros(num_classes)
     checked = in_memory

@@ -375,6 +375,11 @@ def _insdel(
         & ~jnp.any(jnp.isnan(saliency.reshape(b, -1)), axis=-1)
     )
     curves = V.flag_rows(curves, valid)
+    return _result(curves, classes, mode)
+
+
+def _result(curves: jax.Array, classes: jax.Array, mode: str) -> CausalMetricResult:
+    """The :class:`CausalMetricResult` of ``[B, n + 1]`` curves (AUCs and means)."""
     per_image = auc(curves)
     return CausalMetricResult(
         curves=curves,
@@ -505,6 +510,47 @@ def _substrate(images, substrate, mode):
     return sub.astype(images.dtype)
 
 
+@functools.lru_cache(maxsize=16)
+def _sharded_game(predict_fn, mode: str, step: int, chunk_size: int, apply_softmax: bool, mesh):
+    """One game's ``(curves [B, n + 1], classes [B])``, data-parallel over ``mesh``."""
+    from svebi_jax import sharding as S
+
+    def core(params, images, saliency, substrate):
+        r = _insdel(
+            params,
+            images,
+            saliency,
+            substrate,
+            predict_fn=predict_fn,
+            mode=mode,
+            step=step,
+            chunk_size=chunk_size,
+            apply_softmax=apply_softmax,
+        )
+        return r.curves, r.classes
+
+    return S.data_parallel(core, mesh, in_axes=(None, 0, 0, 0), out_axes=0)
+
+
+def _play(params, images, saliency, substrate, *, predict_fn, mesh, **static):
+    """One game on one device (:func:`_insdel`) or split over ``mesh``'s devices."""
+    if mesh is None:
+        return _insdel(params, images, saliency, substrate, predict_fn=predict_fn, **static)
+    from svebi_jax import sharding as S
+
+    fn = batching.cached_builder(
+        _sharded_game,
+        predict_fn,
+        static["mode"],
+        static["step"],
+        static["chunk_size"],
+        static["apply_softmax"],
+        S.check_mesh(mesh),
+    )
+    curves, classes = fn(params, images, saliency, substrate)
+    return _result(curves, classes, static["mode"])
+
+
 def insertion_deletion(
     attr_fn: Callable,
     apply_fn: ApplyFn,
@@ -517,6 +563,7 @@ def insertion_deletion(
     batch_size: int | None = None,
     chunk_size: int = 256,
     apply_softmax: bool = True,
+    mesh=None,
 ) -> InsertionDeletion:
     """Insertion and deletion of an attribution method, exactly as RISE's ``CausalMetric``.
 
@@ -540,6 +587,11 @@ def insertion_deletion(
       batch_size: images per call of ``attr_fn`` (bounds its memory); default all at once.
       chunk_size: perturbed images per forward pass of the games.
       apply_softmax: score probabilities (``True``, RISE) or raw logits.
+      mesh: optional :class:`jax.sharding.Mesh` (:func:`svebi_jax.sharding.make_mesh`): the
+        games are played data-parallel, each device scoring the curves of its share of the
+        images (:func:`svebi_jax.sharding.data_parallel`; the means are taken after). The
+        maps are computed by ``attr_fn`` as given (build it with ``mesh=`` too, e.g.
+        :func:`svebi_jax.attribution.grad2d`). ``None``: one device.
 
     Returns:
       :class:`InsertionDeletion` (``insertion`` ↑ and ``deletion`` ↓ results, ``maps``).
@@ -574,5 +626,5 @@ def insertion_deletion(
     games = {}
     for mode in _MODES:
         args = _check_game(images, maps, mode, step, subs[mode], chunk_size, apply_softmax)
-        games[mode] = _insdel(params, *args[:3], predict_fn=_Logits(apply_fn), **args[3])
+        games[mode] = _play(params, *args[:3], predict_fn=_Logits(apply_fn), mesh=mesh, **args[3])
     return InsertionDeletion(games["insertion"], games["deletion"], maps)
