@@ -244,22 +244,7 @@ def _pipeline(cfg, prep: Prepared, out: pathlib.Path, timer, results: dict) -> N
             keep_maps=n_fig,
         )
     results["n_eval"] = int(len(scored["predicted"]))
-    results["insertion_deletion"] = scored["table"]
-    results["per_class_insertion"] = scored["per_class_insertion"]
-    stages.save_per_image(out / "per_image_auc.npz", scored)
-    for mode in ("insertion", "deletion"):
-        viz.curves_plot(
-            scored["curves"][mode],
-            f"{mode} (mean curve over {results['n_eval']} images)",
-            path=out / f"fig6_{mode}.png",
-        )
-    shown_maps = {
-        key.label: maps[:n_fig]
-        for key, maps in scored["maps"].items()
-        if key.placement != "stretch" and key.variant != "random"
-    }
-    eval_images = eval_stream.images_of(np.arange(n_fig))
-    viz.heatmap_grid(eval_images, shown_maps, path=out / "fig5_methods.png")
+    stages.write_scores(out, scored, results, eval_stream.images_of(np.arange(n_fig)))
 
     results["timings_s"] = timer.seconds
     write_text(out / "results.json", json.dumps(results, indent=2, default=float))

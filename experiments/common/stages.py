@@ -560,6 +560,29 @@ def _coverage(table, methods, masks, predicted, per_image) -> None:
             row[f"{mode}_covered"] = float(auc_cov.mean()) if auc_cov.size else float("nan")
 
 
+def write_scores(out: pathlib.Path, scored: Mapping[str, Any], results: dict, images) -> None:
+    """Table 1's outputs: rows into ``results``, ``per_image_auc.npz``, the mean curves
+    (``fig6_insertion.png``, ``fig6_deletion.png``) and ``fig5_methods.png``: the maps of
+    ``images`` (the first scored images) by every method but the stretched and random ones."""
+    results["insertion_deletion"] = scored["table"]
+    results["per_class_insertion"] = scored["per_class_insertion"]
+    save_per_image(out / "per_image_auc.npz", scored)
+    n = len(scored["predicted"])
+    for mode in ("insertion", "deletion"):
+        viz.curves_plot(
+            scored["curves"][mode],
+            f"{mode} (mean curve over {n} images)",
+            path=out / f"fig6_{mode}.png",
+        )
+    k = len(images)
+    shown = {
+        key.label: maps[:k]
+        for key, maps in scored["maps"].items()
+        if key.placement != "stretch" and key.variant != "random"
+    }
+    viz.heatmap_grid(images, shown, path=out / "fig5_methods.png")
+
+
 def save_per_image(path: pathlib.Path, scored: Mapping[str, Any]) -> None:
     """``per_image_auc.npz``: per-image AUCs of every method (rows in table order)."""
     names = list(scored["table"])
