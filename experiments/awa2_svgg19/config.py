@@ -310,7 +310,11 @@ def parse_args(argv=None, *, description: str | None = None) -> ExperimentConfig
     a("--insdel-chunk", type=int, default=d.insdel_chunk, help="perturbed images per forward")
     a("--ig-steps", type=int, default=d.ig_steps, help="IG path points (not the SNN's T)")
     a("--top-k", type=int, default=d.top_k, help="images averaged per interpreted filter")
-    a("--interpret-layer", default=d.interpret_layer, help="Fig. 4 layer (default conv5_4)")
+    a(
+        "--interpret-layer",
+        default=d.interpret_layer,
+        help="Fig. 4 layer (default: deepest with relevant filters)",
+    )
     a(
         "--svebi-layers",
         default=d.svebi_layers,

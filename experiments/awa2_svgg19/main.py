@@ -202,7 +202,9 @@ def _pipeline(cfg, prep: Prepared, out: pathlib.Path, timer, results: dict) -> N
         path=out / "fig3c_layer_distribution.png",
     )
 
-    layer = cfg.interpret_layer or conv_layers[-1]
+    dist = rel.summary["layer_distribution"]
+    deepest = [k for k in conv_layers if dist.get(k, 0) > 0][-1:] or list(conv_layers[-1:])
+    layer = cfg.interpret_layer or deepest[0]  # default: the deepest layer with relevant filters
     results["interpret_layer"] = layer
     with timer("interpretation"):
         stages.interpretation_figure(
@@ -210,6 +212,7 @@ def _pipeline(cfg, prep: Prepared, out: pathlib.Path, timer, results: dict) -> N
             path=out / "fig4_interpretation.png", images_of=train_stream.images_of,
             batch_size=cfg.batch_size,
         )  # fmt: skip
+    results["interpretation_figure"] = (out / "fig4_interpretation.png").is_file()
 
     svebi_layers = _svebi_layers(cfg.svebi_layers, conv_layers)
     n_fig = min(cfg.num_figure_images, len(prep.test))

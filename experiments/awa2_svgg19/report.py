@@ -60,7 +60,9 @@ def report(r: dict, methods: Sequence[MethodKey]) -> str:
         f"Mean of the top-{cfg['top_k']} receptive-field crops (around each image's peak) of "
         f"up to six relevant `{r['interpret_layer']}` filters per class.",
         "",
-        "![interpretation](fig4_interpretation.png)",
+        "![interpretation](fig4_interpretation.png)"
+        if r["interpretation_figure"]
+        else f"(no class has a relevant `{r['interpret_layer']}` filter: no figure)",
         "",
         "## Heatmaps (Fig. 5)",
         "",
