@@ -67,15 +67,22 @@ def table_methods(
     seed: int,
     ig_steps: int,
     placements: Sequence[str] = ("aligned", "stretch"),
+    svebi_layers: Sequence[str] | None = None,
 ) -> dict[MethodKey, AttrFn]:
     """Every method of Table 1 as an attribution function, in the table's row order.
 
-    SVEBI per layer, fused (``"combined"``) and per placement (rows sorted by label);
+    SVEBI per layer (``svebi_layers``, default every layer of ``masks``), fused
+    (``"combined"``, always over every layer of ``masks``) and per placement (rows sorted by
+    label);
     SNN-Grad2D; SNN-IG2D with ``ig_steps`` path points; SAM per conv layer
     (receptive-field-aligned, like SVEBI); and three trivial maps (uniform noise from
     ``seed``, the image itself, a centred Gaussian).
     """
-    svebi = [MethodKey(SVEBI, layer, p) for p in placements for layer in (*masks, COMBINED)]
+    layers = tuple(masks) if svebi_layers is None else tuple(svebi_layers)
+    unknown = [layer for layer in layers if layer not in masks]
+    if unknown:
+        raise ValueError(f"svebi_layers: unknown layers {unknown}; masks has {list(masks)}")
+    svebi = [MethodKey(SVEBI, layer, p) for p in placements for layer in (*layers, COMBINED)]
     methods: dict[MethodKey, AttrFn] = {}
     for key in sorted(svebi, key=lambda k: k.label):  # the row order of earlier reports
         methods[key] = attribution.svebi(

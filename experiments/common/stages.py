@@ -14,6 +14,7 @@ they are given; none of them prints more than a line per method.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import pathlib
 import shutil
 import time
@@ -23,6 +24,7 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 import numpy as np
+import optax
 from flax import nnx
 
 from experiments.common.methods import MethodKey
@@ -88,6 +90,7 @@ def train_or_restore(
     train_config: train.TrainConfig,
     progress: bool,
     build_model: Callable[[train.TrainConfig, Any], SpikingNetwork] = shallow_snn,
+    fit: Callable | None = None,
 ):
     """The model: restored from ``checkpoint_dir`` or trained, and saved to ``out/checkpoint``.
 
@@ -101,6 +104,8 @@ def train_or_restore(
       train_config: the training configuration.
       progress: show a progress bar while training.
       build_model: ``(train_config, train_data) -> SpikingNetwork`` (e.g. an SVGG19 builder).
+      fit: ``(model, train_data, config=, progress=) -> (params, history)``; default
+        :func:`svebi_jax.train.fit` (in memory), e.g. a :func:`fit_stream` for a stream.
 
     Returns:
       ``(model, history)``.
@@ -112,7 +117,8 @@ def train_or_restore(
         shutil.copytree(checkpoint_dir, target)
         return model, history
     model = build_model(train_config, train_data)
-    params, history = train.fit(model, train_data, config=train_config, progress=progress)
+    fit = fit or train.fit
+    params, history = fit(model, train_data, config=train_config, progress=progress)
     nnx.update(model, params)
     checkpoint.save_checkpoint(
         target,
@@ -123,9 +129,164 @@ def train_or_restore(
     return model, history
 
 
-def accuracy(apply_fn, params, test_data) -> float:
-    """Test accuracy (:func:`svebi_jax.train.evaluate`)."""
-    acc, _ = train.evaluate(apply_fn, params, test_data)
+# ----------------------------------------------------------------------------- streamed data
+
+
+class Streamed:
+    """An ``ImageSource`` pass for the stages, remembering which items it delivered.
+
+    Iterating yields the source's fixed-shape :class:`~svebi_jax.data.stream.Batch` es (in
+    source order, read ahead by ``num_workers`` processes; a progress bar titled
+    ``progress`` if given); the stages drop rows whose
+    ``mask`` is False (unreadable files, padding). Afterwards :attr:`indices` holds the
+    source positions of the delivered rows in order, so row ``r`` of anything a stage
+    computed (``X``, AUCs) is item ``indices[r]`` of the source, and :attr:`skipped` the
+    unreadable files (path and reason).
+    """
+
+    def __init__(
+        self,
+        source,
+        batch_size: int,
+        *,
+        num_workers: int = 0,
+        prefetch: int = 2,
+        progress: str | None = None,
+    ):
+        self.source, self.batch_size = source, batch_size
+        self.num_workers, self.prefetch = num_workers, prefetch
+        self.progress = progress
+        self.indices = np.zeros(0, np.int64)
+        self.skipped: list = []
+
+    def __iter__(self):
+        kept = []
+        with self.source.batches(
+            self.batch_size, num_workers=self.num_workers, prefetch=self.prefetch
+        ) as it:
+            bar = None
+            if self.progress:
+                from tqdm.auto import tqdm
+
+                bar = tqdm(total=len(it), desc=self.progress, unit="batch")
+            try:
+                for batch in it:
+                    kept.append(np.asarray(batch.index)[np.asarray(batch.mask)])
+                    yield batch
+                    if bar is not None:
+                        bar.update(1)
+            finally:
+                if bar is not None:
+                    bar.close()
+            self.skipped = list(it.skipped)
+        self.indices = np.concatenate(kept).astype(np.int64) if kept else self.indices
+
+    def images_of(self, rows: np.ndarray) -> np.ndarray:
+        """The images behind delivered rows ``rows``, read again from the source."""
+        return self.source.gather(self.indices[np.asarray(rows)]).images
+
+
+def _masked_loss(params, apply_fn, images, labels, mask):
+    """Mean cross-entropy over the rows with ``mask`` True: ``Σ m ℓ / max(1, Σ m)``."""
+    logits = apply_fn(params, images).logits
+    losses = optax.softmax_cross_entropy_with_integer_labels(logits, labels)
+    m = mask.astype(losses.dtype)
+    count = jnp.maximum(m.sum(), 1.0)
+    correct = (jnp.argmax(logits, axis=-1) == labels).astype(losses.dtype)
+    return (losses * m).sum() / count, (correct * m).sum() / count
+
+
+def _masked_step(params, opt_state, images, labels, mask, *, apply_fn, optimizer):
+    (loss, acc), grads = jax.value_and_grad(_masked_loss, has_aux=True)(
+        params, apply_fn, images, labels, mask
+    )
+    updates, opt_state = optimizer.update(grads, opt_state, params)
+    return optax.apply_updates(params, updates), opt_state, loss, acc
+
+
+def fit_stream(
+    apply_fn,
+    params,
+    source,
+    config: train.TrainConfig,
+    *,
+    num_workers: int = 0,
+    prefetch: int = 2,
+    progress: bool = True,
+):
+    """Trains on a streamed :class:`~svebi_jax.data.stream.ImageSource` (memory: a few batches).
+
+    Epoch ``e`` visits the source in the order of ``source.batches(B, seed=config.seed,
+    epoch=e, drop_remainder=True)`` (one iterator over all epochs keeps its workers); each
+    step is one jitted, donating update with the masked loss
+    :math:`\\sum_b m_b \\ell_b / \\max(1, \\sum_b m_b)`, so an unreadable file (``mask``
+    False) counts for nothing. The optimizer and schedule are
+    :func:`svebi_jax.train.make_optimizer`'s for ``config``; ``config.augment_shift`` is
+    applied as in :func:`svebi_jax.train.fit`.
+
+    Data parallelism and resumption plug in here: a sharded step (batch axis over a mesh)
+    replaces ``step_fn``, and a resumed run passes the saved step as ``batches(start=...)``.
+
+    Returns:
+      ``(params, history)`` with per-epoch ``train_loss``, ``train_accuracy`` (masked means
+      over the epoch's batches, before each update) and ``seconds``.
+    """
+    b = config.batch_size
+    steps = source.num_batches(b, drop_remainder=True)
+    optimizer = train.make_optimizer(config, steps)
+    params = jax.tree.map(jnp.array, params)  # the step donates its inputs
+    opt_state = optimizer.init(params)
+    step_fn = jax.jit(
+        functools.partial(_masked_step, apply_fn=apply_fn, optimizer=optimizer),
+        donate_argnums=(0, 1),
+    )
+    aug_key = jax.random.fold_in(jax.random.key(config.seed), 0x5EB1)
+    history: dict[str, list] = {"train_loss": [], "train_accuracy": [], "seconds": []}
+    bar = None
+    if progress:
+        from tqdm.auto import tqdm
+
+        bar = tqdm(total=config.epochs * steps, desc="train", unit="batch")
+    losses, accs, t0 = [], [], time.perf_counter()
+    try:
+        with source.batches(
+            b,
+            seed=config.seed,
+            num_epochs=config.epochs,
+            drop_remainder=True,
+            num_workers=num_workers,
+            prefetch=prefetch,
+        ) as it:
+            for i, batch in enumerate(it):
+                images = batch.images
+                if config.augment_shift:
+                    key = jax.random.fold_in(aug_key, i)
+                    images = train.random_shift(key, images, config.augment_shift)
+                params, opt_state, loss, acc = step_fn(
+                    params, opt_state, images, batch.labels, batch.mask
+                )
+                losses.append(loss)
+                accs.append(acc)
+                if bar is not None:
+                    bar.update(1)
+                if (i + 1) % steps == 0:  # end of an epoch
+                    history["train_loss"].append(float(jnp.mean(jnp.stack(losses))))
+                    history["train_accuracy"].append(float(jnp.mean(jnp.stack(accs))))
+                    history["seconds"].append(round(time.perf_counter() - t0, 2))
+                    if bar is not None:
+                        bar.set_postfix(
+                            epoch=len(history["seconds"]), loss=f"{history['train_loss'][-1]:.4f}"
+                        )
+                    losses, accs, t0 = [], [], time.perf_counter()
+    finally:
+        if bar is not None:
+            bar.close()
+    return params, history
+
+
+def accuracy(apply_fn, params, test_data, *, batch_size: int = 500) -> float:
+    """Test accuracy (:func:`svebi_jax.train.evaluate`, ``batch_size`` images per step)."""
+    acc, _ = train.evaluate(apply_fn, params, test_data, batch_size)
     return float(acc)
 
 
@@ -159,15 +320,22 @@ class Relevance:
 def relevance_stage(
     apply_fn, params, train_data, *, mu: float, mu_path_max: int, batch_size: int, timer
 ) -> Relevance:
-    """Responses X, L of the training data → μ-lasso at ``mu`` and on ``1..mu_path_max``."""
+    """Responses X, L of the training data → μ-lasso at ``mu`` and on ``1..mu_path_max``.
+
+    ``mu_path_max = 0`` skips the path (no ablation follows): ``W_path`` is then ``W[None]``.
+    """
     with timer("responses"):
         resp = responses.compute_responses(apply_fn, params, train_data, batch_size=batch_size)
     with timer("mu_lasso"):
         sol = jax.block_until_ready(mu_lasso(resp.X, resp.L, mu))
-    with timer("mu_lasso_path"):
-        mus = np.arange(1, mu_path_max + 1, dtype=np.float32)
-        path = jax.block_until_ready(mu_lasso(resp.X, resp.L, mus))
     W = np.asarray(sol.W)
+    if mu_path_max:
+        with timer("mu_lasso_path"):
+            mus = np.arange(1, mu_path_max + 1, dtype=np.float32)
+            path = jax.block_until_ready(mu_lasso(resp.X, resp.L, mus))
+        W_path, path_converged = np.asarray(path.W), bool(np.all(path.converged))
+    else:
+        mus, W_path, path_converged = np.asarray([mu], np.float32), W[None], None
     masks = {k: np.asarray(v) for k, v in relevance.masks_from_weights(W, resp.index).items()}
     rel = relevance.relevant_filters(W, resp.index)
     summary = {
@@ -183,10 +351,10 @@ def relevance_stage(
             "iterations": int(np.max(sol.iterations)),
             "residual": float(np.max(sol.residual)),
             "converged": bool(np.all(sol.converged)),
-            "path_converged": bool(np.all(path.converged)),
+            "path_converged": path_converged,
         },
     }
-    return Relevance(resp, W, np.asarray(path.W), mus, masks, rel, summary)
+    return Relevance(resp, W, W_path, mus, masks, rel, summary)
 
 
 # ----------------------------------------------------------------------------- figures
@@ -203,23 +371,45 @@ def explanation_figure(apply_fn, params, images, masks, path: pathlib.Path) -> N
 
 
 def interpretation_figure(
-    apply_fn, params, train_data, rel: Relevance, *, layer: str, top_k: int, path: pathlib.Path
+    apply_fn,
+    params,
+    train_data,
+    rel: Relevance,
+    *,
+    layer: str,
+    top_k: int,
+    path: pathlib.Path,
+    images_of: Callable[[np.ndarray], np.ndarray] | None = None,
+    batch_size: int = 256,
 ) -> None:
-    """Top-k receptive-field crops of each class's (up to 6) most relevant ``layer`` filters."""
+    """Top-k receptive-field crops of each class's (up to 6) most relevant ``layer`` filters.
+
+    Only the top-k images of the shown filters are read: ``images_of(rows)`` returns the
+    ``[len(rows), H, W, C]`` images behind rows ``rows`` (ascending) of ``X`` (default:
+    ``train_data.images[rows]``), so a streamed training set is read for a few hundred
+    images, not held in memory. The crops equal those over the whole set (the top-k of a
+    filter lie among the rows read, in the same order).
+    """
+    if images_of is None:
+        images_of = lambda rows: np.asarray(train_data.images)[rows]  # noqa: E731
+    X = np.asarray(rel.responses.X)
+    k = min(top_k, X.shape[0])
     crops, titles = {}, {}
-    n = len(train_data)
     for c, per_layer in rel.relevant.items():
         chans = per_layer[layer][:6]
         if not chans:
             continue
+        cols = [rel.responses.index.column(layer, ch) for ch in chans]
+        rows = np.unique(np.argsort(-X[:, cols], axis=0, kind="stable")[:k])
         got = interpret.interpret_filters(
             apply_fn,
             params,
-            train_data,
-            rel.responses.X,
+            images_of(rows),
+            X[rows],
             rel.responses.index,
             {layer: chans},
-            k=min(top_k, n),
+            k=k,
+            batch_size=batch_size,
         )
         crops[c] = [got[layer][ch] for ch in chans]
         titles[c] = [f"class {c}: {layer}#{ch}" for ch in chans]
@@ -254,11 +444,19 @@ def scores(
     step: int,
     map_batch: int = 50,
     eval_batch: int | None = None,
+    substrate: str | dict[str, str] = "zeros",
+    chunk_size: int = 256,
+    keep_maps: int | None = None,
 ) -> dict[str, Any]:
-    """Table 1: insertion/deletion (RISE, black substrate) of every method, and SVEBI coverage.
+    """Table 1: insertion/deletion (RISE) of every method, and SVEBI coverage.
 
     ``eval_data`` streams through the data interface in batches of ``eval_batch`` images
     (default: all at once, for an in-memory set); per-image AUCs are concatenated.
+    ``substrate`` is :func:`~svebi_jax.metrics.insdel.insertion_deletion`'s (``"zeros"``:
+    black for both games, as on MNIST; ``{"insertion": "blur", "deletion": "zeros"}``:
+    RISE's photographs), ``chunk_size`` the perturbed images per forward pass, and
+    ``keep_maps`` how many images' maps are returned (default all; a few for figures keep
+    memory independent of the number of images).
 
     Returns:
       ``{"table": {label: row}, "per_class_insertion": {label: [K]}, "curves":
@@ -283,10 +481,15 @@ def scores(
                     params,
                     jnp.asarray(batch.images),
                     step=step,
-                    substrate="zeros",
+                    substrate=substrate,
                     batch_size=map_batch,
+                    chunk_size=chunk_size,
                 )
             )
+            if keep_maps is not None:  # keep what the figures show, not every map
+                kept = sum(p.maps.shape[0] for p in games[key][:-1])
+                last = games[key][-1]
+                games[key][-1] = last.replace(maps=last.maps[: max(0, keep_maps - kept)])
             seconds[key] += timed.seconds
     table, per_image, maps = {}, {"insertion": {}, "deletion": {}}, {}
     curves = {"insertion": {}, "deletion": {}}
@@ -355,6 +558,29 @@ def _coverage(table, methods, masks, predicted, per_image) -> None:
         for mode in ("insertion", "deletion"):
             auc_cov = per_image[mode][key.label][cov]
             row[f"{mode}_covered"] = float(auc_cov.mean()) if auc_cov.size else float("nan")
+
+
+def write_scores(out: pathlib.Path, scored: Mapping[str, Any], results: dict, images) -> None:
+    """Table 1's outputs: rows into ``results``, ``per_image_auc.npz``, the mean curves
+    (``fig6_insertion.png``, ``fig6_deletion.png``) and ``fig5_methods.png``: the maps of
+    ``images`` (the first scored images) by every method but the stretched and random ones."""
+    results["insertion_deletion"] = scored["table"]
+    results["per_class_insertion"] = scored["per_class_insertion"]
+    save_per_image(out / "per_image_auc.npz", scored)
+    n = len(scored["predicted"])
+    for mode in ("insertion", "deletion"):
+        viz.curves_plot(
+            scored["curves"][mode],
+            f"{mode} (mean curve over {n} images)",
+            path=out / f"fig6_{mode}.png",
+        )
+    k = len(images)
+    shown = {
+        key.label: maps[:k]
+        for key, maps in scored["maps"].items()
+        if key.placement != "stretch" and key.variant != "random"
+    }
+    viz.heatmap_grid(images, shown, path=out / "fig5_methods.png")
 
 
 def save_per_image(path: pathlib.Path, scored: Mapping[str, Any]) -> None:

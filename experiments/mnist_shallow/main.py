@@ -119,25 +119,7 @@ def _pipeline(cfg, train_ds, test_ds, out: pathlib.Path, timer, results: dict) -
         scored = stages.scores(
             apply_fn, params, eval_ds, methods, rel.masks, step=cfg.insdel_step, map_batch=_CHUNK
         )
-    results["insertion_deletion"] = scored["table"]
-    results["per_class_insertion"] = scored["per_class_insertion"]
-    stages.save_per_image(out / "per_image_auc.npz", scored)
-    for mode in ("insertion", "deletion"):
-        viz.curves_plot(
-            scored["curves"][mode],
-            f"{mode} (mean curve over {len(eval_ds)} images)",
-            path=out / f"fig6_{mode}.png",
-        )
-    n_fig = cfg.num_figure_images
-    viz.heatmap_grid(
-        eval_ds.images[:n_fig],
-        {
-            key.label: maps[:n_fig]
-            for key, maps in scored["maps"].items()
-            if key.placement != "stretch" and key.variant != "random"
-        },
-        path=out / "fig5_methods.png",
-    )
+    stages.write_scores(out, scored, results, eval_ds.images[: cfg.num_figure_images])
 
     with timer("ig_completeness"):
         results["ig_completeness"] = stages.ig_completeness(

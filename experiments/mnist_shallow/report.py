@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
+from experiments.common import tables
 from experiments.common.methods import MethodKey
 from svebi_jax.attribution import COMBINED
 
@@ -13,6 +14,15 @@ PAPER_TABLE1 = {
     "SNN-Grad2D": (0.8199, 0.3285),
     "SNN-IG2D": (0.7814, 0.1678),
 }
+
+
+def paper_row(key: MethodKey) -> tuple[float, float] | None:
+    """The paper's (insertion, deletion) for a row: its SVEBI number beside the combined
+    aligned map, the baselines beside theirs."""
+    if key.is_svebi:
+        combined_aligned = (key.layer, key.placement) == (COMBINED, "aligned")
+        return PAPER_TABLE1["SVEBI"] if combined_aligned else None
+    return PAPER_TABLE1.get(key.method)
 
 
 def report(r: dict, methods: Sequence[MethodKey]) -> str:
@@ -63,45 +73,9 @@ def report(r: dict, methods: Sequence[MethodKey]) -> str:
         "Mean of per-image AUCs (AUC of the mean curve in brackets). Insertion: higher is "
         "better; deletion: lower is better. Trivial baselines are there to calibrate the table.",
         "",
-        "| method | insertion ↑ | deletion ↓ | paper insertion | paper deletion | s (maps)¹ |",
-        "|---|---|---|---|---|---|",
     ]
-    for name, row in r["insertion_deletion"].items():
-        key = key_of[name]
-        paper = PAPER_TABLE1.get(key.method)
-        if key.is_svebi:  # the paper's SVEBI row is placed beside the combined aligned map
-            paper = (
-                PAPER_TABLE1["SVEBI"]
-                if (key.layer, key.placement) == (COMBINED, "aligned")
-                else None
-            )
-        ps = (f"{paper[0]:.4f}", f"{paper[1]:.4f}") if paper else ("", "")
-        lines.append(
-            f"| {name} | {row['insertion']:.4f} ({row['insertion_auc_of_mean_curve']:.4f}) | "
-            f"{row['deletion']:.4f} ({row['deletion_auc_of_mean_curve']:.4f}) | {ps[0]} | {ps[1]} "
-            f"| {row['seconds_maps']:.1f} |"
-        )
-    lines += [
-        "",
-        "¹ Seconds to compute the maps; all SVEBI rows come from one shared forward pass, so "
-        "they show that pass's time.",
-        "",
-        "### SVEBI coverage",
-        "",
-        "An image whose predicted class has no relevant filter in a layer gets an all-zero map "
-        "from that layer: the table above scores it anyway (its pixels enter in RISE's "
-        "tie order). Coverage is the share of images with at least one relevant filter; the "
-        "covered-only AUCs leave the others out.",
-        "",
-        "| method | coverage | insertion (covered) | deletion (covered) |",
-        "|---|---|---|---|",
-    ]
-    for name, row in r["insertion_deletion"].items():
-        if key_of[name].is_svebi:
-            lines.append(
-                f"| {name} | {row['coverage']:.3f} | {row['insertion_covered']:.4f} | "
-                f"{row['deletion_covered']:.4f} |"
-            )
+    lines += tables.insdel_table(r, key_of, paper_row)
+    lines += [""] + tables.coverage_table(r, key_of)
     per_class = r.get("per_class_insertion", {})
     if per_class:
         k = len(next(iter(per_class.values())))
@@ -116,17 +90,8 @@ def report(r: dict, methods: Sequence[MethodKey]) -> str:
             if key_of[name].placement == "stretch":
                 continue
             lines.append(f"| {name} | " + " | ".join(f"{v:.3f}" for v in vals) + " |")
-    best = max(
-        (k for k in r["insertion_deletion"] if key_of[k].is_svebi),
-        key=lambda k: r["insertion_deletion"][k]["insertion"],
-    )
-    ranked = sorted(r["insertion_deletion"], key=lambda k: -r["insertion_deletion"][k]["insertion"])
+    lines += [""] + tables.ranking(r, key_of)
     lines += [
-        "",
-        f"Best SVEBI variant by insertion: **{best}** "
-        f"({r['insertion_deletion'][best]['insertion']:.4f}). Ranking by insertion: "
-        + " > ".join(ranked[:6])
-        + " > …",
         "",
         "The paper's SVEBI row is placed beside our combined aligned map; the paper does not say "
         "which layer its number comes from.",
@@ -172,6 +137,5 @@ def report(r: dict, methods: Sequence[MethodKey]) -> str:
                 f"| {a['mu']:g} | {a['num_ablated']:.1f} | {a['relevant']:.4f} | "
                 f"{a['random']:.4f} ± {a['random_std']:.4f} |"
             )
-    lines += ["", "![ablation](fig3a_ablation.png)", "", "## Wall time per stage (s)", ""]
-    lines += [f"- {k}: {v:.1f}" for k, v in r["timings_s"].items()]
+    lines += ["", "![ablation](fig3a_ablation.png)", ""] + tables.timings(r)
     return "\n".join(lines) + "\n"

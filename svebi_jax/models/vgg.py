@@ -205,6 +205,41 @@ def imagenet_normalize(images: Array) -> Array:
     return (images - mean) / std
 
 
+class ImagenetInput:
+    """An ``apply_fn`` that takes ``[0, 1]`` images and normalizes them for the network.
+
+    ``ImagenetInput(apply_fn)(params, images, **kw) = apply_fn(params,
+    imagenet_normalize(images), **kw)``: explanation, perturbation and scoring functions
+    then work in pixel space, where black is 0 (RISE's deletion substrate) and a blurred
+    copy is a blurred photograph, while the network sees torchvision's normalized input.
+    Normalizing in front of the network (not folded into ``conv1_1``) keeps its zero padding
+    exactly torchvision's. ``.info`` is the wrapped function's
+    :class:`~svebi_jax.protocols.ModelInfo`; instances hash by identity (one compile each).
+
+    Args:
+      apply_fn: the model's ``apply_fn`` (e.g. from :func:`svebi_jax.models.functional`).
+    """
+
+    def __init__(self, apply_fn):
+        if not callable(apply_fn):
+            raise TypeError(f"apply_fn must be callable, got {type(apply_fn).__name__}")
+        self.apply_fn = apply_fn
+        self.info = getattr(apply_fn, "info", None)
+
+    def __call__(self, params, images, **kwargs):
+        """``images``: ``[B, H, W, 3]`` (or ``[T, B, H, W, 3]``) floats in ``[0, 1]``."""
+        images = jnp.asarray(images)
+        if not jnp.issubdtype(images.dtype, jnp.floating):
+            raise ValueError(
+                f"images must be float RGB in [0, 1], got dtype {images.dtype} (divide uint8 "
+                "images by 255)"
+            )
+        return self.apply_fn(params, imagenet_normalize(images), **kwargs)
+
+    def __repr__(self) -> str:
+        return f"ImagenetInput({self.apply_fn!r})"
+
+
 def read_state_dict(path: str | os.PathLike) -> dict[str, np.ndarray]:
     """Reads a torch-style ``state_dict`` saved as ``.npz`` (or ``.safetensors``).
 
@@ -473,6 +508,7 @@ def load_torchvision_vgg19(
 __all__ = [
     "IMAGENET_MEAN",
     "IMAGENET_STD",
+    "ImagenetInput",
     "SVGG19",
     "TORCHVISION_VGG19_KEYS",
     "VGG19_BLOCKS",

@@ -1,0 +1,275 @@
+"""Reproduces the SVEBI paper's AwA2 results with the spiking VGG19 (SVGG19), streamed.
+
+::
+
+    python experiments/awa2_svgg19.py --data folder:AwA2/JPEGImages --weights vgg19.npz
+    python -m experiments.awa2_svgg19 --data folder:PHOTOS --image-size 32 --num-steps 4 \\
+        --width-scale 0.0625 --epochs 3          # the small CPU run (README)
+
+Stages (each timed in ``results.json["timings_s"]``): open and check everything (folder,
+weights, checkpoint) → fine-tune SVGG19 on the seeded 80 % (or reuse ``--checkpoint``) →
+test accuracy on the other 20 % → responses X, L on the training split → μ-lasso (μ = 20) →
+relevant filters and their distribution over the 16 conv layers (Fig. 3c) → interpretation
+grid (Fig. 4: top-k receptive-field crops per relevant filter) → SVEBI heatmaps (Fig. 5) →
+insertion (from an 11x11, σ = 5 blurred copy) and deletion (to black) for SVEBI, SNN-Grad2D,
+SNN-IG2D, SAM and trivial maps (Table 1's AwA2 columns). Outputs: ``report.md``,
+``results.json``, figures and the checkpoint, in a run directory that replaces ``--out`` only
+when the run is complete.
+
+Images are never held in memory as a split: every stage reads the folder through
+:mod:`svebi_jax.data.stream` a few batches at a time (``--num-workers`` decoding processes),
+and only the few images a figure shows are read again. The network sees torchvision's
+ImageNet normalization (:class:`svebi_jax.models.vgg.ImagenetInput`); every map, crop and
+perturbation lives in ``[0, 1]`` pixel space.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import pathlib
+
+import jax.numpy as jnp
+import numpy as np
+from flax import nnx
+
+from experiments.awa2_svgg19.calibration import calibrate_firing
+from experiments.awa2_svgg19.config import ExperimentConfig, Prepared, parse_args, prepare
+from experiments.awa2_svgg19.report import report
+from experiments.common import stages
+from experiments.common.methods import table_methods
+from experiments.common.rundir import RunDirectory, write_text
+from experiments.common.timing import StageTimer
+from svebi_jax import viz
+from svebi_jax.models import functional, vgg
+
+#: RISE on photographs: insertion starts from a blurred copy, deletion ends in black.
+SUBSTRATES = {"insertion": "blur", "deletion": "zeros"}
+
+
+def run(cfg: ExperimentConfig) -> dict:
+    """Runs every stage; returns ``results.json``'s content."""
+    cfg = cfg.validate()
+    timer = StageTimer()
+    with timer("data"):
+        prep = prepare(cfg)
+    results: dict = {
+        "config": dataclasses.asdict(cfg),
+        "dataset": cfg.data,
+        "classes": list(prep.source.class_names),
+        "n_train": len(prep.train),
+        "n_test": len(prep.test),
+        "initialization": (
+            f"torchvision VGG19 weights from {cfg.weights} (fc3 new)"
+            if cfg.weights
+            else f"checkpoint {cfg.checkpoint}"
+            if cfg.checkpoint
+            else "random (no --weights): seeded LeCun-normal, each layer rescaled on "
+            f"{CALIBRATION_IMAGES} training images to fire; not the paper's ImageNet weights"
+        ),
+        "widths": list(cfg.widths),
+        "hidden": cfg.hidden,
+        "insdel_step": cfg.step,
+    }
+    with RunDirectory(cfg.out) as out:
+        _pipeline(cfg, prep, out, timer, results)
+    print(f"wrote {pathlib.Path(cfg.out) / 'report.md'} and results.json")
+    return results
+
+
+#: Training images the random initialization is calibrated on (see :mod:`.calibration`).
+CALIBRATION_IMAGES = 16
+
+
+def _set_params(model, values) -> None:
+    """Writes ``{layer: {"kernel", "bias"}}`` arrays into ``model`` (in place)."""
+    state = nnx.state(model, nnx.Param)
+    pure = nnx.to_pure_dict(state)
+    for name, leaves in values.items():
+        for leaf, value in leaves.items():
+            pure[name][leaf] = jnp.asarray(value, pure[name][leaf].dtype)
+    nnx.replace_by_pure_dict(state, pure)
+    nnx.update(model, state)
+
+
+def _build(cfg: ExperimentConfig, prep: Prepared, results: dict):
+    """``build_model`` for :func:`stages.train_or_restore`: SVGG19 with ImageNet weights, or
+    a seeded LeCun-normal initialization calibrated to fire (:mod:`.calibration`).
+
+    The module is built abstractly (``nnx.eval_shape``) and filled from NumPy: flax's eager
+    initializers compile once per parameter shape, about a minute for SVGG19 on 2 cores.
+    """
+
+    def build(train_config, train_data):
+        model = nnx.eval_shape(
+            lambda: vgg.SVGG19(
+                input_shape=(cfg.image_size, cfg.image_size, 3),
+                num_classes=prep.source.num_classes,
+                config=train_config.snn,
+                widths=cfg.widths,
+                hidden=cfg.hidden,
+                rngs=nnx.Rngs(cfg.seed),
+            )
+        )
+        rng = np.random.default_rng([cfg.seed, 0x5661])
+        init = {}
+        for name, leaves in nnx.to_pure_dict(nnx.state(model, nnx.Param)).items():
+            shape = leaves["kernel"].shape
+            fan_in = int(np.prod(shape[:-1]))
+            init[name] = {
+                "kernel": rng.standard_normal(shape, np.float32) / np.float32(np.sqrt(fan_in)),
+                "bias": np.zeros(leaves["bias"].shape, np.float32),
+            }
+        _set_params(model, init)
+        if prep.state_dict is not None:
+            vgg.load_torchvision_vgg19(model, prep.state_dict, skip=prep.skip)
+            return model
+        n = min(CALIBRATION_IMAGES, len(prep.train))
+        images = vgg.imagenet_normalize(prep.train.gather(np.arange(n)).images)
+        weights, rates = calibrate_firing(
+            model.layers, model.weights(), images, config=train_config.snn
+        )
+        results["calibration_rates"] = rates
+        _set_params(model, weights)
+        return model
+
+    return build
+
+
+def _fit(cfg: ExperimentConfig):
+    """``fit`` for :func:`stages.train_or_restore`: the streamed loop on normalized input."""
+
+    def fit(model, train_data, *, config, progress):
+        apply_fn, params = functional(model)
+        return stages.fit_stream(
+            vgg.ImagenetInput(apply_fn),
+            params,
+            train_data,
+            config,
+            num_workers=cfg.num_workers,
+            progress=progress,
+        )
+
+    return fit
+
+
+def _pipeline(cfg, prep: Prepared, out: pathlib.Path, timer, results: dict) -> None:
+    def stream(source, name):
+        return stages.Streamed(
+            source,
+            cfg.batch_size,
+            num_workers=cfg.num_workers,
+            progress=name if cfg.progress else None,
+        )
+
+    with timer("train"):
+        model, history = stages.train_or_restore(
+            prep.train,
+            out=out,
+            checkpoint_dir=cfg.checkpoint,
+            train_config=cfg.train_config(),
+            progress=cfg.progress,
+            build_model=_build(cfg, prep, results),
+            fit=_fit(cfg),
+        )
+    results["train_history"] = history
+    raw_fn, params = functional(model)
+    apply_fn = vgg.ImagenetInput(raw_fn)
+    conv_layers = model.conv_layer_names
+
+    with timer("test_accuracy"):
+        test_stream = stream(prep.test, "test accuracy")
+        results["test_accuracy"] = stages.accuracy(
+            apply_fn, params, test_stream, batch_size=cfg.batch_size
+        )
+    print(f"test accuracy {results['test_accuracy']:.4f} on {len(test_stream.indices)} images")
+
+    train_stream = stream(prep.train, "responses")
+    rel = stages.relevance_stage(
+        apply_fn, params, train_stream, mu=cfg.mu, mu_path_max=0, batch_size=cfg.batch_size,
+        timer=timer,
+    )  # fmt: skip
+    resp = rel.responses
+    results["train_accuracy"] = float(np.mean(resp.predictions == resp.labels))
+    results["n_responses"] = int(resp.X.shape[0])
+    results["unreadable"] = {
+        s.path: s.reason for s in (*test_stream.skipped, *train_stream.skipped)
+    }
+    results.update(rel.summary)
+    viz.layer_distribution_plot(
+        rel.summary["layer_distribution"],
+        title=f"Relevant filters per layer (μ={cfg.mu:g})",
+        path=out / "fig3c_layer_distribution.png",
+    )
+
+    dist = rel.summary["layer_distribution"]
+    deepest = [k for k in conv_layers if dist.get(k, 0) > 0][-1:] or list(conv_layers[-1:])
+    layer = cfg.interpret_layer or deepest[0]  # default: the deepest layer with relevant filters
+    results["interpret_layer"] = layer
+    with timer("interpretation"):
+        stages.interpretation_figure(
+            apply_fn, params, None, rel, layer=layer, top_k=cfg.top_k,
+            path=out / "fig4_interpretation.png", images_of=train_stream.images_of,
+            batch_size=cfg.batch_size,
+        )  # fmt: skip
+    results["interpretation_figure"] = (out / "fig4_interpretation.png").is_file()
+
+    svebi_layers = _svebi_layers(cfg.svebi_layers, conv_layers)
+    n_fig = min(cfg.num_figure_images, len(prep.test))
+    figure_images = prep.test.gather(np.arange(n_fig)).images
+    with timer("heatmaps"):
+        shown = {k: rel.masks[k] for k in (svebi_layers or conv_layers[-1:])}
+        stages.explanation_figure(apply_fn, params, figure_images, shown, out / "fig5_heatmaps.png")
+
+    n_eval = len(prep.test) if cfg.eval_samples == 0 else min(cfg.eval_samples, len(prep.test))
+    eval_src = prep.test.take(np.arange(n_eval), name=f"{prep.test.name}[:{n_eval}]")
+    methods = table_methods(
+        apply_fn,
+        rel.masks,
+        conv_layers=svebi_layers or conv_layers[-1:],
+        seed=cfg.seed,
+        ig_steps=cfg.ig_steps,
+        svebi_layers=svebi_layers,
+    )
+    with timer("insertion_deletion"):
+        eval_stream = stream(eval_src, "insertion/deletion")
+        scored = stages.scores(
+            apply_fn,
+            params,
+            eval_stream,
+            methods,
+            rel.masks,
+            step=cfg.step,
+            map_batch=cfg.batch_size,
+            eval_batch=cfg.batch_size,
+            substrate=SUBSTRATES,
+            chunk_size=cfg.insdel_chunk,
+            keep_maps=n_fig,
+        )
+    results["n_eval"] = int(len(scored["predicted"]))
+    stages.write_scores(out, scored, results, eval_stream.images_of(np.arange(n_fig)))
+
+    results["timings_s"] = timer.seconds
+    write_text(out / "results.json", json.dumps(results, indent=2, default=float))
+    write_text(out / "report.md", report(results, list(methods)))
+
+
+def _svebi_layers(choice: str, conv_layers) -> tuple[str, ...]:
+    """``--svebi-layers``: the conv layers that get their own SVEBI (and SAM) rows."""
+    if choice == "all":
+        return tuple(conv_layers)
+    if choice == "none":
+        return ()
+    if choice == "blocks":  # the last conv layer of each block: conv1_2, conv2_2, conv3_4, ...
+        return tuple(
+            name
+            for i, name in enumerate(conv_layers)
+            if i + 1 == len(conv_layers) or conv_layers[i + 1].split("_")[0] != name.split("_")[0]
+        )
+    return tuple(choice.split(","))
+
+
+def main(argv=None) -> int:
+    """``python experiments/awa2_svgg19.py [ARGS]`` (or ``python -m experiments.awa2_svgg19``)."""
+    run(parse_args(argv, description=__doc__))
+    return 0
