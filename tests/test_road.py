@@ -7,7 +7,7 @@ import optax
 import pytest
 
 from svebi_jax import train
-from svebi_jax.metrics import road as R
+from svebi_jax.metrics import remove_and_debias as R
 
 
 def _dense_reference(img: np.ndarray, removed: np.ndarray) -> np.ndarray:

@@ -14,7 +14,12 @@ from svebi_jax.metrics.insdel import (
     insertion_deletion,
     insertion_deletion_from_maps,
 )
-from svebi_jax.metrics.road import ROADResult, noisy_linear_impute, road, road_from_maps
+from svebi_jax.metrics.remove_and_debias import (
+    ROADResult,
+    noisy_linear_impute,
+    road,
+    road_from_maps,
+)
 from svebi_jax.metrics.sanity import (
     RandomizationCheck,
     model_randomization_check,
