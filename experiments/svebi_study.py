@@ -10,8 +10,9 @@ The protocol is fixed here, in code, before any test number is looked at:
 2. **Models.** Two training recipes (``train.recipe("default")`` and ``"paper"``), three
    seeds each; every model is trained on the 4,000 training digits, its responses and μ-lasso
    path (μ = 1..``--mu-path-max``) come from the same digits.
-3. **Choices on validation only** (the first ``--val-games`` validation digits), per recipe,
-   by the mean over its seeds of one criterion; two criteria are recorded side by side:
+3. **Choices on validation only** (the first ``--val-games`` validation digits), for each
+   trained model (recipe × seed) on its own validation scores, by one criterion; two criteria
+   are recorded side by side:
    ``rise`` = insertion AUC − deletion AUC (black substrate, 28 pixels per step) and
    ``road`` = ROAD's LeRF − MoRF gap (noisy linear imputation, fractions 0.1..0.9).
    Stage 1 picks where to explain: layer ∈ {conv1, conv2, combined} × μ ∈ ``--mus`` with the
@@ -20,10 +21,11 @@ The protocol is fixed here, in code, before any test number is looked at:
    for classes without relevant filters; product fusion for the combined map; stretched
    placement); every variant that beats the stage-1 winner is kept, the kept ones are
    combined, and the combination is scored too; the best of all stage-2 candidates wins.
-4. **Test, once per seed.** The paper's SVEBI (μ = 2, combined, all defaults), the paper's
-   SVEBI of conv1, the two validation choices, SNN-Grad2D, SNN-IG2D, SAM per conv layer and
-   the three trivial maps, each scored with insertion/deletion and ROAD on the same test
-   digits; mean ± sd over the three seeds.
+4. **Test, once per seed**, right after that seed's choices: the paper's SVEBI (μ = 2,
+   combined, all defaults), the paper's SVEBI of conv1, the two validation choices,
+   SNN-Grad2D, SNN-IG2D, SAM per conv layer and the three trivial maps, each scored with
+   insertion/deletion and ROAD on the same test digits; mean ± sd over the seeds (seeds run
+   one after the other, every recipe per seed).
 
 The JSON (``svebi_study.json``) keeps ``validation`` (every candidate's score per seed and
 the choices) apart from ``test`` (accuracies and the table)::
@@ -303,7 +305,7 @@ def svebi_test_rows(choices: dict) -> dict[str, Candidate]:
         "SVEBI paper conv1 (mu=2)": Candidate("conv1", 2.0),
     }
     for crit, cand in choices.items():
-        rows[f"SVEBI chosen by {crit}: {cand.label}"] = cand
+        rows[f"SVEBI chosen on validation by {crit}"] = cand
     return rows
 
 
@@ -330,31 +332,45 @@ def _mean_sd(values) -> dict:
     }
 
 
-def run_test(models, choices, test_full, test_games, args) -> dict:
-    acc = [float(train.evaluate(m.apply_fn, m.params, test_full)[0]) for m in models]
-    rows: dict[str, list[dict]] = {}
+def run_test(m: Model, choices, test_full, test_games, args) -> dict:
+    """One model's test record: accuracy (all test digits) and every method's scores."""
+    acc = float(train.evaluate(m.apply_fn, m.params, test_full)[0])
+    rows: dict[str, dict] = {}
     svebi_rows = svebi_test_rows(choices)
-    for m in models:
-        for name, fn in test_methods(m, choices, args).items():
-            s = score(m, fn, test_games, args, key=1000 + m.seed)
-            cls = s.pop("_classes")
-            if name in svebi_rows:
-                s["coverage"] = coverage(m, svebi_rows[name], cls)
-            rows.setdefault(name, []).append(s)
-            print(
-                f"  [test {m.recipe} seed {m.seed}] {name:60s} ins {s['insertion']:.4f} "
-                f"del {s['deletion']:.4f} road {s['road_gap']:+.4f}",
-                flush=True,
-            )
-    table = {
-        name: {
-            k: _mean_sd([s[k] for s in per])
+    for name, fn in test_methods(m, choices, args).items():
+        s = score(m, fn, test_games, args, key=1000 + m.seed)
+        cls = s.pop("_classes")
+        if name in svebi_rows:
+            s["coverage"] = coverage(m, svebi_rows[name], cls)
+            s["variant"] = svebi_rows[name].label
+        rows[name] = s
+        print(
+            f"  [test {m.recipe} seed {m.seed}] {name:40s} ins {s['insertion']:.4f} "
+            f"del {s['deletion']:.4f} road {s['road_gap']:+.4f}",
+            flush=True,
+        )
+    return {"accuracy": acc, "rows": rows}
+
+
+def aggregate(per_seed: dict[str, dict]) -> dict:
+    """Mean ± sd over the seeds done of the test accuracy and of every method's scores."""
+    seeds = list(per_seed)
+    names = list(per_seed[seeds[0]]["rows"])
+    table = {}
+    for name in names:
+        per = [per_seed[sd]["rows"][name] for sd in seeds]
+        table[name] = {
+            k: _mean_sd([p[k] for p in per])
             for k in per[0]
             if k not in ("rise", "road") and s_is_number(per[0][k])
         }
-        for name, per in rows.items()
+        if "variant" in per[0]:
+            table[name]["variant_per_seed"] = [p["variant"] for p in per]
+    return {
+        "seeds_done": seeds,
+        "accuracy": _mean_sd([per_seed[sd]["accuracy"] for sd in seeds]),
+        "table": table,
     }
-    return {"accuracy": _mean_sd(acc), "table": table}
 
 
 def s_is_number(v) -> bool:
@@ -441,8 +457,8 @@ def merge(paths: list[str], out: str) -> int:
     result["protocol"]["recipes"] = {}
     result["merged_from"] = [str(p) for p in paths]
     for part in parts[1:]:
-        for key in ("validation", "test", "models"):
-            result[key] |= part[key]
+        for key in ("validation", "test", "models", "test_per_seed"):
+            result[key] = result.get(key, {}) | part.get(key, {})
         result["seconds"] |= part["seconds"]
     for part in parts:
         result["protocol"]["recipes"] |= part["protocol"]["recipes"]
@@ -506,12 +522,12 @@ def main(argv=None) -> int:
     }
     out = pathlib.Path(a.out)
     out.mkdir(parents=True, exist_ok=True)
-    # One recipe at a time (its choices concern its own models): train its seeds, choose on
-    # validation, then score the test set once per seed; the JSON is rewritten after each
-    # phase with "complete": false until the end, so a stopped run still reports what it did.
-    for r in a.recipes:
-        ms = []
-        for s in a.seeds:
+    # One seed at a time, every recipe: train, choose on this model's validation digits, then
+    # score the test set once; the JSON is rewritten after each phase with "complete": false
+    # until the end, so a stopped run still reports every seed it finished.
+    test_raw: dict[str, dict] = {r: {} for r in a.recipes}
+    for s in a.seeds:
+        for r in a.recipes:
             m = build_model(r, s, train_ds, a)
             val_acc = float(train.evaluate(m.apply_fn, m.params, val_ds)[0])
             result["models"][f"{r}/seed{s}"] = {
@@ -520,17 +536,20 @@ def main(argv=None) -> int:
                 "final_train_loss": (m.history.get("train_loss") or [None])[-1],
             }
             print(f"[{r} seed {s}] validation accuracy {val_acc:.4f} {m.seconds}", flush=True)
-            ms.append(m)
-        # 1. every choice, on validation only
-        rec = validate(ms, val_images, a)
-        choices = rec.pop("_choices")
-        result["validation"][r] = rec
-        result["seconds"][f"{r}: until validation done"] = round(time.perf_counter() - t_start, 1)
-        _dump(out, result)
-        # 2. the test set, once per seed
-        result["test"][r] = run_test(ms, choices, test_full, test_images, a)
-        result["seconds"][f"{r}: until test done"] = round(time.perf_counter() - t_start, 1)
-        _dump(out, result)
+            # 1. every choice, on validation only
+            rec = validate([m], val_images, a)
+            choices = rec.pop("_choices")
+            result["validation"].setdefault(r, {})[f"seed{s}"] = rec
+            result["seconds"][f"{r}/seed{s}: validation done"] = round(
+                time.perf_counter() - t_start, 1
+            )
+            _dump(out, result)
+            # 2. the test set, once for this seed
+            test_raw[r][f"seed{s}"] = run_test(m, choices, test_full, test_images, a)
+            result["test"][r] = aggregate(test_raw[r])
+            result["test_per_seed"] = test_raw
+            result["seconds"][f"{r}/seed{s}: test done"] = round(time.perf_counter() - t_start, 1)
+            _dump(out, result)
     result["complete"] = True
     result["seconds"]["total"] = round(time.perf_counter() - t_start, 1)
     _dump(out, result)
@@ -563,20 +582,23 @@ def report(result: dict) -> str:
     )
     if not result.get("complete"):
         lines.append("\n**Incomplete run**: only the phases below were done.")
-    for r, rec in result["validation"].items():
-        lines += ["", f"## Recipe `{r}`: validation choices", ""]
-        for crit, ch in rec["choice"].items():
-            lines.append(
-                f"- by `{crit}`: **{ch['label']}** (validation {ch['validation']:+.4f}; "
-                f"stage 1 winner {ch['stage1_winner']}, kept {ch['kept_variants']})"
-            )
+    for r, by_seed in result["validation"].items():
+        lines += ["", f"## Recipe `{r}`: validation choices (each seed's own model)", ""]
+        for seed, rec in by_seed.items():
+            for crit, ch in rec["choice"].items():
+                lines.append(
+                    f"- {seed}, by `{crit}`: **{ch['label']}** (validation "
+                    f"{ch['validation']:+.4f}; stage 1 winner {ch['stage1_winner']}, kept "
+                    f"{ch['kept_variants']})"
+                )
         if r not in result["test"]:
             continue
         test = result["test"][r]
         acc = test["accuracy"]
         lines += [
             "",
-            f"## Recipe `{r}`: test (accuracy {acc['mean']:.4f} ± {acc['sd']:.4f})",
+            f"## Recipe `{r}`: test, seeds {test['seeds_done']} (accuracy {acc['mean']:.4f} ± "
+            f"{acc['sd']:.4f})",
             "",
             "| method | insertion ↑ | deletion ↓ | ROAD MoRF ↓ | ROAD LeRF ↑ | ROAD gap ↑ |"
             " coverage |",

@@ -38,7 +38,7 @@ def test_quick_study_keeps_validation_and_test_apart(tmp_path, shared_mnist_dir)
     res = json.loads((out / "svebi_study.json").read_text())
     assert set(res) >= {"protocol", "validation", "test"}
     assert res["protocol"]["test_digits_games"] == 8 and res["protocol"]["quick"]
-    val = res["validation"]["paper"]
+    val = res["validation"]["paper"]["seed0"]
     for crit in ("rise", "road"):
         choice = val["choice"][crit]
         scored = {**val["stage1"], **val["stage2"]}
@@ -57,6 +57,9 @@ def test_quick_study_keeps_validation_and_test_apart(tmp_path, shared_mnist_dir)
     assert 0.0 <= test["accuracy"]["mean"] <= 1.0
     table = test["table"]
     assert "SVEBI paper (combined, mu=2)" in table and "SNN-Grad2D" in table
+    assert test["seeds_done"] == ["seed0"] and res["complete"]
+    chosen = table["SVEBI chosen on validation by rise"]["variant_per_seed"]
+    assert chosen == [val["choice"]["rise"]["label"]]
     for row in table.values():
         for k in ("insertion", "deletion", "road_morf", "road_lerf"):
             assert 0.0 <= row[k]["mean"] <= 1.0
