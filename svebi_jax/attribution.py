@@ -34,8 +34,10 @@ from typing import Any, Protocol
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 from svebi_jax import _validation as V
+from svebi_jax import batching
 from svebi_jax import heatmaps as H
 from svebi_jax import layers as L
 from svebi_jax import relevance as _relevance
@@ -50,6 +52,7 @@ __all__ = [
     "FUSIONS",
     "AttrFn",
     "SVEBIOptions",
+    "attribution_maps",
     "centered_gaussian",
     "grad2d",
     "input_intensity",
@@ -80,6 +83,51 @@ class AttrFn(Protocol):
 def predicted_classes(apply_fn: ApplyFn, params, images: Array) -> Array:
     """``[B]`` int32 classes the model predicts for ``images`` (``argmax`` of the logits)."""
     return _grad.predicted_classes(apply_fn, params, images)
+
+
+def attribution_maps(
+    attr_fn: AttrFn,
+    params: Any,
+    images: Array,
+    *,
+    target: Array | None = None,
+    batch_size: int | None = None,
+) -> Array:
+    """``attr_fn``'s maps of ``images``, ``batch_size`` images per call, shape-checked.
+
+    Args:
+      attr_fn: ``attr_fn(params, images, target) -> [B, H, W]``.
+      params: the model's parameters.
+      images: ``[B, H, W, C]`` float images.
+      target: ``[B]`` classes to explain, or ``None`` (the predicted ones).
+      batch_size: images per call (bounds memory); default all at once.
+
+    Returns:
+      ``[B, H, W]`` maps.
+
+    Raises:
+      TypeError: ``attr_fn`` not callable. ValueError: bad ``target``/``batch_size``, or maps
+        that are not ``[B, H, W]``.
+    """
+    if not callable(attr_fn):
+        raise TypeError(f"attr_fn must be callable, got {type(attr_fn).__name__}")
+    images = jnp.asarray(V.check_images(images))
+    b = images.shape[0]
+    batch_size = b if batch_size is None else V.check_positive_int("batch_size", batch_size)
+    if target is not None:
+        target = V.check_classes(target, batch=b, name="target")
+    maps = batching.map_batches(
+        lambda i: attr_fn(params, images[i], None if target is None else target[i]),
+        np.arange(b),
+        batch_size,
+        pad=False,
+    )
+    maps = jnp.asarray(maps)
+    if maps.shape != images.shape[:3]:
+        raise ValueError(
+            f"attr_fn must return [B, H, W] = {tuple(images.shape[:3])} maps, got {maps.shape}"
+        )
+    return maps
 
 
 def _geometry(apply_fn, geometry) -> Mapping[str, L.Geometry]:

@@ -49,10 +49,11 @@ from flax import struct
 from jax import lax
 
 from svebi_jax import _validation as V
-from svebi_jax import batching
+from svebi_jax.attribution import attribution_maps
 from svebi_jax.protocols import ApplyFn, logits_of
 
 __all__ = [
+    "FRACTIONS",
     "NEIGHBOUR_WEIGHTS",
     "ROADResult",
     "noisy_linear_impute",
@@ -61,6 +62,9 @@ __all__ = [
 ]
 
 Array = jax.Array
+
+#: ROAD's removal fractions (10 % ... 90 %).
+FRACTIONS: tuple[float, ...] = (0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9)
 
 #: ``(dy, dx) -> weight`` of the imputation's neighbours (ROAD's ``NoisyLinearImputer``).
 NEIGHBOUR_WEIGHTS: dict[tuple[int, int], float] = {
@@ -293,7 +297,7 @@ def road_from_maps(
     saliency: Array,
     *,
     key: Array,
-    fractions: Sequence[float] = (0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9),
+    fractions: Sequence[float] = FRACTIONS,
     noise: float = 0.01,
     num_iters: int = 200,
     chunk_size: int = 128,
@@ -349,7 +353,7 @@ def road(
     key: Array,
     target: Array | None = None,
     batch_size: int | None = None,
-    fractions: Sequence[float] = (0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9),
+    fractions: Sequence[float] = FRACTIONS,
     noise: float = 0.01,
     num_iters: int = 200,
     chunk_size: int = 128,
@@ -370,24 +374,8 @@ def road(
     Returns:
       :class:`ROADResult` with the scored ``maps``.
     """
-    if not callable(attr_fn):
-        raise TypeError(f"attr_fn must be callable, got {type(attr_fn).__name__}")
     images = jnp.asarray(V.check_images(images))
-    b = images.shape[0]
-    batch_size = b if batch_size is None else V.check_positive_int("batch_size", batch_size)
-    if target is not None:
-        target = V.check_classes(target, batch=b, name="target")
-    maps = batching.map_batches(
-        lambda i: attr_fn(params, images[i], None if target is None else target[i]),
-        np.arange(b),
-        batch_size,
-        pad=False,
-    )
-    maps = jnp.asarray(maps)
-    if maps.shape != images.shape[:3]:
-        raise ValueError(
-            f"attr_fn must return [B, H, W] = {tuple(images.shape[:3])} maps, got {maps.shape}"
-        )
+    maps = attribution_maps(attr_fn, params, images, target=target, batch_size=batch_size)
     res = road_from_maps(
         _Logits(apply_fn),
         params,
