@@ -34,10 +34,13 @@ from typing import Any, Protocol
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 from svebi_jax import _validation as V
+from svebi_jax import batching
 from svebi_jax import heatmaps as H
 from svebi_jax import layers as L
+from svebi_jax import relevance as _relevance
 from svebi_jax.baselines import grad as _grad
 from svebi_jax.baselines import ig as _ig
 from svebi_jax.baselines import spike_activation_map as _sam
@@ -45,9 +48,11 @@ from svebi_jax.baselines import trivial as _trivial
 from svebi_jax.protocols import ApplyFn, model_info
 
 __all__ = [
+    "EMPTY_CLASS_RULES",
     "FUSIONS",
     "AttrFn",
     "SVEBIOptions",
+    "attribution_maps",
     "centered_gaussian",
     "grad2d",
     "input_intensity",
@@ -62,7 +67,9 @@ __all__ = [
 Array = jax.Array
 
 #: How SVEBI's ``"combined"`` map fuses the per-layer maps (see :class:`SVEBIOptions`).
-FUSIONS: tuple[str, ...] = ("mean",)
+FUSIONS: tuple[str, ...] = H.FUSIONS
+#: What SVEBI does for a class without relevant filters in a layer (see :class:`SVEBIOptions`).
+EMPTY_CLASS_RULES: tuple[str, ...] = ("zeros", "smallest_mu")
 #: The ``layer`` value that asks :func:`svebi` for the fused map of all layers.
 COMBINED = "combined"
 
@@ -76,6 +83,51 @@ class AttrFn(Protocol):
 def predicted_classes(apply_fn: ApplyFn, params, images: Array) -> Array:
     """``[B]`` int32 classes the model predicts for ``images`` (``argmax`` of the logits)."""
     return _grad.predicted_classes(apply_fn, params, images)
+
+
+def attribution_maps(
+    attr_fn: AttrFn,
+    params: Any,
+    images: Array,
+    *,
+    target: Array | None = None,
+    batch_size: int | None = None,
+) -> Array:
+    """``attr_fn``'s maps of ``images``, ``batch_size`` images per call, shape-checked.
+
+    Args:
+      attr_fn: ``attr_fn(params, images, target) -> [B, H, W]``.
+      params: the model's parameters.
+      images: ``[B, H, W, C]`` float images.
+      target: ``[B]`` classes to explain, or ``None`` (the predicted ones).
+      batch_size: images per call (bounds memory); default all at once.
+
+    Returns:
+      ``[B, H, W]`` maps.
+
+    Raises:
+      TypeError: ``attr_fn`` not callable. ValueError: bad ``target``/``batch_size``, or maps
+        that are not ``[B, H, W]``.
+    """
+    if not callable(attr_fn):
+        raise TypeError(f"attr_fn must be callable, got {type(attr_fn).__name__}")
+    images = jnp.asarray(V.check_images(images))
+    b = images.shape[0]
+    batch_size = b if batch_size is None else V.check_positive_int("batch_size", batch_size)
+    if target is not None:
+        target = V.check_classes(target, batch=b, name="target")
+    maps = batching.map_batches(
+        lambda i: attr_fn(params, images[i], None if target is None else target[i]),
+        np.arange(b),
+        batch_size,
+        pad=False,
+    )
+    maps = jnp.asarray(maps)
+    if maps.shape != images.shape[:3]:
+        raise ValueError(
+            f"attr_fn must return [B, H, W] = {tuple(images.shape[:3])} maps, got {maps.shape}"
+        )
+    return maps
 
 
 def _geometry(apply_fn, geometry) -> Mapping[str, L.Geometry]:
@@ -92,26 +144,54 @@ def _geometry(apply_fn, geometry) -> Mapping[str, L.Geometry]:
 
 @dataclasses.dataclass(frozen=True)
 class SVEBIOptions:
-    """Options of the SVEBI attribution (frozen, hashable).
+    """Options of the SVEBI attribution (frozen, hashable); the defaults are the paper's.
+
+    For image :math:`n`, explained class :math:`j` and layer :math:`\\ell` the map is
+
+    .. math::
+        E^\\ell_n = \\operatorname{minmax}\\Big(\\operatorname{up}\\Big(\\sum_f a_{n,f}\\,
+            \\tilde S_{n,f}\\Big)\\Big),\\qquad
+        \\tilde S = \\sum_t w_t S[t],\\quad w_t = \\gamma^t / \\textstyle\\sum_{t'} \\gamma^{t'}
 
     Attributes:
       placement: where a map cell lands on the image: ``"aligned"`` (default, at its
         receptive field's centre) or ``"stretch"`` (the authors' resize of the whole map);
         see :mod:`svebi_jax.heatmaps`.
       fusion: how the ``"combined"`` map fuses the layers' min–max normalized maps:
-        ``"mean"`` (:func:`svebi_jax.heatmaps.combine`, then min–max normalized).
-
-    Variants of the method (lasso-weighted or response-weighted filters, temporal weighting,
-    other fusions, a rule for a class without relevant filters) are added here as fields with
-    the paper's behaviour as their default, so every caller keeps the paper's maps.
+        ``"mean"`` (paper; = the normalized sum) or ``"product"``
+        (:func:`svebi_jax.heatmaps.combine`).
+      filter_weighting: the filter weights :math:`a_{n,f}`: ``"binary"`` (paper: 1 for each
+        relevant filter), ``"lasso"`` (the filter's lasso weight :math:`W_{fj}`; the masks
+        must carry the weights, ``masks_from_weights(..., keep_weights=True)``) or
+        ``"response"`` (the filter's response to this image,
+        :math:`\\lVert\\bar S_{n,f}\\rVert^2 / \\sum_{f'} \\lVert\\bar S_{n,f'}\\rVert^2`);
+        see :func:`svebi_jax.heatmaps.svebi_heatmaps`.
+      temporal_decay: :math:`\\gamma \\in (0, 1]` of the temporal weighting: 1 (paper) is the
+        time mean :math:`\\bar S`; smaller values make earlier spikes weigh more
+        (:func:`svebi_jax.heatmaps.temporal_reduce`).
+      border: aligned maps beyond the outermost receptive-field centres: ``"clamp"``
+        (default: the edge value) or ``"taper"`` (the edge cell spread over its receptive
+        field with a tent weight; :func:`svebi_jax.heatmaps.interpolation_matrix`).
+      empty_class: a class without a relevant filter in the layer at the chosen μ:
+        ``"zeros"`` (paper: an all-zero map) or ``"smallest_mu"`` (the relevant filters at the
+        smallest μ of the path where it has some,
+        :func:`svebi_jax.relevance.fill_empty_from_path`; needs ``mask_path``).
     """
 
     placement: str = "aligned"
     fusion: str = "mean"
+    filter_weighting: str = "binary"
+    temporal_decay: float = 1.0
+    border: str = "clamp"
+    empty_class: str = "zeros"
 
     def __post_init__(self):
         V.check_choice("placement", self.placement, H.PLACEMENTS)
         V.check_choice("fusion", self.fusion, FUSIONS)
+        V.check_choice("filter_weighting", self.filter_weighting, H.FILTER_WEIGHTINGS)
+        V.check_number("temporal_decay", self.temporal_decay, low=0.0, high=1.0, low_open=True)
+        V.check_choice("border", self.border, H.BORDERS)
+        V.check_choice("empty_class", self.empty_class, EMPTY_CLASS_RULES)
 
 
 def _check_masks(masks, conv_layers) -> dict[str, Array]:
@@ -136,6 +216,8 @@ def svebi_variants(
     placements: Sequence[str] = ("aligned",),
     layers: Sequence[str] | None = None,
     fusion: str = "mean",
+    options: SVEBIOptions | None = None,
+    mask_path: Mapping[str, Array] | None = None,
 ) -> Callable[..., dict[tuple[str, str], Array]]:
     """Many SVEBI maps from one forward pass: every layer and the fused map, per placement.
 
@@ -151,7 +233,10 @@ def svebi_variants(
       geometry: ``{layer: Geometry}``; default ``apply_fn.info.geometry``.
       placements: placements to compute, each ``"aligned"`` or ``"stretch"``.
       layers: layers to explain; default every layer of ``masks``.
-      fusion: fusion of the ``"combined"`` map.
+      fusion: fusion of the ``"combined"`` map (``options.fusion`` wins when given).
+      options: the other :class:`SVEBIOptions` (its ``placement`` is ignored here).
+      mask_path: ``{layer: [P, K, c]}`` masks along the μ path (increasing μ), needed by
+        ``options.empty_class="smallest_mu"``.
 
     Returns:
       The jitted function. A row of NaN marks an image whose pixels are not finite (only
@@ -161,28 +246,42 @@ def svebi_variants(
     masks = _check_masks(masks, None if info is None else info.conv_layers)
     geometry = _geometry(apply_fn, geometry)
     placements = tuple(V.check_choice("placement", p, H.PLACEMENTS) for p in placements)
-    V.check_choice("fusion", fusion, FUSIONS)
+    opts = SVEBIOptions(fusion=fusion) if options is None else options
+    if not isinstance(opts, SVEBIOptions):
+        raise TypeError(f"options must be an SVEBIOptions, got {type(opts).__name__}")
     layers = tuple(masks) if layers is None else tuple(layers)
     for n in layers:
         if n not in masks or n not in geometry:
             raise ValueError(f"layers: unknown layer {n!r}; masks have {tuple(masks)}")
+    if opts.empty_class == "smallest_mu":
+        if mask_path is None:
+            raise ValueError(
+                "mask_path ({layer: [P, K, c]}) is required for empty_class='smallest_mu'"
+            )
+        masks = _relevance.fill_empty_from_path(masks, mask_path)
+    record = "mean" if opts.temporal_decay == 1.0 else "spikes"
 
     @jax.jit
     def fn(params, images, target=None):
-        out = apply_fn(params, images, record="mean")
+        out = apply_fn(params, images, record=record)
+        spikes = out.spikes
+        if record == "spikes":
+            spikes = {k: H.temporal_reduce(v, opts.temporal_decay) for k, v in spikes.items()}
         cls = jnp.argmax(out.logits, axis=-1) if target is None else target
         maps = {}
         for placement in placements:
             hm = H.svebi_heatmaps(
-                out.spikes,
+                spikes,
                 cls,
                 masks,
                 geometry=geometry,
                 image_shape=images.shape[1:3],
                 placement=placement,
                 layers=layers,
+                filter_weighting=opts.filter_weighting,
+                border=opts.border,
             )
-            hm[COMBINED] = H.combine(hm)
+            hm[COMBINED] = H.combine(hm, fusion=opts.fusion)
             maps |= {(k, placement): v for k, v in hm.items()}
         return V.flag_rows(maps, V.rows_finite(out.logits))
 
@@ -204,6 +303,7 @@ def svebi(
     layer: str = COMBINED,
     geometry: Mapping[str, L.Geometry] | None = None,
     options: SVEBIOptions = SVEBIOptions(),
+    mask_path: Mapping[str, Array] | None = None,
 ) -> AttrFn:
     """SVEBI attribution of one layer (or of all layers fused), as an ``attr_fn``.
 
@@ -218,7 +318,10 @@ def svebi(
         (:func:`svebi_jax.relevance.masks_from_weights`).
       layer: a conv layer of ``masks``, or ``"combined"`` (default).
       geometry: ``{layer: Geometry}``; default ``apply_fn.info.geometry``.
-      options: :class:`SVEBIOptions` (placement, fusion, ...).
+      options: :class:`SVEBIOptions` (placement, fusion, filter weighting, temporal
+        weighting, border, empty-class rule).
+      mask_path: ``{layer: [P, K, c]}`` masks along the μ path, increasing μ (only for
+        ``options.empty_class="smallest_mu"``).
 
     Returns:
       ``attr_fn(params, images, target=None) -> [B, H, W]`` in ``[0, 1]`` (all zeros where the
@@ -235,7 +338,8 @@ def svebi(
         geometry=geometry,
         placements=(options.placement,),
         layers=None if layer == COMBINED else (layer,),
-        fusion=options.fusion,
+        options=options,
+        mask_path=mask_path,
     )
 
     def attr_fn(params, images, target=None):

@@ -23,7 +23,12 @@ filter set :math:`\\mathcal R_j^\\ell` (a 0/1 row ``mask[j]``), the layer's heat
       \\quad y = 0..H-1,\\ i = 0..h-1
 
   (see :func:`interpolation_matrix`): exact, computed once per geometry, and applied as two
-  small matrix products.
+  small matrix products. ``border="taper"`` defines the map outside the region the cells'
+  centres cover differently: instead of holding the edge value, the edge cell is spread over
+  its receptive field with a linear (tent) weight that falls from 1 at its centre to 0 at the
+  receptive field's edge, :math:`(A_H)_{y i} \\leftarrow \tau_y (A_H)_{y i}`,
+  :math:`\tau_y = \\operatorname{clip}(1 - d_y / (r/2), 0, 1)` with :math:`d_y` the distance
+  of pixel :math:`y` beyond the outermost centre and :math:`r` the receptive-field side.
 - ``"stretch"`` (the authors' code): ``jax.image.resize(M, (H, W), "bilinear")`` of the whole
   map, i.e. the map is stretched over the image regardless of where its receptive fields lie.
 
@@ -50,13 +55,18 @@ from svebi_jax._validation import is_tracer as _is_tracer
 from svebi_jax.protocols import ApplyFn, model_info
 
 __all__ = [
+    "BORDERS",
+    "FILTER_WEIGHTINGS",
+    "FUSIONS",
     "PLACEMENTS",
     "ExplainResult",
     "combine",
     "explain",
+    "filter_weights",
     "interpolation_matrix",
     "minmax_normalize",
     "svebi_heatmaps",
+    "temporal_reduce",
     "upsample_aligned",
     "upsample_stretch",
 ]
@@ -64,6 +74,12 @@ __all__ = [
 Array = jax.Array
 Placement = Literal["aligned", "stretch"]
 PLACEMENTS: tuple[str, ...] = ("aligned", "stretch")
+#: What an aligned map is beyond the outermost cell centres (see :func:`interpolation_matrix`).
+BORDERS: tuple[str, ...] = ("clamp", "taper")
+#: How the relevant filters' maps are weighted (see :func:`svebi_heatmaps`).
+FILTER_WEIGHTINGS: tuple[str, ...] = ("binary", "lasso", "response")
+#: How per-layer maps are fused (see :func:`combine`).
+FUSIONS: tuple[str, ...] = ("mean", "product")
 
 
 def _check_placement(placement) -> None:
@@ -83,18 +99,35 @@ def _image_hw(image_shape) -> tuple[int, int]:
 # ----------------------------------------------------------------------------- upsampling
 
 
-def interpolation_matrix(n_out: int, n_in: int, *, start: float, jump: float) -> np.ndarray:
+def interpolation_matrix(
+    n_out: int,
+    n_in: int,
+    *,
+    start: float,
+    jump: float,
+    border: str = "clamp",
+    rf: float | None = None,
+) -> np.ndarray:
     """Matrix of the receptive-field-aligned 1-D interpolation (see the module docstring).
 
     Cell ``i`` of the input axis sits at output coordinate ``start + i * jump``; output pixel
     ``y`` takes the linear interpolation between its two neighbouring cell centres, clamped to
-    the edge cells beyond the outermost centres. Rows sum to 1.
+    the edge cells beyond the outermost centres (``border="clamp"``: rows sum to 1), or
+    tapered there (``border="taper"``): row ``y`` is multiplied by
+
+    .. math::
+        \tau_y = \\operatorname{clip}\\Big(1 - \frac{d_y}{r / 2},\\ 0,\\ 1\\Big),\\qquad
+        d_y = \\max\big(0,\\ s - y,\\ y - s - (n_\text{in} - 1) J\big),
+
+    i.e. the edge cell covers its receptive field (side :math:`r`) with a tent weight.
 
     Args:
       n_out: output length (input pixels, e.g. ``H``).
       n_in: number of map cells (e.g. ``h``).
       start: coordinate of cell 0's centre (``Geometry.start``).
       jump: spacing between cell centres (``Geometry.jump`` > 0).
+      border: ``"clamp"`` (default) or ``"taper"``.
+      rf: receptive-field side :math:`r > 0` in pixels (required for ``"taper"``).
 
     Returns:
       ``[n_out, n_in]`` float32 matrix :math:`A`.
@@ -106,14 +139,27 @@ def interpolation_matrix(n_out: int, n_in: int, *, start: float, jump: float) ->
     y = np.arange(n_out, dtype=np.float64)
     u = np.clip((y - start) / jump, 0.0, n_in - 1)
     a = np.maximum(0.0, 1.0 - np.abs(u[:, None] - np.arange(n_in, dtype=np.float64)[None, :]))
+    V.check_choice("border", border, BORDERS)
+    if border == "taper":
+        if rf is None or not rf > 0:
+            raise ValueError(
+                f"rf must be a receptive-field side > 0 for border='taper', got {rf!r}"
+            )
+        d = np.maximum(0.0, np.maximum(start - y, y - start - (n_in - 1) * jump))
+        a = a * np.clip(1.0 - d / (rf / 2.0), 0.0, 1.0)[:, None]
     return a.astype(np.float32)
 
 
 @functools.lru_cache(maxsize=128)
-def _matrices(geometry: L.Geometry, hw: tuple[int, int]) -> tuple[np.ndarray, np.ndarray]:
-    a_h = interpolation_matrix(hw[0], geometry.height, start=geometry.start, jump=geometry.jump)
-    a_w = interpolation_matrix(hw[1], geometry.width, start=geometry.start, jump=geometry.jump)
-    return a_h, a_w
+def _matrices(
+    geometry: L.Geometry, hw: tuple[int, int], border: str = "clamp"
+) -> tuple[np.ndarray, np.ndarray]:
+    g = geometry
+    kw = dict(start=g.start, jump=g.jump, border=border, rf=g.rf)
+    return (
+        interpolation_matrix(hw[0], g.height, **kw),
+        interpolation_matrix(hw[1], g.width, **kw),
+    )
 
 
 def _check_map_geometry(maps, geometry: L.Geometry, name: str = "maps") -> None:
@@ -124,13 +170,16 @@ def _check_map_geometry(maps, geometry: L.Geometry, name: str = "maps") -> None:
         )
 
 
-def upsample_aligned(maps: Array, geometry: L.Geometry, image_shape: Sequence[int]) -> Array:
+def upsample_aligned(
+    maps: Array, geometry: L.Geometry, image_shape: Sequence[int], *, border: str = "clamp"
+) -> Array:
     """Receptive-field-aligned bilinear upsampling :math:`A_H M A_W^\\top`.
 
     Args:
       maps: ``[..., h, w]`` float maps with ``(h, w) = (geometry.height, geometry.width)``.
       geometry: the layer's :class:`svebi_jax.layers.Geometry`.
       image_shape: ``(H, W)`` or ``(H, W, C)`` of the input image.
+      border: ``"clamp"`` (default) or ``"taper"`` (see :func:`interpolation_matrix`).
 
     Returns:
       ``[..., H, W]`` float32 maps in input-pixel coordinates.
@@ -138,7 +187,7 @@ def upsample_aligned(maps: Array, geometry: L.Geometry, image_shape: Sequence[in
     hw = _image_hw(image_shape)
     maps = jnp.asarray(maps, jnp.float32)
     _check_map_geometry(maps, geometry)
-    a_h, a_w = _matrices(L.Geometry(*geometry), hw)
+    a_h, a_w = _matrices(L.Geometry(*geometry), hw, V.check_choice("border", border, BORDERS))
     return jnp.einsum("Yh,...hw,Xw->...YX", a_h, maps, a_w)
 
 
@@ -190,8 +239,24 @@ def svebi_heatmaps(
     image_shape: Sequence[int],
     placement: Placement = "aligned",
     layers: Sequence[str] | None = None,
+    filter_weighting: str = "binary",
+    border: str = "clamp",
 ) -> dict[str, Array]:
     """SVEBI heatmaps of a batch, one per layer (pure, vmapped over images, jittable).
+
+    The layer map before upsampling is :math:`\\sum_f a_{n,f}\\,\bar S_{n,f}` with the
+    filter weights :math:`a_{n,f}` of ``filter_weighting`` (``m = mask[j]``, :math:`j` the
+    explained class):
+
+    .. math::
+        \text{binary (paper):}\\ a_{n,f} = [m_f > 0],\\qquad
+        \text{lasso:}\\ a_{n,f} = m_f,\\qquad
+        \text{response:}\\ a_{n,f} = [m_f > 0]\\,
+            \frac{\\lVert \bar S_{n,f} \rVert^2}{\\sum_{f'} \\lVert \bar S_{n,f'} \rVert^2}
+
+    (``lasso`` needs masks that carry the lasso weights, e.g.
+    ``masks_from_weights(W, index, keep_weights=True)``; ``response`` is the image's own
+    energy share of the filter, the paper's response :math:`x_{n,f}`, 0 for a silent layer).
 
     Args:
       spike_means: ``{layer: [B, h, w, c]}`` float time-mean spike maps :math:`\\bar S`.
@@ -202,6 +267,9 @@ def svebi_heatmaps(
       image_shape: ``(H, W)`` or ``(H, W, C)`` of the input (static).
       placement: ``"aligned"`` (default) or ``"stretch"`` (static); see the module docstring.
       layers: layers to explain (static); default every layer of ``relevance_masks``.
+      filter_weighting: ``"binary"`` (default, the paper's), ``"lasso"`` or ``"response"``.
+      border: aligned maps beyond the outermost centres: ``"clamp"`` (default) or
+        ``"taper"`` (see :func:`interpolation_matrix`).
 
     Returns:
       ``{layer: [B, H, W]}`` float32 heatmaps, each image's map min–max normalized to
@@ -212,6 +280,8 @@ def svebi_heatmaps(
         outside ``[0, K)``.
     """
     _check_placement(placement)
+    V.check_choice("filter_weighting", filter_weighting, FILTER_WEIGHTINGS)
+    V.check_choice("border", border, BORDERS)
     hw = _image_hw(image_shape)
     layers = _default_layers(relevance_masks, layers)
     if not layers:
@@ -251,25 +321,80 @@ def svebi_heatmaps(
                     f"got values in [{c.min()}, {c.max()}]"
                 )
         if placement == "aligned":
-            a_h, a_w = (jnp.asarray(a) for a in _matrices(geo, hw))
+            a_h, a_w = (jnp.asarray(a) for a in _matrices(geo, hw, border))
             up = lambda m, a_h=a_h, a_w=a_w: a_h @ m @ a_w.T
         else:
             up = lambda m: jax.image.resize(m, hw, "bilinear")
 
         def one(s_n, cls_n, mask=mask, up=up):
-            agg = jnp.einsum("hwc,c->hw", s_n, mask[cls_n])
+            agg = jnp.einsum("hwc,c->hw", s_n, filter_weights(s_n, mask[cls_n], filter_weighting))
             return minmax_normalize(up(agg))
 
         out[name] = jax.vmap(one)(s, classes)
     return out
 
 
-def combine(heatmaps: Mapping[str, Array], layers: Sequence[str] | None = None) -> Array:
-    """Combined heatmap: min–max normalized mean of the per-layer heatmaps.
+def filter_weights(spike_map: Array, mask_row: Array, filter_weighting: str) -> Array:
+    """Weights :math:`a_f` of one image's filters (see :func:`svebi_heatmaps`).
+
+    Args:
+      spike_map: ``[h, w, c]`` the image's (time-reduced) spike maps of one layer.
+      mask_row: ``[c]`` the explained class's mask row (0/1 or lasso weights; NaN flags).
+      filter_weighting: ``"binary"``, ``"lasso"`` or ``"response"``.
+
+    Returns:
+      ``[c]`` float32 weights (NaN where ``mask_row`` is NaN).
+    """
+    m = jnp.asarray(mask_row, jnp.float32)
+    on = jnp.where(jnp.isnan(m), jnp.nan, (m > 0).astype(jnp.float32))
+    if filter_weighting == "binary":
+        return on
+    if filter_weighting == "lasso":
+        return jnp.where(m > 0, m, jnp.where(jnp.isnan(m), jnp.nan, 0.0))
+    energy = jnp.sum(jnp.square(spike_map), axis=(0, 1))
+    total = jnp.sum(energy)
+    return on * jnp.where(total > 0, energy / jnp.where(total > 0, total, 1.0), 0.0)
+
+
+def temporal_reduce(spikes: Array, decay: float = 1.0) -> Array:
+    """Weighted time average of spike trains: earlier steps weigh more when ``decay < 1``.
+
+    .. math::
+        \tilde S = \\sum_{t=0}^{T-1} w_t\\, S[t],\\qquad
+        w_t = \frac{\\gamma^t}{\\sum_{t'=0}^{T-1} \\gamma^{t'}}
+
+    With :math:`\\gamma = 1` (default) this is the paper's time mean :math:`\bar S`.
+
+    Args:
+      spikes: ``[T, ...]`` time-major spike trains.
+      decay: :math:`\\gamma \\in (0, 1]`.
+
+    Returns:
+      ``[...]`` float32 weighted means.
+    """
+    decay = V.check_number("decay", decay, low=0.0, high=1.0, low_open=True)
+    spikes = jnp.asarray(spikes, jnp.float32)
+    w = np.power(decay, np.arange(spikes.shape[0], dtype=np.float64))
+    w = jnp.asarray(w / w.sum(), jnp.float32)
+    return jnp.tensordot(w, spikes, axes=1)
+
+
+def combine(
+    heatmaps: Mapping[str, Array], layers: Sequence[str] | None = None, *, fusion: str = "mean"
+) -> Array:
+    """Combined heatmap: min–max normalized fusion of the per-layer heatmaps.
+
+    .. math::
+        \text{mean:}\\ E = \\operatorname{minmax}\\Big(\tfrac{1}{L}\\sum_\\ell E^\\ell\\Big)
+        \\ (= \\operatorname{minmax}(\textstyle\\sum_\\ell E^\\ell)),\\qquad
+        \text{product:}\\ E = \\operatorname{minmax}\\Big(\\prod_\\ell E^\\ell\\Big)
+
+    (the product keeps only what every layer marks; a layer with an all-zero map zeroes it).
 
     Args:
       heatmaps: ``{layer: [B, H, W]}`` (e.g. from :func:`svebi_heatmaps`).
-      layers: layers to average; default all of ``heatmaps``.
+      layers: layers to fuse; default all of ``heatmaps``.
+      fusion: ``"mean"`` (default, the paper's) or ``"product"``.
 
     Returns:
       ``[B, H, W]`` float32 map in ``[0, 1]``.
@@ -280,8 +405,10 @@ def combine(heatmaps: Mapping[str, Array], layers: Sequence[str] | None = None) 
     for n in layers:
         if n not in heatmaps:
             raise ValueError(f"layers: unknown layer {n!r}; heatmaps has {tuple(heatmaps)}")
+    V.check_choice("fusion", fusion, FUSIONS)
     stacked = jnp.stack([jnp.asarray(heatmaps[n], jnp.float32) for n in layers])
-    return minmax_normalize(stacked.mean(axis=0))
+    fused = stacked.mean(axis=0) if fusion == "mean" else jnp.prod(stacked, axis=0)
+    return minmax_normalize(fused)
 
 
 # ----------------------------------------------------------------------------- end to end

@@ -30,6 +30,7 @@ from svebi_jax.responses import FilterIndex
 
 __all__ = [
     "Relevant",
+    "fill_empty_from_path",
     "has_relevant_filters",
     "layer_distribution",
     "masks_from_weights",
@@ -184,7 +185,9 @@ def has_relevant_filters(
     return out
 
 
-def masks_from_weights(W, index: FilterIndex, *, threshold: float = 0.0) -> dict[str, jax.Array]:
+def masks_from_weights(
+    W, index: FilterIndex, *, threshold: float = 0.0, keep_weights: bool = False
+) -> dict[str, jax.Array]:
     """Relevance masks straight from the lasso weights (pure, jittable, vmappable).
 
     .. math::
@@ -194,12 +197,15 @@ def masks_from_weights(W, index: FilterIndex, *, threshold: float = 0.0) -> dict
     the detour through Python lists, so they can be built inside ``jit`` and for a whole μ
     path (or a batch of models) at once. A NaN weight gives a NaN mask entry (the flag of a
     failed solve, e.g. a ``mu_lasso`` result under ``jit`` with invalid input), which makes
-    the heatmaps that use it NaN instead of silently empty.
+    the heatmaps that use it NaN instead of silently empty. With ``keep_weights=True`` the
+    masks carry the lasso weights of the relevant filters instead of 1
+    (:math:`W[\\dots] \\cdot [W[\\dots] > \tau]`), for lasso-weighted heatmaps.
 
     Args:
       W: ``[..., m, K]`` float lasso weights (``mu_lasso(...).W``; ``[P, m, K]`` for a path).
       index: :class:`~svebi_jax.responses.FilterIndex` of the ``m`` columns of ``X``.
       threshold: :math:`\\tau \\ge 0` (finite), as in :func:`relevant_filters`.
+      keep_weights: keep the weights of relevant filters instead of 1.
 
     Returns:
       ``{layer: [..., K, C_l]}`` float32 masks for every layer of ``index``.
@@ -224,8 +230,53 @@ def masks_from_weights(W, index: FilterIndex, *, threshold: float = 0.0) -> dict
     for layer in index.layers:
         w = jnp.swapaxes(W[..., index.columns(layer), :], -1, -2)  # [..., K, C_l]
         m = (w > threshold).astype(jnp.float32)
+        if keep_weights:
+            m = m * w.astype(jnp.float32)
         masks[layer] = jnp.where(jnp.isnan(w), jnp.nan, m)
     return masks
+
+
+def fill_empty_from_path(
+    masks: Mapping[str, jax.Array], mask_path: Mapping[str, jax.Array]
+) -> dict[str, jax.Array]:
+    """A class without relevant filters in a layer takes them from the smallest μ that has some.
+
+    For each layer and class :math:`j` whose row ``masks[layer][j]`` has no positive entry,
+
+    .. math::
+        \text{out}[j] = \text{path}[p^*, j],\\qquad
+        p^* = \\min\\{p : \\exists c,\\ \text{path}[p, j, c] > 0\\}
+
+    (``mask_path`` ordered by increasing μ); rows with relevant filters, and classes that
+    have none anywhere on the path, are kept as they are. Pure and jittable.
+
+    Args:
+      masks: ``{layer: [K, C]}`` masks at the chosen μ (0/1 or weights).
+      mask_path: ``{layer: [P, K, C]}`` masks along the μ path, increasing μ (e.g.
+        ``masks_from_weights(W_path, index)``), for at least the layers of ``masks``.
+
+    Returns:
+      ``{layer: [K, C]}`` float32 masks.
+
+    Raises:
+      ValueError: a layer missing from ``mask_path`` or shapes that do not match.
+    """
+    out = {}
+    for layer, m in masks.items():
+        if layer not in mask_path:
+            raise ValueError(f"mask_path: missing layer {layer!r}; has {tuple(mask_path)}")
+        m = jnp.asarray(m, jnp.float32)
+        path = jnp.asarray(mask_path[layer], jnp.float32)
+        if path.ndim != 3 or path.shape[1:] != m.shape:
+            raise ValueError(
+                f"mask_path[{layer!r}] must be [P, {m.shape[0]}, {m.shape[1]}], got {path.shape}"
+            )
+        has = jnp.any(path > 0, axis=-1)  # [P, K]
+        first = jnp.argmax(has, axis=0)  # [K] first μ with a relevant filter
+        fallback = path[first, jnp.arange(m.shape[0])]  # [K, C]
+        empty = ~jnp.any(m > 0, axis=-1) & ~jnp.any(jnp.isnan(m), axis=-1)
+        out[layer] = jnp.where((empty & jnp.any(has, axis=0))[:, None], fallback, m)
+    return out
 
 
 def relevance_masks_path(

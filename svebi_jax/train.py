@@ -182,6 +182,35 @@ class TrainConfig:
         return dataclasses.replace(self, **changes)
 
 
+#: The paper's training recipe for the shallow MNIST SNN: 5 epochs, batch 100, learning rate
+#: 0.3, ``T = 10``. The paper does not name the optimizer; we infer **plain SGD** (constant
+#: rate, no momentum, no augmentation): 0.3 is a usual step for SGD on a small network and
+#: an impossible one for Adam (whose steps are ~lr in every coordinate, so 0.3 throws the
+#: weights far out of range in one step), and momentum 0.9 would make the effective step 3.
+#: On a 4,000/1,000 split of ``mnist-5k`` it reaches 93.2 % validation / 93.5 % real-test
+#: accuracy (seed 0), below the default's ~98 %: the recipe needs the paper's 60,000 digits.
+PAPER_RECIPE = TrainConfig(
+    epochs=5,
+    batch_size=100,
+    optimizer="sgd",
+    learning_rate=0.3,
+    momentum=0.0,
+    schedule="constant",
+    warmup_epochs=0.0,
+    augment_shift=0,
+)
+
+#: Named training recipes: ``"default"`` (:class:`TrainConfig`) and ``"paper"``
+#: (:data:`PAPER_RECIPE`).
+RECIPES: dict[str, TrainConfig] = {"default": TrainConfig(), "paper": PAPER_RECIPE}
+
+
+def recipe(name: str, **changes) -> TrainConfig:
+    """The named recipe of :data:`RECIPES` with ``changes`` applied (e.g. ``seed=1``)."""
+    V.check_choice("name", name, tuple(RECIPES))
+    return RECIPES[name].replace(**changes)
+
+
 # ----------------------------------------------------------------------------- optimizer
 
 

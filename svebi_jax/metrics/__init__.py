@@ -1,4 +1,4 @@
-"""Evaluation metrics: insertion/deletion (RISE), filter ablation, sanity checks.
+"""Evaluation metrics: insertion/deletion (RISE), ROAD, filter ablation, sanity checks.
 
 The metrics of explanation methods take an attribution function
 ``attr_fn(params, images, target) -> [B, H, W]`` (:mod:`svebi_jax.attribution`) and say which
@@ -14,6 +14,12 @@ from svebi_jax.metrics.insdel import (
     insertion_deletion,
     insertion_deletion_from_maps,
 )
+from svebi_jax.metrics.remove_and_debias import (
+    ROADResult,
+    noisy_linear_impute,
+    road,
+    road_from_maps,
+)
 from svebi_jax.metrics.sanity import (
     RandomizationCheck,
     model_randomization_check,
@@ -25,6 +31,7 @@ __all__ = [
     "AblationResult",
     "CausalMetricResult",
     "InsertionDeletion",
+    "ROADResult",
     "RandomizationCheck",
     "ablation_curve",
     "auc",
@@ -32,7 +39,10 @@ __all__ = [
     "insertion_deletion",
     "insertion_deletion_from_maps",
     "model_randomization_check",
+    "noisy_linear_impute",
     "random_like_masks",
     "randomize_params",
+    "road",
+    "road_from_maps",
     "spearman_rank_correlation",
 ]

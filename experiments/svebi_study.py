@@ -1,0 +1,618 @@
+"""Does SVEBI work, and can it work better? A pre-registered study (issue 12).
+
+The protocol is fixed here, in code, before any test number is looked at:
+
+1. **Data.** The 5,000 ``mnist-5k`` digits are split once (``split(..., 0.2, seed=1234)``,
+   the split the training defaults were tuned on) into 4,000 training and 1,000
+   **validation** digits. The **test** set is the 10,000 real MNIST test digits
+   (``--test-data``); accuracy uses all of them, the explanation games the first
+   ``--test-games`` (the games are the expensive part; the number is recorded).
+2. **Models.** Two training recipes (``train.recipe("default")`` and ``"paper"``), three
+   seeds each; every model is trained on the 4,000 training digits, its responses and μ-lasso
+   path (μ = 1..``--mu-path-max``) come from the same digits.
+3. **Choices on validation only** (the first ``--val-games`` validation digits), for each
+   trained model (recipe × seed) on its own validation scores, by one criterion; two criteria
+   are recorded side by side:
+   ``rise`` = insertion AUC − deletion AUC (black substrate, 28 pixels per step) and
+   ``road`` = ROAD's LeRF − MoRF gap (noisy linear imputation, fractions 0.1..0.9).
+   Stage 1 picks where to explain: layer ∈ {conv1, conv2, combined} × μ ∈ ``--mus`` with the
+   paper's options. Stage 2 starts from that winner and tries each variant alone (filter
+   weighting lasso / response; temporal decay 0.8 / 0.5; tapered borders; the smallest-μ rule
+   for classes without relevant filters; product fusion for the combined map; stretched
+   placement); every variant that beats the stage-1 winner is kept, the kept ones are
+   combined, and the combination is scored too; the best of all stage-2 candidates wins.
+4. **Test, once per seed**, right after that seed's choices: the paper's SVEBI (μ = 2,
+   combined, all defaults), the paper's SVEBI of conv1, the two validation choices,
+   SNN-Grad2D, SNN-IG2D, SAM per conv layer and the three trivial maps, each scored with
+   insertion/deletion and ROAD on the same test digits; mean ± sd over the seeds (seeds run
+   one after the other, every recipe per seed).
+
+The JSON (``svebi_study.json``) keeps ``validation`` (every candidate's score per seed and
+the choices) apart from ``test`` (accuracies and the table)::
+
+    python -m experiments.svebi_study --out runs/svebi_study          # ~90 min, 2 cores
+    python -m experiments.svebi_study --quick --out /tmp/svebi_quick  # a few minutes
+
+Runs that each did some recipes (e.g. side by side, one per core) are joined with
+``python -m experiments.svebi_study --merge A/svebi_study.json B/svebi_study.json --out DIR``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import os
+import pathlib
+import time
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from flax import nnx
+
+from experiments.common.rundir import write_text
+from svebi_jax import _validation as V
+from svebi_jax import attribution, batching, data, relevance, responses, train
+from svebi_jax.attribution import COMBINED, SVEBIOptions
+from svebi_jax.lasso import mu_lasso
+from svebi_jax.metrics import insdel
+from svebi_jax.metrics import remove_and_debias as road
+from svebi_jax.models import ShallowSNN, functional
+from svebi_jax.protocols import logits_of
+
+SPLIT_SEED = 1234
+VAL_FRACTION = 0.2
+CRITERIA = ("rise", "road")
+STEP = 28
+FRACTIONS = (0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9)
+
+
+@dataclasses.dataclass(frozen=True)
+class Candidate:
+    """One SVEBI configuration: layer, μ and :class:`SVEBIOptions`."""
+
+    layer: str
+    mu: float
+    options: SVEBIOptions = SVEBIOptions()
+
+    @property
+    def label(self) -> str:
+        d = SVEBIOptions()
+        extra = [
+            f"{f.name}={getattr(self.options, f.name)}"
+            for f in dataclasses.fields(SVEBIOptions)
+            if getattr(self.options, f.name) != getattr(d, f.name)
+        ]
+        return f"SVEBI[{self.layer},mu={self.mu:g}" + "".join(f",{e}" for e in extra) + "]"
+
+    def to_dict(self) -> dict:
+        return {"layer": self.layer, "mu": self.mu, **dataclasses.asdict(self.options)}
+
+
+#: Stage-2 variants, each applied alone to the stage-1 winner.
+STAGE2 = (
+    {"filter_weighting": "lasso"},
+    {"filter_weighting": "response"},
+    {"temporal_decay": 0.8},
+    {"temporal_decay": 0.5},
+    {"border": "taper"},
+    {"empty_class": "smallest_mu"},
+    {"fusion": "product"},
+    {"placement": "stretch"},
+)
+
+
+# ----------------------------------------------------------------------------- one model
+
+
+@dataclasses.dataclass
+class Model:
+    recipe: str
+    seed: int
+    apply_fn: object
+    params: object
+    predict: object
+    predict_p: object  # ``(params, x) -> logits`` with params ignored (one compilation)
+    index: responses.FilterIndex
+    mus: np.ndarray
+    mask_path: dict  # {layer: [P, K, C]} lasso weights of the relevant filters along the path
+    history: dict
+    seconds: dict
+
+    def masks(self, mu: float) -> dict:
+        p = int(np.flatnonzero(np.isclose(self.mus, mu))[0])
+        return {k: v[p] for k, v in self.mask_path.items()}
+
+
+def build_model(recipe: str, seed: int, train_ds, args) -> Model:
+    cfg = train.recipe(recipe, seed=seed)
+    if args.epochs:
+        cfg = cfg.replace(epochs=args.epochs)
+    t0 = time.perf_counter()
+    model = ShallowSNN(rngs=nnx.Rngs(seed), config=cfg.snn)
+    params, history = train.fit(model, train_ds, config=cfg, progress=False)
+    t1 = time.perf_counter()
+    apply_fn, _ = functional(model)
+    resp = responses.compute_responses(apply_fn, params, train_ds, batch_size=250)
+    mus = np.arange(1, args.mu_path_max + 1, dtype=np.float32)
+    W_path = np.asarray(mu_lasso(resp.X, resp.L, mus).W)
+    path = relevance.masks_from_weights(W_path, resp.index, keep_weights=True)
+    t2 = time.perf_counter()
+
+    def predict(x, apply_fn=apply_fn, params=params):
+        return logits_of(apply_fn(params, x))
+
+    def predict_p(_, x, predict=predict):
+        return predict(x)
+
+    return Model(
+        recipe,
+        seed,
+        apply_fn,
+        params,
+        predict,
+        predict_p,
+        resp.index,
+        mus,
+        {k: np.asarray(v) for k, v in path.items()},
+        {k: [None if x is None else float(x) for x in v] for k, v in history.items()},
+        {"train": round(t1 - t0, 1), "relevance": round(t2 - t1, 1)},
+    )
+
+
+def svebi_fn(m: Model, cand: Candidate):
+    return attribution.svebi(
+        m.apply_fn,
+        m.masks(cand.mu),
+        layer=cand.layer,
+        options=cand.options,
+        mask_path=m.mask_path if cand.options.empty_class == "smallest_mu" else None,
+    )
+
+
+def coverage(m: Model, cand: Candidate, classes: np.ndarray) -> float:
+    masks = m.masks(cand.mu)
+    if cand.options.empty_class == "smallest_mu":
+        masks = relevance.fill_empty_from_path(masks, m.mask_path)
+    has = relevance.has_relevant_filters(masks, jnp.asarray(classes))
+    layers = tuple(masks) if cand.layer == COMBINED else (cand.layer,)
+    return float(np.mean(np.any(np.stack([np.asarray(has[n]) for n in layers]), axis=0)))
+
+
+def score(m: Model, attr_fn, images: np.ndarray, args, key: int) -> dict:
+    """Insertion/deletion and ROAD of one method on ``images`` (per-image numbers kept)."""
+    t0 = time.perf_counter()
+    maps = batching.map_batches(lambda x: attr_fn(m.params, x, None), images, args.map_batch)
+    t1 = time.perf_counter()
+    x = jnp.asarray(images)
+    ins = insdel.insertion_deletion_from_maps(
+        m.predict, x, maps, mode="insertion", step=STEP, substrate="zeros"
+    )
+    dele = insdel.insertion_deletion_from_maps(
+        m.predict, x, maps, mode="deletion", step=STEP, substrate="zeros"
+    )
+    rd = road.road_from_maps(
+        m.predict_p,
+        None,
+        x,
+        maps,
+        key=jax.random.key(key),
+        fractions=FRACTIONS,
+        num_iters=args.road_iters,
+    )
+    out = {
+        "insertion": float(ins.mean_auc),
+        "deletion": float(dele.mean_auc),
+        "road_morf": float(rd.mean_morf),
+        "road_lerf": float(rd.mean_lerf),
+        "road_gap": float(rd.gap),
+        "seconds_maps": round(t1 - t0, 2),
+        "seconds_games": round(time.perf_counter() - t1, 2),
+    }
+    out["rise"] = out["insertion"] - out["deletion"]
+    out["road"] = out["road_gap"]
+    out["_classes"] = np.asarray(ins.classes)
+    return out
+
+
+# ----------------------------------------------------------------------------- validation
+
+
+def _pooled(scores: list[dict]) -> dict:
+    keys = [k for k in scores[0] if not k.startswith(("_", "seconds", "coverage"))]
+    return {
+        k: {"per_seed": [s[k] for s in scores], "mean": float(np.mean([s[k] for s in scores]))}
+        for k in keys
+    } | {"coverage": [s.get("coverage") for s in scores]}
+
+
+def validate(models: list[Model], val_images: np.ndarray, args) -> dict:
+    """Stages 1 and 2 on validation for one recipe's models; returns the record and choices."""
+    record: dict = {"stage1": {}, "stage2": {}, "choice": {}}
+    cache: dict[Candidate, dict] = {}
+
+    def run(cand: Candidate, stage: str) -> dict:
+        if cand not in cache:
+            per = []
+            for m in models:
+                s = score(m, svebi_fn(m, cand), val_images, args, key=m.seed)
+                s["coverage"] = coverage(m, cand, s.pop("_classes"))
+                per.append(s)
+            cache[cand] = _pooled(per)
+            print(
+                f"  [val {models[0].recipe}] {cand.label:70s} rise "
+                f"{cache[cand]['rise']['mean']:+.4f} road {cache[cand]['road']['mean']:+.4f}",
+                flush=True,
+            )
+        record[stage][cand.label] = {"candidate": cand.to_dict(), **cache[cand]}
+        return cache[cand]
+
+    for crit in CRITERIA:
+        stage1 = [Candidate(layer, mu) for layer in args.layers for mu in args.mus]
+        best1 = max(stage1, key=lambda c: run(c, "stage1")[crit]["mean"])
+        base = run(best1, "stage1")[crit]["mean"]
+        tried = [best1]
+        kept: dict[str, tuple] = {}  # option -> (value, validation score), best value per option
+        for change in STAGE2[: args.stage2_max]:
+            if "fusion" in change and best1.layer != COMBINED:
+                continue
+            cand = dataclasses.replace(best1, options=dataclasses.replace(best1.options, **change))
+            tried.append(cand)
+            got = run(cand, "stage2")[crit]["mean"]
+            ((name, value),) = change.items()
+            if got > base and got > kept.get(name, (None, -np.inf))[1]:
+                kept[name] = (value, got)
+        if len(kept) > 1:
+            combo = dataclasses.replace(
+                best1,
+                options=dataclasses.replace(best1.options, **{k: v for k, (v, _) in kept.items()}),
+            )
+            tried.append(combo)
+            run(combo, "stage2")
+        best = max(tried, key=lambda c: cache[c][crit]["mean"])
+        record["choice"][crit] = {
+            "label": best.label,
+            "candidate": best.to_dict(),
+            "stage1_winner": best1.label,
+            "kept_variants": {k: v for k, (v, _) in kept.items()},
+            "validation": cache[best][crit]["mean"],
+        }
+    record["_choices"] = {
+        crit: Candidate(
+            record["choice"][crit]["candidate"]["layer"],
+            record["choice"][crit]["candidate"]["mu"],
+            SVEBIOptions(
+                **{
+                    k: v
+                    for k, v in record["choice"][crit]["candidate"].items()
+                    if k not in ("layer", "mu")
+                }
+            ),
+        )
+        for crit in CRITERIA
+    }
+    return record
+
+
+# ----------------------------------------------------------------------------- test
+
+
+def svebi_test_rows(choices: dict) -> dict[str, Candidate]:
+    """The SVEBI rows of the test table: the paper's maps and the validation choices."""
+    rows = {
+        "SVEBI paper (combined, mu=2)": Candidate(COMBINED, 2.0),
+        "SVEBI paper conv1 (mu=2)": Candidate("conv1", 2.0),
+    }
+    for crit, cand in choices.items():
+        rows[f"SVEBI chosen on validation by {crit}"] = cand
+    return rows
+
+
+def test_methods(m: Model, choices: dict, args) -> dict:
+    methods = {name: svebi_fn(m, c) for name, c in svebi_test_rows(choices).items()}
+    methods["SNN-Grad2D"] = attribution.grad2d(m.apply_fn)
+    if args.baselines == "all":
+        methods["SNN-IG2D"] = attribution.integrated_gradients(m.apply_fn, path_steps=args.ig_steps)
+        for layer in ("conv1", "conv2"):
+            methods[f"SAM[{layer}]"] = attribution.sam(m.apply_fn, layer=layer)
+        methods["trivial: random"] = attribution.random_map(jax.random.key(m.seed))
+    methods["trivial: input intensity"] = attribution.input_intensity()
+    if args.baselines == "all":
+        methods["trivial: centred Gaussian"] = attribution.centered_gaussian()
+    return methods
+
+
+def _mean_sd(values) -> dict:
+    v = np.asarray(values, np.float64)
+    return {
+        "per_seed": [float(x) for x in v],
+        "mean": float(v.mean()),
+        "sd": float(v.std(ddof=1)) if v.size > 1 else 0.0,
+    }
+
+
+def run_test(m: Model, choices, test_full, test_games, args) -> dict:
+    """One model's test record: accuracy (all test digits) and every method's scores."""
+    acc = float(train.evaluate(m.apply_fn, m.params, test_full)[0])
+    rows: dict[str, dict] = {}
+    svebi_rows = svebi_test_rows(choices)
+    for name, fn in test_methods(m, choices, args).items():
+        s = score(m, fn, test_games, args, key=1000 + m.seed)
+        cls = s.pop("_classes")
+        if name in svebi_rows:
+            s["coverage"] = coverage(m, svebi_rows[name], cls)
+            s["variant"] = svebi_rows[name].label
+        rows[name] = s
+        print(
+            f"  [test {m.recipe} seed {m.seed}] {name:40s} ins {s['insertion']:.4f} "
+            f"del {s['deletion']:.4f} road {s['road_gap']:+.4f}",
+            flush=True,
+        )
+    return {"accuracy": acc, "rows": rows}
+
+
+def aggregate(per_seed: dict[str, dict]) -> dict:
+    """Mean ± sd over the seeds done of the test accuracy and of every method's scores."""
+    seeds = list(per_seed)
+    names = list(per_seed[seeds[0]]["rows"])
+    table = {}
+    for name in names:
+        per = [per_seed[sd]["rows"][name] for sd in seeds]
+        table[name] = {
+            k: _mean_sd([p[k] for p in per])
+            for k in per[0]
+            if k not in ("rise", "road") and s_is_number(per[0][k])
+        }
+        if "variant" in per[0]:
+            table[name]["variant_per_seed"] = [p["variant"] for p in per]
+    return {
+        "seeds_done": seeds,
+        "accuracy": _mean_sd([per_seed[sd]["accuracy"] for sd in seeds]),
+        "table": table,
+    }
+
+
+def s_is_number(v) -> bool:
+    return isinstance(v, float | int) and not isinstance(v, bool)
+
+
+# ----------------------------------------------------------------------------- main
+
+
+def parse_args(argv=None):
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
+    p.add_argument("--data", default="mnist-5k")
+    p.add_argument("--test-data", default="idx:../shared/data/mnist")
+    p.add_argument("--out", default="runs/svebi_study")
+    p.add_argument("--recipes", nargs="+", default=["default", "paper"])
+    p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    p.add_argument("--epochs", type=int, default=0, help="override the recipes' epochs (0: keep)")
+    p.add_argument("--train-limit", type=int, default=0, help="training digits (0: all 4,000)")
+    p.add_argument("--val-games", type=int, default=100, help="validation digits scored")
+    p.add_argument("--test-games", type=int, default=250, help="test digits for the games")
+    p.add_argument("--test-limit", type=int, default=0, help="test digits for accuracy (0: all)")
+    p.add_argument("--mus", type=float, nargs="+", default=[1.0, 2.0, 4.0])
+    p.add_argument("--mu-path-max", type=int, default=20)
+    p.add_argument("--layers", nargs="+", default=["conv1", "conv2", COMBINED])
+    p.add_argument("--ig-steps", type=int, default=50)
+    p.add_argument("--road-iters", type=int, default=200)
+    p.add_argument("--map-batch", type=int, default=100)
+    p.add_argument(
+        "--stage2-max", type=int, default=len(STAGE2), help="try the first N stage-2 variants"
+    )
+    p.add_argument(
+        "--baselines",
+        choices=("all", "fast"),
+        default="all",
+        help="all: Grad2D, IG2D, SAM, 3 trivial maps; fast: Grad2D and the input image (tests)",
+    )
+    p.add_argument(
+        "--quick",
+        action="store_true",
+        help="minutes: 1 seed, 300 training digits, 1 epoch, 16 games, 500 test digits",
+    )
+    a = p.parse_args(argv)
+    if a.quick:
+        a.seeds = a.seeds[:1]
+        a.train_limit = a.train_limit or 300
+        a.epochs = a.epochs or 1
+        a.val_games = min(a.val_games, 16)
+        a.test_games = min(a.test_games, 16)
+        a.test_limit = a.test_limit or 500
+        a.mus = a.mus[:2]
+        a.mu_path_max = min(a.mu_path_max, 4)
+        a.ig_steps = min(a.ig_steps, 4)
+        a.road_iters = min(a.road_iters, 30)
+        a.map_batch = 16
+    try:
+        data.check_spec(a.data, name="--data")
+        data.check_spec(a.test_data, name="--test-data")
+        for r in a.recipes:
+            V.check_choice("--recipes", r, tuple(train.RECIPES))
+        for s in a.seeds:
+            V.check_nonnegative_int("--seeds", s)
+        for flag in ("epochs", "train_limit", "test_limit"):
+            V.check_nonnegative_int(f"--{flag.replace('_', '-')}", getattr(a, flag))
+        V.check_nonnegative_int("--stage2-max", a.stage2_max)
+        for flag in ("val_games", "test_games", "mu_path_max", "ig_steps", "road_iters"):
+            V.check_positive_int(f"--{flag.replace('_', '-')}", getattr(a, flag))
+        for mu in a.mus:
+            if mu not in np.arange(1, a.mu_path_max + 1):
+                raise ValueError(f"--mus must be integers in [1, --mu-path-max], got {mu!r}")
+        for layer in a.layers:
+            V.check_choice("--layers", layer, ("conv1", "conv2", COMBINED))
+        V.check_out_dir("--out", a.out)
+        if 2.0 not in a.mus and a.mu_path_max < 2:
+            raise ValueError("--mu-path-max must be >= 2 (the paper's mu = 2 is on the test table)")
+    except ValueError as err:
+        p.error(str(err))
+    return a
+
+
+def merge(paths: list[str], out: str) -> int:
+    """Merges the JSONs of runs that each did some ``--recipes`` (e.g. run side by side)."""
+    parts = [json.loads(pathlib.Path(p).read_text()) for p in paths]
+    result = parts[0]
+    result["protocol"]["recipes"] = {}
+    result["merged_from"] = [str(p) for p in paths]
+    for part in parts[1:]:
+        for key in ("validation", "test", "models", "test_per_seed"):
+            result[key] = result.get(key, {}) | part.get(key, {})
+        result["seconds"] |= part["seconds"]
+    for part in parts:
+        result["protocol"]["recipes"] |= part["protocol"]["recipes"]
+    result["complete"] = all(p.get("complete") for p in parts)
+    target = pathlib.Path(out)
+    target.mkdir(parents=True, exist_ok=True)
+    _dump(target, result)
+    return 0
+
+
+def main(argv=None) -> int:
+    if argv is None:
+        import sys
+
+        argv = sys.argv[1:]
+    if argv and argv[0] == "--merge":
+        *paths, flag, out = argv[1:]
+        if flag != "--out" or not paths:
+            raise SystemExit("usage: --merge RUN.json [RUN.json ...] --out DIR")
+        return merge(paths, out)
+    a = parse_args(argv)
+    t_start = time.perf_counter()
+    full = data.load(a.data)
+    train_ds, val_ds = data.split(full, VAL_FRACTION, seed=SPLIT_SEED)
+    if a.train_limit:
+        train_ds = data.subset(train_ds, min(a.train_limit, len(train_ds)))
+    test_ds = data.load(a.test_data, split="test")
+    test_full = data.subset(test_ds, a.test_limit) if a.test_limit else test_ds
+    val_images = np.asarray(val_ds.images[: a.val_games], np.float32)
+    test_images = np.asarray(test_ds.images[: a.test_games], np.float32)
+    result: dict = {
+        "protocol": {
+            "doc": __doc__,
+            "split": {"seed": SPLIT_SEED, "validation_fraction": VAL_FRACTION},
+            "train_digits": len(train_ds),
+            "validation_digits_scored": len(val_images),
+            "test_digits_accuracy": len(test_full),
+            "test_digits_games": len(test_images),
+            "seeds": a.seeds,
+            "recipes": {r: train.recipe(r).to_dict() for r in a.recipes},
+            "epochs_override": a.epochs or None,
+            "mus": a.mus,
+            "mu_path": [1, a.mu_path_max],
+            "layers": a.layers,
+            "stage2_variants": list(STAGE2[: a.stage2_max]),
+            "baselines": a.baselines,
+            "criteria": {
+                "rise": "insertion AUC - deletion AUC (black substrate, 28 px/step)",
+                "road": "ROAD LeRF - MoRF (noisy linear imputation, sigma 0.01)",
+            },
+            "road_fractions": FRACTIONS,
+            "road_cg_iterations": a.road_iters,
+            "ig_steps": a.ig_steps,
+            "quick": a.quick,
+        },
+        "validation": {},
+        "test": {},
+        "models": {},
+        "seconds": {},
+        "complete": False,
+    }
+    out = pathlib.Path(a.out)
+    out.mkdir(parents=True, exist_ok=True)
+    # One seed at a time, every recipe: train, choose on this model's validation digits, then
+    # score the test set once; the JSON is rewritten after each phase with "complete": false
+    # until the end, so a stopped run still reports every seed it finished.
+    test_raw: dict[str, dict] = {r: {} for r in a.recipes}
+    for s in a.seeds:
+        for r in a.recipes:
+            m = build_model(r, s, train_ds, a)
+            val_acc = float(train.evaluate(m.apply_fn, m.params, val_ds)[0])
+            result["models"][f"{r}/seed{s}"] = {
+                "validation_accuracy": val_acc,
+                "seconds": m.seconds,
+                "final_train_loss": (m.history.get("train_loss") or [None])[-1],
+            }
+            print(f"[{r} seed {s}] validation accuracy {val_acc:.4f} {m.seconds}", flush=True)
+            # 1. every choice, on validation only
+            rec = validate([m], val_images, a)
+            choices = rec.pop("_choices")
+            result["validation"].setdefault(r, {})[f"seed{s}"] = rec
+            result["seconds"][f"{r}/seed{s}: validation done"] = round(
+                time.perf_counter() - t_start, 1
+            )
+            _dump(out, result)
+            # 2. the test set, once for this seed
+            test_raw[r][f"seed{s}"] = run_test(m, choices, test_full, test_images, a)
+            result["test"][r] = aggregate(test_raw[r])
+            result["test_per_seed"] = test_raw
+            result["seconds"][f"{r}/seed{s}: test done"] = round(time.perf_counter() - t_start, 1)
+            _dump(out, result)
+    result["complete"] = True
+    result["seconds"]["total"] = round(time.perf_counter() - t_start, 1)
+    _dump(out, result)
+    print(f"wrote {out / 'svebi_study.json'} in {result['seconds']['total']} s", flush=True)
+    return 0
+
+
+def _dump(out: pathlib.Path, result: dict) -> None:
+    result["loadavg"] = os.getloadavg()
+    write_text(out / "svebi_study.json", json.dumps(result, indent=2, default=_json))
+    write_text(out / "svebi_study.md", report(result))
+
+
+def _json(o):
+    if isinstance(o, np.generic):
+        return o.item()
+    if isinstance(o, np.ndarray):
+        return o.tolist()
+    raise TypeError(type(o).__name__)
+
+
+def report(result: dict) -> str:
+    """Markdown: the validation choices, then the test tables (mean ± sd over seeds)."""
+    lines = ["# SVEBI study", ""]
+    p = result["protocol"]
+    lines.append(
+        f"Train {p['train_digits']} digits, validation {p['validation_digits_scored']} digits "
+        f"scored, test accuracy on {p['test_digits_accuracy']}, games on "
+        f"{p['test_digits_games']} test digits; seeds {p['seeds']}."
+    )
+    if not result.get("complete"):
+        lines.append("\n**Incomplete run**: only the phases below were done.")
+    for r, by_seed in result["validation"].items():
+        lines += ["", f"## Recipe `{r}`: validation choices (each seed's own model)", ""]
+        for seed, rec in by_seed.items():
+            for crit, ch in rec["choice"].items():
+                lines.append(
+                    f"- {seed}, by `{crit}`: **{ch['label']}** (validation "
+                    f"{ch['validation']:+.4f}; stage 1 winner {ch['stage1_winner']}, kept "
+                    f"{ch['kept_variants']})"
+                )
+        if r not in result["test"]:
+            continue
+        test = result["test"][r]
+        acc = test["accuracy"]
+        lines += [
+            "",
+            f"## Recipe `{r}`: test, seeds {test['seeds_done']} (accuracy {acc['mean']:.4f} ± "
+            f"{acc['sd']:.4f})",
+            "",
+            "| method | insertion ↑ | deletion ↓ | ROAD MoRF ↓ | ROAD LeRF ↑ | ROAD gap ↑ |"
+            " coverage |",
+            "|---|---|---|---|---|---|---|",
+        ]
+        for name, row in test["table"].items():
+            cells = [
+                f"{row[k]['mean']:.4f} ± {row[k]['sd']:.4f}"
+                for k in ("insertion", "deletion", "road_morf", "road_lerf", "road_gap")
+            ]
+            cov = f"{row['coverage']['mean']:.3f}" if "coverage" in row else ""
+            lines.append(f"| {name} | " + " | ".join(cells) + f" | {cov} |")
+    return "\n".join(lines) + "\n"
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
