@@ -14,9 +14,9 @@ T = 2, 1/16 widths, batch 2):
   on ``--extract-images`` images (host → device transfer, forward with time-mean spike
   capture, per-filter responses, device → host), the path the AwA2 experiment runs;
 
-each in **f32** and **bf16** (bf16: parameters and images cast to bfloat16 for the forward
-pass, so membranes are bf16 too, with f32 master weights and an f32 loss; an option of the
-runner that keeps membranes in f32 replaces this cast when it lands), reporting img/s, the
+each in **f32** and **bf16** (bf16: ``SNNConfig(compute_dtype="bfloat16")``, the runner's
+bfloat16 products with float32 accumulation; membranes, weights, gradients and Adam stay
+float32), reporting img/s, the
 achieved TFLOP/s from the FLOP count derived below, the compiled executable's memory
 (``compiled.memory_analysis()``: arguments + outputs + temporaries) and the device's running
 peak (``device.memory_stats()["peak_bytes_in_use"]``, where the backend reports it; a
@@ -45,6 +45,7 @@ No accelerator was lent to the session that wrote this script; it was run only w
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import os
 import pathlib
@@ -129,28 +130,25 @@ def _model(size: dict, num_classes: int):
 
 
 class _LowPrecision:
-    """The SVGG19 forward pass computed in ``dtype``, on ``[0, 1]`` f32 images.
+    """The SVGG19 forward pass with ``SNNConfig(compute_dtype="bfloat16")``.
 
-    Parameters (f32 master copies, so gradients and Adam stay f32) and the normalized images
-    are cast to ``dtype`` and run through :func:`svebi_jax.layers.run_time_batched` (the
-    model boundary accepts only f32 images); logits and spike maps come back as f32.
+    Convolution and matmul products in bfloat16 with float32 accumulation (spikes are exact
+    in bfloat16); membrane potentials, parameters, gradients and Adam stay float32. The
+    images are normalized as the model's own forward pass does; logits and spike maps are
+    float32.
     """
 
     def __init__(self, model, dtype):
-        self.layers, self.config, self.dtype = model.layers, model.config, dtype
+        if jnp.dtype(dtype) != jnp.bfloat16:
+            raise ValueError(f"dtype must be bfloat16, got {dtype!r}")
+        self.layers = model.layers
+        self.config = dataclasses.replace(model.config, compute_dtype="bfloat16")
         self.info = functional(model)[0].info
 
     def __call__(self, params, images, **kwargs):
-        weights = {
-            name: {k: v.astype(self.dtype) for k, v in leaves.items()}
-            for name, leaves in nnx.to_pure_dict(params).items()
-        }
-        x = vgg.imagenet_normalize(jnp.asarray(images, jnp.float32)).astype(self.dtype)
-        out = L.run_time_batched(self.layers, weights, x, config=self.config, **kwargs)
-        return out._replace(
-            logits=out.logits.astype(jnp.float32),
-            spikes={k: v.astype(jnp.float32) for k, v in out.spikes.items()},
-        )
+        weights = nnx.to_pure_dict(params)
+        x = vgg.imagenet_normalize(jnp.asarray(images, jnp.float32))
+        return L.run_time_batched(self.layers, weights, x, config=self.config, **kwargs)
 
 
 def _memory(compiled) -> dict:
