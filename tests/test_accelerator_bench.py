@@ -37,6 +37,7 @@ def test_flop_count_by_hand(bench):
     assert full / 1e9 == pytest.approx(977.44, abs=0.01)
 
 
+@pytest.mark.slow  # a benchmark script end to end (~45 s on 2 cores); `pytest -m slow`
 def test_smoke_run_writes_every_row(bench, tmp_path):
     out = tmp_path / "accel.json"
     r = bench.run(["--smoke", "--out", str(out), "--repeats", "1"])
