@@ -56,6 +56,7 @@ from jax import lax
 from svebi_jax import _validation as V
 from svebi_jax import batching
 from svebi_jax._validation import is_tracer as _is_tracer
+from svebi_jax.attribution import attribution_maps
 from svebi_jax.protocols import ApplyFn, logits_of
 
 __all__ = [
@@ -605,24 +606,10 @@ def insertion_deletion(
     if not callable(apply_fn):
         raise TypeError(f"apply_fn must be callable, got {type(apply_fn).__name__}")
     images = jnp.asarray(V.check_images(images))
-    b = images.shape[0]
     subs = substrate if isinstance(substrate, dict) else {m: substrate for m in _MODES}
     if set(subs) != set(_MODES):
         raise ValueError(f"substrate dict must have the keys {_MODES}, got {sorted(subs)}")
-    batch_size = b if batch_size is None else V.check_positive_int("batch_size", batch_size)
-    if target is not None:
-        target = V.check_classes(target, batch=b, name="target")
-    maps = batching.map_batches(
-        lambda i: attr_fn(params, images[i], None if target is None else target[i]),
-        np.arange(b),
-        batch_size,
-        pad=False,
-    )
-    maps = jnp.asarray(maps)
-    if maps.shape != images.shape[:3]:
-        raise ValueError(
-            f"attr_fn must return [B, H, W] = {tuple(images.shape[:3])} maps, got {maps.shape}"
-        )
+    maps = attribution_maps(attr_fn, params, images, target=target, batch_size=batch_size)
     games = {}
     for mode in _MODES:
         args = _check_game(images, maps, mode, step, subs[mode], chunk_size, apply_softmax)

@@ -50,7 +50,8 @@ from jax import lax
 
 from svebi_jax import _validation as V
 from svebi_jax.attribution import attribution_maps
-from svebi_jax.protocols import ApplyFn, logits_of
+from svebi_jax.metrics.insdel import _Logits
+from svebi_jax.protocols import ApplyFn
 
 __all__ = [
     "FRACTIONS",
@@ -266,20 +267,6 @@ def _road(params, images, saliency, key, *, predict_fn, counts, noise, num_iters
         gap=lerf_auc.mean() - morf_auc.mean(),
         classes=classes,
     )
-
-
-class _Logits:
-    def __init__(self, apply_fn):
-        self.apply_fn = apply_fn
-
-    def __call__(self, params, images):
-        return logits_of(self.apply_fn(params, images))
-
-    def __hash__(self):
-        return hash(self.apply_fn)
-
-    def __eq__(self, other):
-        return isinstance(other, _Logits) and other.apply_fn == self.apply_fn
 
 
 def _counts(fractions, hw: int) -> tuple[tuple[int, ...], np.ndarray]:
