@@ -544,6 +544,7 @@ def fit(
     checkpoint_dir: str | None = None,
     checkpoint_every: int = 500,
     on_checkpoint: Callable[[int], None] | None = None,
+    num_workers: int = 0,
 ) -> tuple[Any, dict[str, list]]:
     """Trains a spiking network with minibatch gradient descent.
 
@@ -585,6 +586,8 @@ def fit(
       checkpoint_every: save every this many optimizer steps (and after the last one).
       on_checkpoint: called as ``on_checkpoint(step)`` after each save (e.g. to log; an
         exception raised there stops training with the checkpoint already on disk).
+      num_workers: decoding processes of a streaming ``train_ds`` (its ``batches``'
+        ``num_workers``; ``0``: decode in this process). Ignored for an in-memory set.
 
     Returns:
       ``(params, history)``: the trained parameter pytree and a dict of per-epoch lists
@@ -608,6 +611,7 @@ def fit(
     if isinstance(eval_every, bool) or not isinstance(eval_every, int) or eval_every < 1:
         raise ValueError(f"eval_every must be a positive int, got {eval_every!r}")
     mesh = S.check_mesh(mesh)
+    V.check_nonnegative_int("num_workers", num_workers)
     if isinstance(model_or_fn, SpikingNetwork):
         apply_fn, params = functional(model_or_fn)
     elif isinstance(model_or_fn, tuple) and len(model_or_fn) == 2 and callable(model_or_fn[0]):
@@ -689,7 +693,7 @@ def fit(
         for epoch in range(step_index // steps_per_epoch, config.epochs):
             t0 = time.perf_counter()
             skip = step_index - epoch * steps_per_epoch  # > 0 only in a resumed epoch
-            batches = _epoch_batches(train_ds, config, epoch, skip, hosts, D)
+            batches = _epoch_batches(train_ds, config, epoch, skip, hosts, D, num_workers)
             for images, labels, mask in batches:
                 if config.augment_shift:
                     images = random_shift(
@@ -761,7 +765,9 @@ def _check_stream(source, apply_fn, params, batch_size: int, num_hosts: int) -> 
     return num_classes, len(source)
 
 
-def _epoch_batches(train_ds, config: TrainConfig, epoch: int, skip: int, hosts, D):
+def _epoch_batches(
+    train_ds, config: TrainConfig, epoch: int, skip: int, hosts, D, num_workers: int = 0
+):
     """``(images, labels, mask | None)`` of one epoch's steps from ``skip`` on.
 
     An in-memory set is shuffled by ``data.batches`` (the skipped steps are sliced past); a
@@ -776,7 +782,9 @@ def _epoch_batches(train_ds, config: TrainConfig, epoch: int, skip: int, hosts, 
                 yield images, labels, None
         return
     local = config.batch_size // hosts[1]
-    with train_ds.batches(local, seed=seed, drop_remainder=True, start=skip) as it:
+    with train_ds.batches(
+        local, seed=seed, drop_remainder=True, start=skip, num_workers=num_workers
+    ) as it:
         for batch in it:
             V.check_labels(batch.labels, num_classes=int(train_ds.num_classes), name="labels")
             yield batch.images, batch.labels, np.asarray(batch.mask)

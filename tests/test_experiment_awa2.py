@@ -2,6 +2,7 @@
 photo folder (scikit-image / scikit-learn photographs, ``make_photo_folder``)."""
 
 import json
+import os
 import pathlib
 import subprocess
 import sys
@@ -9,7 +10,6 @@ import sys
 import jax
 import jax.numpy as jnp
 import numpy as np
-import optax
 import pytest
 from flax import nnx
 
@@ -18,10 +18,11 @@ from experiments.awa2_svgg19.calibration import calibrate_firing
 from experiments.awa2_svgg19.config import ExperimentConfig, prepare
 from experiments.awa2_svgg19.main import _build
 from experiments.common import stages
-from svebi_jax import checkpoint, interpret, responses
+from svebi_jax import checkpoint, interpret, relevance, responses, train
 from svebi_jax import layers as L
 from svebi_jax.data import stream
 from svebi_jax.data.sample_photos import make_photo_folder
+from svebi_jax.lasso import mu_lasso
 from svebi_jax.metrics import insdel
 from svebi_jax.models import ShallowSNN, functional, vgg
 
@@ -198,25 +199,6 @@ def test_calibration_makes_every_layer_fire(photos):
     np.testing.assert_array_equal(new["fc3"]["kernel"], weights["fc3"]["kernel"])
 
 
-def test_masked_loss_ignores_masked_rows():
-    model = ShallowSNN(rngs=nnx.Rngs(0), config=L.SNNConfig(num_steps=2))
-    apply_fn, params = functional(model)
-    rng = np.random.default_rng(0)
-    x = jnp.asarray(rng.uniform(0, 1, (4, 28, 28, 1)).astype(np.float32))
-    y = jnp.asarray([1, 2, 3, 4], jnp.int32)
-    mask = jnp.asarray([True, False, True, False])
-    loss, acc = stages._masked_loss(params, apply_fn, x, y, mask)
-    logits = apply_fn(params, x[np.array([0, 2])]).logits
-    ref = optax.softmax_cross_entropy_with_integer_labels(logits, y[np.array([0, 2])]).mean()
-    assert float(loss) == pytest.approx(float(ref), rel=1e-6)
-    assert float(acc) == float(np.mean(np.argmax(logits, -1) == np.array([1, 3])))
-    # garbage in masked rows changes nothing, gradients included
-    x2 = x.at[1].set(7.0).at[3].set(-3.0)
-    g1 = jax.grad(lambda p: stages._masked_loss(p, apply_fn, x, y, mask)[0])(params)
-    g2 = jax.grad(lambda p: stages._masked_loss(p, apply_fn, x2, y, mask)[0])(params)
-    jax.tree.map(np.testing.assert_array_equal, g1, g2)
-
-
 def test_streamed_rows_map_to_source_items_and_skip_unreadable(tmp_path):
     root = make_photo_folder(tmp_path / "p", classes=2, per_class=5, size=32)
     bad = sorted((root / "cat").iterdir())[2]
@@ -357,12 +339,62 @@ SMOKE = [
 ]  # fmt: skip
 
 
-def test_smoke_end_to_end(photos, tmp_path):
-    """The whole command at the smallest sizes (the numbers are checked in the slow run)."""
+class _Stop(Exception):
+    """Stands for a kill in the middle of a run."""
+
+
+def test_smoke_end_to_end_interrupted_and_resumed(photos, tmp_path, monkeypatch):
+    """The whole command at the smallest sizes, killed after the first shard of responses and
+    resumed (on a one-device mesh: ``--data-parallel`` is not part of a run's identity):
+    training is not redone, and X equals an uninterrupted one-device extraction bit for bit.
+    (The numbers are checked in the slow run; 8 devices in the slow data-parallel test.)"""
     out = tmp_path / "run"
-    awa2_svgg19.main(["--data", f"folder:{photos}", "--out", str(out), *SMOKE])
+    args = ["--data", f"folder:{photos}", "--out", str(out), *SMOKE]
+    real = responses.compute_responses
+
+    def killed_after_shard_0(*a, **kw):
+        def kill(k):
+            raise _Stop(k)
+
+        return real(*a, **{**kw, "shard_batches": 2, "on_shard": kill})
+
+    monkeypatch.setattr(responses, "compute_responses", killed_after_shard_0)
+    with pytest.raises(_Stop):
+        awa2_svgg19.main(args)
+    work = tmp_path / ".run.partial"
+    assert not out.exists()
+    assert (work / "checkpoint" / checkpoint.MANIFEST_FILE).is_file()
+    assert (work / "train_state").is_dir()
+    assert [p.name for p in (work / "response_shards").glob("shard-*.npz")] == ["shard-00000.npz"]
+    # neither starting over it nor resuming it with other settings happens silently
+    with pytest.raises(ValueError, match=r"interrupted run is in .*pass --resume"):
+        awa2_svgg19.main(args)
+    with pytest.raises(ValueError, match=r"other settings \(differs in \['mu'\]\)"):
+        awa2_svgg19.main([*args, "--resume", "--mu", "3"])
+
+    seen = {}
+
+    def recorded(*a, **kw):
+        seen["args"], seen["kw"] = a, kw
+        seen["result"] = real(*a, **{**kw, "shard_batches": 2})
+        return seen["result"]
+
+    def no_training(*a, **kw):
+        raise AssertionError("a resumed run retrained a finished model")
+
+    monkeypatch.setattr(responses, "compute_responses", recorded)
+    monkeypatch.setattr(train, "fit", no_training)
+    awa2_svgg19.main([*args, "--resume", "--data-parallel"])  # a mesh of this one device
+    assert not work.exists()
+    assert not any((out / name).exists() for name in ("train_state", "response_shards", "run.json"))
+    kw = {k: v for k, v in seen["kw"].items() if k != "checkpoint_dir"}
+    uninterrupted = real(*seen["args"], **kw)
+    np.testing.assert_array_equal(seen["result"].X, uninterrupted.X)
+    np.testing.assert_array_equal(seen["result"].predictions, uninterrupted.predictions)
+
     r = json.loads((out / "results.json").read_text())
-    assert r["n_train"] == 19 and r["n_test"] == 5 and r["n_eval"] == 2
+    assert r["n_train"] == 19 and r["n_test"] == 5 and r["n_eval"] == 2 and r["devices"] == 1
+    assert r["n_responses"] == 19
     assert "random" in r["initialization"] and "not the paper" in r["initialization"]
     for key in ("test_accuracy", "relevant_filters", "layer_distribution", "timings_s"):
         assert key in r
@@ -392,3 +424,36 @@ def test_small_real_photo_run(tmp_path):
     assert all(np.isfinite(r["train_history"]["train_loss"]))
     assert sum(r["layer_distribution"].values()) > 0
     _check_run(out, r, photos)
+
+
+@pytest.mark.slow
+def test_data_parallel_run_on_eight_devices(photos, tmp_path):
+    """``--data-parallel`` on 8 simulated CPU devices (a subprocess): training, responses,
+    gradient maps and games run sharded; the relevant filters and the test accuracy equal a
+    one-device evaluation of the checkpoint it trained (X and W are exact under sharding)."""
+    out = tmp_path / "run"
+    env = dict(os.environ, JAX_PLATFORMS="cpu")
+    env["XLA_FLAGS"] = env.get("XLA_FLAGS", "") + " --xla_force_host_platform_device_count=8"
+    args = [a if a != "4" else "8" for a in SMOKE]  # --batch-size 8: a multiple of 8 devices
+    proc = subprocess.run(
+        [sys.executable, str(ROOT / "experiments" / "awa2_svgg19.py"), "--data",
+         f"folder:{photos}", "--out", str(out), "--data-parallel", *args],
+        cwd=ROOT, env=env, capture_output=True, text=True, timeout=1200,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    r = json.loads((out / "results.json").read_text())
+    assert r["devices"] == 8 and r["n_responses"] == 19
+    model = checkpoint.restore_model(out / "checkpoint")
+    raw_fn, params = functional(model)
+    apply_fn = vgg.ImagenetInput(raw_fn)
+    cfg = ExperimentConfig(data=f"folder:{photos}", out=str(tmp_path / "x"), **SMALL)
+    prep = prepare(cfg)
+    resp = responses.compute_responses(apply_fn, params, stages.Streamed(prep.train, 8))
+    sol = mu_lasso(resp.X, resp.L, cfg.mu)
+    rel = relevance.relevant_filters(np.asarray(sol.W), resp.index)
+    want = {
+        str(c): {layer: [int(ch) for ch in chans] for layer, chans in by_layer.items()}
+        for c, by_layer in rel.items()
+    }
+    assert r["relevant_filters"] == want
+    assert r["train_accuracy"] == float(np.mean(resp.predictions == resp.labels))

@@ -65,6 +65,9 @@ class ExperimentConfig:
     svebi_layers: str = "blocks"
     num_figure_images: int = 8
     num_workers: int = 4
+    data_parallel: bool = False
+    resume: bool = False
+    checkpoint_every: int = 500
     progress: bool = True
 
     def validate(self) -> ExperimentConfig:
@@ -118,8 +121,19 @@ class ExperimentConfig:
             ("--ig-steps", self.ig_steps),
             ("--top-k", self.top_k),
             ("--num-figure-images", self.num_figure_images),
+            ("--checkpoint-every", self.checkpoint_every),
         ):
             V.check_positive_int(flag, value)
+        if self.data_parallel:
+            import jax
+
+            d = jax.device_count()
+            if self.batch_size % d:
+                raise ValueError(
+                    f"--batch-size must be a multiple of the {d} devices with --data-parallel "
+                    f"(each device takes batch_size / {d} images of every step), got "
+                    f"{self.batch_size}"
+                )
         if self.image_size < MIN_IMAGE_SIZE:
             raise ValueError(
                 f"--image-size must be >= {MIN_IMAGE_SIZE}: SVGG19 halves the map in each of "
@@ -162,6 +176,13 @@ class ExperimentConfig:
         """Pixels per insertion/deletion step: ``--insdel-step`` or 224 steps per game (the
         paper's 224 pixels per step at 224 x 224, scaled to the image size)."""
         return self.insdel_step or max(1, round(self.image_size**2 / PAPER_INSDEL_STEPS))
+
+    def identity(self) -> dict[str, Any]:
+        """The settings an interrupted run is resumed with (``--resume`` refuses others):
+        all flags but where the run goes and how it runs (``--out``, ``--resume``,
+        ``--progress``, ``--num-workers``, ``--data-parallel``, ``--checkpoint-every``)."""
+        how = {"out", "resume", "progress", "num_workers", "data_parallel", "checkpoint_every"}
+        return {k: v for k, v in dataclasses.asdict(self).items() if k not in how}
 
     def snn_config(self) -> L.SNNConfig:
         """The network's LIF settings (``θ = 1`` and the library's reset/surrogate)."""
@@ -322,6 +343,22 @@ def parse_args(argv=None, *, description: str | None = None) -> ExperimentConfig
     )
     a("--num-figure-images", type=int, default=d.num_figure_images)
     a("--num-workers", type=int, default=d.num_workers, help="decoding processes (0: inline)")
+    a(
+        "--data-parallel",
+        action="store_true",
+        help="one mesh over all devices (of all hosts): batches sharded, parameters replicated",
+    )
+    a(
+        "--resume",
+        action="store_true",
+        help="continue an interrupted run of this --out (training checkpoints, response shards)",
+    )
+    a(
+        "--checkpoint-every",
+        type=int,
+        default=d.checkpoint_every,
+        help="training steps between checkpoints (and at every epoch's end)",
+    )
     a("--no-progress", action="store_true")
     args = vars(p.parse_args(argv))
     args["progress"] = not args.pop("no_progress")

@@ -16,6 +16,13 @@ SNN-IG2D, SAM and trivial maps (Table 1's AwA2 columns). Outputs: ``report.md``,
 ``results.json``, figures and the checkpoint, in a run directory that replaces ``--out`` only
 when the run is complete.
 
+``--data-parallel`` runs training, response extraction, the gradient baselines and the games
+on one :class:`jax.sharding.Mesh` over all devices (of all hosts, after
+``jax.distributed.initialize()``): batches sharded, parameters replicated. The run works in
+``.OUT.partial`` beside ``--out``; training saves orbax checkpoints every
+``--checkpoint-every`` steps and the responses are written in shards, so an interrupted run
+continues with ``--resume`` (same flags) where it stopped, with the same X bit for bit.
+
 Images are never held in memory as a split: every stage reads the folder through
 :mod:`svebi_jax.data.stream` a few batches at a time (``--num-workers`` decoding processes),
 and only the few images a figure shows are read again. The network sees torchvision's
@@ -40,11 +47,13 @@ from experiments.common import stages
 from experiments.common.methods import table_methods
 from experiments.common.rundir import RunDirectory, write_text
 from experiments.common.timing import StageTimer
-from svebi_jax import viz
+from svebi_jax import sharding, train, viz
 from svebi_jax.models import functional, vgg
 
 #: RISE on photographs: insertion starts from a blurred copy, deletion ends in black.
 SUBSTRATES = {"insertion": "blur", "deletion": "zeros"}
+#: Resumable state inside the run's work directory (deleted when the run is complete).
+TRAIN_STATE, RESPONSE_SHARDS = "train_state", "response_shards"
 
 
 def run(cfg: ExperimentConfig) -> dict:
@@ -71,8 +80,16 @@ def run(cfg: ExperimentConfig) -> dict:
         "hidden": cfg.hidden,
         "insdel_step": cfg.step,
     }
-    with RunDirectory(cfg.out) as out:
-        _pipeline(cfg, prep, out, timer, results)
+    mesh = sharding.make_mesh() if cfg.data_parallel else None
+    results["devices"] = sharding.num_shards(mesh) if mesh is not None else 1
+    run_dir = RunDirectory(
+        cfg.out,
+        resume=cfg.resume,
+        identity=cfg.identity(),
+        scratch=(TRAIN_STATE, RESPONSE_SHARDS),
+    )
+    with run_dir as out:
+        _pipeline(cfg, prep, out, timer, results, mesh)
     print(f"wrote {pathlib.Path(cfg.out) / 'report.md'} and results.json")
     return results
 
@@ -136,24 +153,28 @@ def _build(cfg: ExperimentConfig, prep: Prepared, results: dict):
     return build
 
 
-def _fit(cfg: ExperimentConfig):
-    """``fit`` for :func:`stages.train_or_restore`: the streamed loop on normalized input."""
+def _fit(cfg: ExperimentConfig, out: pathlib.Path, mesh):
+    """``fit`` for :func:`stages.train_or_restore`: :func:`svebi_jax.train.fit` on the
+    stream, on normalized input, data-parallel over ``mesh`` and resumable from
+    ``out/train_state``."""
 
     def fit(model, train_data, *, config, progress):
         apply_fn, params = functional(model)
-        return stages.fit_stream(
-            vgg.ImagenetInput(apply_fn),
-            params,
+        return train.fit(
+            (vgg.ImagenetInput(apply_fn), params),
             train_data,
-            config,
-            num_workers=cfg.num_workers,
+            config=config,
             progress=progress,
+            mesh=mesh,
+            checkpoint_dir=str(out / TRAIN_STATE),
+            checkpoint_every=cfg.checkpoint_every,
+            num_workers=cfg.num_workers,
         )
 
     return fit
 
 
-def _pipeline(cfg, prep: Prepared, out: pathlib.Path, timer, results: dict) -> None:
+def _pipeline(cfg, prep: Prepared, out: pathlib.Path, timer, results: dict, mesh) -> None:
     def stream(source, name):
         return stages.Streamed(
             source,
@@ -170,7 +191,7 @@ def _pipeline(cfg, prep: Prepared, out: pathlib.Path, timer, results: dict) -> N
             train_config=cfg.train_config(),
             progress=cfg.progress,
             build_model=_build(cfg, prep, results),
-            fit=_fit(cfg),
+            fit=_fit(cfg, out, mesh),
         )
     results["train_history"] = history
     raw_fn, params = functional(model)
@@ -187,7 +208,7 @@ def _pipeline(cfg, prep: Prepared, out: pathlib.Path, timer, results: dict) -> N
     train_stream = stream(prep.train, "responses")
     rel = stages.relevance_stage(
         apply_fn, params, train_stream, mu=cfg.mu, mu_path_max=0, batch_size=cfg.batch_size,
-        timer=timer,
+        timer=timer, mesh=mesh, checkpoint_dir=str(out / RESPONSE_SHARDS),
     )  # fmt: skip
     resp = rel.responses
     results["train_accuracy"] = float(np.mean(resp.predictions == resp.labels))
@@ -230,6 +251,7 @@ def _pipeline(cfg, prep: Prepared, out: pathlib.Path, timer, results: dict) -> N
         seed=cfg.seed,
         ig_steps=cfg.ig_steps,
         svebi_layers=svebi_layers,
+        mesh=mesh,
     )
     with timer("insertion_deletion"):
         eval_stream = stream(eval_src, "insertion/deletion")
@@ -245,6 +267,7 @@ def _pipeline(cfg, prep: Prepared, out: pathlib.Path, timer, results: dict) -> N
             substrate=SUBSTRATES,
             chunk_size=cfg.insdel_chunk,
             keep_maps=n_fig,
+            mesh=mesh,
         )
     results["n_eval"] = int(len(scored["predicted"]))
     stages.write_scores(out, scored, results, eval_stream.images_of(np.arange(n_fig)))

@@ -68,6 +68,7 @@ def table_methods(
     ig_steps: int,
     placements: Sequence[str] = ("aligned", "stretch"),
     svebi_layers: Sequence[str] | None = None,
+    mesh=None,
 ) -> dict[MethodKey, AttrFn]:
     """Every method of Table 1 as an attribution function, in the table's row order.
 
@@ -76,7 +77,8 @@ def table_methods(
     label);
     SNN-Grad2D; SNN-IG2D with ``ig_steps`` path points; SAM per conv layer
     (receptive-field-aligned, like SVEBI); and three trivial maps (uniform noise from
-    ``seed``, the image itself, a centred Gaussian).
+    ``seed``, the image itself, a centred Gaussian). ``mesh``: the gradient baselines'
+    maps are computed data-parallel over it (:func:`svebi_jax.attribution.grad2d`).
     """
     layers = tuple(masks) if svebi_layers is None else tuple(svebi_layers)
     unknown = [layer for layer in layers if layer not in masks]
@@ -88,8 +90,10 @@ def table_methods(
         methods[key] = attribution.svebi(
             apply_fn, masks, layer=key.layer, options=SVEBIOptions(placement=key.placement)
         )
-    methods[MethodKey(GRAD2D)] = attribution.grad2d(apply_fn)
-    methods[MethodKey(IG2D)] = attribution.integrated_gradients(apply_fn, path_steps=ig_steps)
+    methods[MethodKey(GRAD2D)] = attribution.grad2d(apply_fn, mesh=mesh)
+    methods[MethodKey(IG2D)] = attribution.integrated_gradients(
+        apply_fn, path_steps=ig_steps, mesh=mesh
+    )
     for layer in conv_layers:
         methods[MethodKey(SAM, layer)] = attribution.sam(apply_fn, layer=layer)
     methods[MethodKey(TRIVIAL, variant="random")] = attribution.random_map(jax.random.key(seed))

@@ -14,7 +14,6 @@ they are given; none of them prints more than a line per method.
 from __future__ import annotations
 
 import dataclasses
-import functools
 import pathlib
 import shutil
 import time
@@ -24,7 +23,6 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 import numpy as np
-import optax
 from flax import nnx
 
 from experiments.common.methods import MethodKey
@@ -105,12 +103,16 @@ def train_or_restore(
       progress: show a progress bar while training.
       build_model: ``(train_config, train_data) -> SpikingNetwork`` (e.g. an SVGG19 builder).
       fit: ``(model, train_data, config=, progress=) -> (params, history)``; default
-        :func:`svebi_jax.train.fit` (in memory), e.g. a :func:`fit_stream` for a stream.
+        :func:`svebi_jax.train.fit` (which takes an in-memory set or a stream), e.g. a
+        ``functools.partial`` of it with ``mesh=`` and ``checkpoint_dir=``.
 
     Returns:
       ``(model, history)``.
     """
     target = out / "checkpoint"
+    if (target / checkpoint.MANIFEST_FILE).is_file():  # a resumed run that finished training
+        model = checkpoint.restore_model(target)
+        return model, checkpoint.load_metrics(target).get("history", {})
     if checkpoint_dir:
         model = checkpoint.restore_model(checkpoint_dir)
         history = checkpoint.load_metrics(checkpoint_dir).get("history", {})
@@ -186,104 +188,6 @@ class Streamed:
         return self.source.gather(self.indices[np.asarray(rows)]).images
 
 
-def _masked_loss(params, apply_fn, images, labels, mask):
-    """Mean cross-entropy over the rows with ``mask`` True: ``Σ m ℓ / max(1, Σ m)``."""
-    logits = apply_fn(params, images).logits
-    losses = optax.softmax_cross_entropy_with_integer_labels(logits, labels)
-    m = mask.astype(losses.dtype)
-    count = jnp.maximum(m.sum(), 1.0)
-    correct = (jnp.argmax(logits, axis=-1) == labels).astype(losses.dtype)
-    return (losses * m).sum() / count, (correct * m).sum() / count
-
-
-def _masked_step(params, opt_state, images, labels, mask, *, apply_fn, optimizer):
-    (loss, acc), grads = jax.value_and_grad(_masked_loss, has_aux=True)(
-        params, apply_fn, images, labels, mask
-    )
-    updates, opt_state = optimizer.update(grads, opt_state, params)
-    return optax.apply_updates(params, updates), opt_state, loss, acc
-
-
-def fit_stream(
-    apply_fn,
-    params,
-    source,
-    config: train.TrainConfig,
-    *,
-    num_workers: int = 0,
-    prefetch: int = 2,
-    progress: bool = True,
-):
-    """Trains on a streamed :class:`~svebi_jax.data.stream.ImageSource` (memory: a few batches).
-
-    Epoch ``e`` visits the source in the order of ``source.batches(B, seed=config.seed,
-    epoch=e, drop_remainder=True)`` (one iterator over all epochs keeps its workers); each
-    step is one jitted, donating update with the masked loss
-    :math:`\\sum_b m_b \\ell_b / \\max(1, \\sum_b m_b)`, so an unreadable file (``mask``
-    False) counts for nothing. The optimizer and schedule are
-    :func:`svebi_jax.train.make_optimizer`'s for ``config``; ``config.augment_shift`` is
-    applied as in :func:`svebi_jax.train.fit`.
-
-    Data parallelism and resumption plug in here: a sharded step (batch axis over a mesh)
-    replaces ``step_fn``, and a resumed run passes the saved step as ``batches(start=...)``.
-
-    Returns:
-      ``(params, history)`` with per-epoch ``train_loss``, ``train_accuracy`` (masked means
-      over the epoch's batches, before each update) and ``seconds``.
-    """
-    b = config.batch_size
-    steps = source.num_batches(b, drop_remainder=True)
-    optimizer = train.make_optimizer(config, steps)
-    params = jax.tree.map(jnp.array, params)  # the step donates its inputs
-    opt_state = optimizer.init(params)
-    step_fn = jax.jit(
-        functools.partial(_masked_step, apply_fn=apply_fn, optimizer=optimizer),
-        donate_argnums=(0, 1),
-    )
-    aug_key = jax.random.fold_in(jax.random.key(config.seed), 0x5EB1)
-    history: dict[str, list] = {"train_loss": [], "train_accuracy": [], "seconds": []}
-    bar = None
-    if progress:
-        from tqdm.auto import tqdm
-
-        bar = tqdm(total=config.epochs * steps, desc="train", unit="batch")
-    losses, accs, t0 = [], [], time.perf_counter()
-    try:
-        with source.batches(
-            b,
-            seed=config.seed,
-            num_epochs=config.epochs,
-            drop_remainder=True,
-            num_workers=num_workers,
-            prefetch=prefetch,
-        ) as it:
-            for i, batch in enumerate(it):
-                images = batch.images
-                if config.augment_shift:
-                    key = jax.random.fold_in(aug_key, i)
-                    images = train.random_shift(key, images, config.augment_shift)
-                params, opt_state, loss, acc = step_fn(
-                    params, opt_state, images, batch.labels, batch.mask
-                )
-                losses.append(loss)
-                accs.append(acc)
-                if bar is not None:
-                    bar.update(1)
-                if (i + 1) % steps == 0:  # end of an epoch
-                    history["train_loss"].append(float(jnp.mean(jnp.stack(losses))))
-                    history["train_accuracy"].append(float(jnp.mean(jnp.stack(accs))))
-                    history["seconds"].append(round(time.perf_counter() - t0, 2))
-                    if bar is not None:
-                        bar.set_postfix(
-                            epoch=len(history["seconds"]), loss=f"{history['train_loss'][-1]:.4f}"
-                        )
-                    losses, accs, t0 = [], [], time.perf_counter()
-    finally:
-        if bar is not None:
-            bar.close()
-    return params, history
-
-
 def accuracy(apply_fn, params, test_data, *, batch_size: int = 500) -> float:
     """Test accuracy (:func:`svebi_jax.train.evaluate`, ``batch_size`` images per step)."""
     acc, _ = train.evaluate(apply_fn, params, test_data, batch_size)
@@ -318,14 +222,32 @@ class Relevance:
 
 
 def relevance_stage(
-    apply_fn, params, train_data, *, mu: float, mu_path_max: int, batch_size: int, timer
+    apply_fn,
+    params,
+    train_data,
+    *,
+    mu: float,
+    mu_path_max: int,
+    batch_size: int,
+    timer,
+    mesh=None,
+    checkpoint_dir: str | None = None,
 ) -> Relevance:
     """Responses X, L of the training data → μ-lasso at ``mu`` and on ``1..mu_path_max``.
 
     ``mu_path_max = 0`` skips the path (no ablation follows): ``W_path`` is then ``W[None]``.
+    ``mesh`` and ``checkpoint_dir`` are :func:`~svebi_jax.responses.compute_responses`'
+    (data-parallel extraction; resumable shards of X).
     """
     with timer("responses"):
-        resp = responses.compute_responses(apply_fn, params, train_data, batch_size=batch_size)
+        resp = responses.compute_responses(
+            apply_fn,
+            params,
+            train_data,
+            batch_size=batch_size,
+            mesh=mesh,
+            checkpoint_dir=checkpoint_dir,
+        )
     with timer("mu_lasso"):
         sol = jax.block_until_ready(mu_lasso(resp.X, resp.L, mu))
     W = np.asarray(sol.W)
@@ -447,6 +369,7 @@ def scores(
     substrate: str | dict[str, str] = "zeros",
     chunk_size: int = 256,
     keep_maps: int | None = None,
+    mesh=None,
 ) -> dict[str, Any]:
     """Table 1: insertion/deletion (RISE) of every method, and SVEBI coverage.
 
@@ -456,7 +379,8 @@ def scores(
     black for both games, as on MNIST; ``{"insertion": "blur", "deletion": "zeros"}``:
     RISE's photographs), ``chunk_size`` the perturbed images per forward pass, and
     ``keep_maps`` how many images' maps are returned (default all; a few for figures keep
-    memory independent of the number of images).
+    memory independent of the number of images), ``mesh`` the games' data-parallel mesh
+    (:func:`~svebi_jax.metrics.insdel.insertion_deletion`).
 
     Returns:
       ``{"table": {label: row}, "per_class_insertion": {label: [K]}, "curves":
@@ -484,6 +408,7 @@ def scores(
                     substrate=substrate,
                     batch_size=map_batch,
                     chunk_size=chunk_size,
+                    mesh=mesh,
                 )
             )
             if keep_maps is not None:  # keep what the figures show, not every map
