@@ -36,7 +36,8 @@ def report(r: dict, methods: Sequence[MethodKey]) -> str:
         f"{r['widths']}, fc {r['hidden']} (width scale {cfg['width_scale']:g})",
         f"- initialization: {r['initialization']}",
         f"- training: {cfg['epochs']} epochs, batch {cfg['batch_size']}, Adam at "
-        f"{cfg['learning_rate']:g} (constant)",
+        f"{cfg['learning_rate']:g} (constant), on {r.get('devices', 1)} device(s)"
+        + (" (data-parallel mesh)" if cfg.get("data_parallel") else ""),
         f"- **test accuracy: {r['test_accuracy']:.4f}** (paper {PAPER_TEST_ACCURACY:.4f}); "
         f"training accuracy after training: {r['train_accuracy']:.4f} (paper "
         f"{PAPER_TRAIN_ACCURACY:.4f})",
