@@ -36,6 +36,7 @@ import dataclasses
 import json
 import pathlib
 
+import jax
 import jax.numpy as jnp
 import numpy as np
 from flax import nnx
@@ -80,6 +81,13 @@ def run(cfg: ExperimentConfig) -> dict:
         "hidden": cfg.hidden,
         "insdel_step": cfg.step,
     }
+    if jax.process_count() > 1:
+        raise ValueError(
+            f"this command runs on the devices of one host, but JAX has {jax.process_count()} "
+            "processes (jax.distributed.initialize): its figures, results and checkpoints are "
+            "written by one process; on several hosts use the library's mesh-aware functions "
+            "(README: Many devices and hosts)"
+        )
     mesh = sharding.make_mesh() if cfg.data_parallel else None
     results["devices"] = sharding.num_shards(mesh) if mesh is not None else 1
     run_dir = RunDirectory(
