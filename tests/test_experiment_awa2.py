@@ -164,6 +164,7 @@ def test_weights_file_loads_exactly(photos, tmp_path):
     assert w["fc3"]["kernel"].shape == (cfg.hidden, 3)  # a new 3-class readout
 
 
+@pytest.mark.slow  # ~1 min on SVGG19; the smoke run calibrates too
 def test_calibration_makes_every_layer_fire(photos):
     images = vgg.imagenet_normalize(
         stream.FolderSource(photos, image_size=32).gather(range(8)).images

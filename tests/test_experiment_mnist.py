@@ -10,11 +10,13 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from flax import nnx
 
 from experiments import mnist_shallow
 from experiments.common import stages
 from svebi_jax import checkpoint, data
-from svebi_jax.models import functional
+from svebi_jax import layers as L
+from svebi_jax.models import ShallowSNN, functional
 
 TINY = [
     "--train-limit", "600", "--epochs", "1", "--eval-samples", "8", "--ablation-samples", "60",
@@ -54,6 +56,7 @@ def _rise_auc(apply_fn, params, images, maps, *, mode: str, step: int = 28) -> n
     return np.asarray(aucs)
 
 
+@pytest.mark.slow  # the main command at TINY size: ~2.5 min
 def test_results_match_independent_numbers(run):
     out, r, apply_fn, params, train, test = run
     assert r["dataset"] == "mnist-5k" and r["n_train"] == 600 and r["n_test"] == 500
@@ -125,6 +128,7 @@ def test_results_match_independent_numbers(run):
     assert not list(out.parent.glob(".run.partial-*"))  # the temporary run dir was moved
 
 
+@pytest.mark.slow  # shares the main run; RunDirectory itself: tests/test_rundir.py
 def test_interrupted_rerun_leaves_the_previous_run_intact(run, monkeypatch, capsys):
     out, r, *_ = run
     before = {p.name: p.read_bytes() for p in out.iterdir() if p.is_file()}
@@ -175,6 +179,7 @@ def test_out_must_be_a_run_directory_or_new(tmp_path, capsys):
     assert (tmp_path / "notes.txt").read_text() == "keep me"
 
 
+@pytest.mark.slow  # shares the main run
 def test_ablation_study_from_the_main_commands_checkpoint(run, tmp_path, shared_mnist_dir):
     from experiments import ablation_study
 
@@ -195,10 +200,10 @@ def test_ablation_study_from_the_main_commands_checkpoint(run, tmp_path, shared_
     assert saved["relevant_below_random"] == r["relevant_below_random"]
 
 
-def test_stages_take_a_stream_of_batches(run):
+def test_stages_take_a_stream_of_batches():
     """The pipeline's stages accept an iterable of (images, labels) batches like a Dataset."""
-    _, _, apply_fn, params, _, test = run
-    small = data.subset(test, 40)
+    apply_fn, params = functional(ShallowSNN(config=L.SNNConfig(num_steps=2), rngs=nnx.Rngs(0)))
+    small = data.subset(data.load("mnist-5k"), 40, seed=None)
     stream = [(small.images[i : i + 16], small.labels[i : i + 16]) for i in range(0, 40, 16)]
     want = stages.accuracy(apply_fn, params, small)
     assert stages.accuracy(apply_fn, params, stream) == want

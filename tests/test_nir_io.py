@@ -474,6 +474,7 @@ def test_round_trip_shallow_avg_pool_file(tmp_path):
     assert net.geometry == model.geometry
 
 
+@pytest.mark.slow  # ~30 s; the shallow round trips stay in the default suite
 def test_round_trip_reduced_svgg19_avg_pool_file(tmp_path):
     config = sv.SNNConfig(num_steps=4, beta=0.9, reset="subtract_then_leak", readout_beta=0.8)
     model = SVGG19(

@@ -266,6 +266,7 @@ def check_results(nb, results: dict, overrides: dict) -> None:
     assert len(pngs) >= 4
 
 
+@pytest.mark.slow  # ~1.3 min; a kernel running the whole notebook
 def test_notebook_executes_small(tmp_path, monkeypatch):
     nb, results = execute_notebook(SMALL, tmp_path, monkeypatch)
     check_results(nb, results, SMALL)

@@ -58,6 +58,7 @@ def test_nir_notebook_structure():
     not all(importlib.util.find_spec(m) for m in ("torch", "snntorch", "nirtorch")),
     reason="needs the `nir` extra (torch, snntorch, nirtorch)",
 )
+@pytest.mark.slow  # ~40 s; the NIR round trips themselves are in test_nir_io.py
 def test_nir_notebook_executes_small(tmp_path, monkeypatch):
     from jupyter_client.kernelspec import KernelSpecManager, NoSuchKernel
     from nbclient import NotebookClient

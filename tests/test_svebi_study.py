@@ -8,6 +8,7 @@ import pytest
 from experiments import svebi_study
 
 
+@pytest.mark.slow  # ~1.5 min; its pieces: test_road.py, test_svebi_variants.py
 def test_quick_study_keeps_validation_and_test_apart(tmp_path, shared_mnist_dir):
     out = tmp_path / "study"
     argv = [

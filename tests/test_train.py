@@ -161,6 +161,7 @@ def test_train_step_compiles_once(small_ds):
     assert step._cache_size() == 1
 
 
+@pytest.mark.slow  # ~35 s eager; the forward pass: test_models.py
 def test_jit_step_equals_eager_step(small_ds):
     apply_fn, params = functional(_model())
     opt = optax.adam(1e-3)
