@@ -451,18 +451,35 @@ def parse_args(argv=None):
 
 
 def merge(paths: list[str], out: str) -> int:
-    """Merges the JSONs of runs that each did some ``--recipes`` (e.g. run side by side)."""
+    """Merges the JSONs of runs that each did some recipes or seeds (e.g. run side by side, or
+    seeds run one after another): validation and per-seed test results are joined per recipe
+    and seed (a (recipe, seed) found twice is refused), and each recipe's test table is
+    aggregated again over all its seeds. Complete when every recipe has every seed that one
+    of the runs' protocols names."""
     parts = [json.loads(pathlib.Path(p).read_text()) for p in paths]
-    result = parts[0]
-    result["protocol"]["recipes"] = {}
+    result = json.loads(json.dumps(parts[0]))
     result["merged_from"] = [str(p) for p in paths]
-    for part in parts[1:]:
-        for key in ("validation", "test", "models", "test_per_seed"):
-            result[key] = result.get(key, {}) | part.get(key, {})
-        result["seconds"] |= part["seconds"]
-    for part in parts:
+    result["protocol"]["recipes"] = {}
+    result["validation"], result["test_per_seed"], result["models"] = {}, {}, {}
+    result["seconds"] = {}
+    for path, part in zip(paths, parts, strict=True):
         result["protocol"]["recipes"] |= part["protocol"]["recipes"]
-    result["complete"] = all(p.get("complete") for p in parts)
+        result["models"] |= part.get("models", {})
+        for key in ("validation", "test_per_seed"):
+            for r, by_seed in part.get(key, {}).items():
+                mine = result[key].setdefault(r, {})
+                twice = sorted(set(mine) & set(by_seed))
+                if twice:
+                    raise ValueError(f"--merge: {path} repeats {r} {twice} of an earlier file")
+                mine |= by_seed
+        result["seconds"] |= {f"{path}: {k}": v for k, v in part.get("seconds", {}).items()}
+    result["test"] = {r: aggregate(raw) for r, raw in result["test_per_seed"].items() if raw}
+    wanted = sorted({int(s) for part in parts for s in part["protocol"]["seeds"]})
+    result["protocol"]["seeds"] = wanted
+    result["complete"] = all(
+        sorted(int(k.removeprefix("seed")) for k in result["test_per_seed"].get(r, {})) == wanted
+        for r in result["protocol"]["recipes"]
+    )
     target = pathlib.Path(out)
     target.mkdir(parents=True, exist_ok=True)
     _dump(target, result)

@@ -75,3 +75,47 @@ def test_bad_flags_exit_2(capsys):
         svebi_study.main(["--recipes", "adam"])
     assert err.value.code == 2
     assert "--recipes" in capsys.readouterr().err
+
+
+def _part(seeds, protocol_seeds, acc, ins):
+    """A run's JSON, reduced to what --merge reads: one recipe, the given seeds."""
+    return {
+        "protocol": {"seeds": protocol_seeds, "recipes": {"paper": {"epochs": 5}}},
+        "validation": {"paper": {f"seed{s}": {"choice": {}} for s in seeds}},
+        "test_per_seed": {
+            "paper": {
+                f"seed{s}": {"accuracy": a, "rows": {"SVEBI": {"insertion": i}}}
+                for s, a, i in zip(seeds, acc, ins, strict=True)
+            }
+        },
+        "models": {f"paper/seed{s}": {} for s in seeds},
+        "seconds": {"total": 1.0},
+        "complete": True,
+    }
+
+
+def test_merge_joins_seeds_and_aggregates_again(tmp_path, monkeypatch):
+    got = {}
+    monkeypatch.setattr(svebi_study, "_dump", lambda out, result: got.update(result))
+    a, b = tmp_path / "a.json", tmp_path / "b.json"
+    a.write_text(json.dumps(_part([0], [0, 1, 2], [0.90], [0.7])))
+    b.write_text(json.dumps(_part([1, 2], [1, 2], [0.92, 0.94], [0.8, 0.9])))
+    assert svebi_study.main(["--merge", str(a), str(b), "--out", str(tmp_path / "m")]) == 0
+    test = got["test"]["paper"]
+    assert test["seeds_done"] == ["seed0", "seed1", "seed2"]
+    # mean and sample sd (ddof = 1) over the three seeds, computed by hand
+    assert test["accuracy"]["mean"] == pytest.approx(0.92)
+    assert test["accuracy"]["sd"] == pytest.approx(0.02)
+    assert test["table"]["SVEBI"]["insertion"]["mean"] == pytest.approx(0.8)
+    assert test["table"]["SVEBI"]["insertion"]["sd"] == pytest.approx(0.1)
+    assert list(got["validation"]["paper"]) == ["seed0", "seed1", "seed2"]
+    assert got["complete"] and got["protocol"]["seeds"] == [0, 1, 2]
+    # the order of the files does not matter for completeness
+    assert svebi_study.main(["--merge", str(b), str(a), "--out", str(tmp_path / "m")]) == 0
+    assert got["complete"]
+    c = tmp_path / "c.json"
+    c.write_text(json.dumps(_part([1], [0, 1, 2], [0.5], [0.5])))
+    assert svebi_study.main(["--merge", str(a), str(c), "--out", str(tmp_path / "m")]) == 0
+    assert not got["complete"]  # seed 2 is missing
+    with pytest.raises(ValueError, match=r"repeats paper \['seed1'\]"):
+        svebi_study.main(["--merge", str(b), str(c), "--out", str(tmp_path / "m")])
