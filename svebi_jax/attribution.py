@@ -169,9 +169,11 @@ class SVEBIOptions:
       temporal_decay: :math:`\\gamma \\in (0, 1]` of the temporal weighting: 1 (paper) is the
         time mean :math:`\\bar S`; smaller values make earlier spikes weigh more
         (:func:`svebi_jax.heatmaps.temporal_reduce`).
-      border: aligned maps beyond the outermost receptive-field centres: ``"clamp"``
-        (default: the edge value) or ``"taper"`` (the edge cell spread over its receptive
-        field with a tent weight; :func:`svebi_jax.heatmaps.interpolation_matrix`).
+      border: aligned maps beyond the outermost receptive-field centres: ``"taper"``
+        (default: the edge cell spread over its receptive field with a tent weight;
+        :func:`svebi_jax.heatmaps.interpolation_matrix`) or ``"clamp"`` (the edge value,
+        the default before the study of ``experiments/svebi_study.py`` chose the taper on
+        validation data in all of its 12 searches).
       empty_class: a class without a relevant filter in the layer at the chosen μ:
         ``"zeros"`` (paper: an all-zero map) or ``"smallest_mu"`` (the relevant filters at the
         smallest μ of the path where it has some,
@@ -182,7 +184,7 @@ class SVEBIOptions:
     fusion: str = "mean"
     filter_weighting: str = "binary"
     temporal_decay: float = 1.0
-    border: str = "clamp"
+    border: str = "taper"
     empty_class: str = "zeros"
 
     def __post_init__(self):

@@ -23,8 +23,9 @@ filter set :math:`\\mathcal R_j^\\ell` (a 0/1 row ``mask[j]``), the layer's heat
       \\quad y = 0..H-1,\\ i = 0..h-1
 
   (see :func:`interpolation_matrix`): exact, computed once per geometry, and applied as two
-  small matrix products. ``border="taper"`` defines the map outside the region the cells'
-  centres cover differently: instead of holding the edge value, the edge cell is spread over
+  small matrix products. With ``border="taper"`` (the default of the explanation functions;
+  ``"clamp"`` is the above) the map outside the region the cells' centres cover is defined
+  differently: instead of holding the edge value, the edge cell is spread over
   its receptive field with a linear (tent) weight that falls from 1 at its centre to 0 at the
   receptive field's edge, :math:`(A_H)_{y i} \\leftarrow \tau_y (A_H)_{y i}`,
   :math:`\tau_y = \\operatorname{clip}(1 - d_y / (r/2), 0, 1)` with :math:`d_y` the distance
@@ -171,7 +172,7 @@ def _check_map_geometry(maps, geometry: L.Geometry, name: str = "maps") -> None:
 
 
 def upsample_aligned(
-    maps: Array, geometry: L.Geometry, image_shape: Sequence[int], *, border: str = "clamp"
+    maps: Array, geometry: L.Geometry, image_shape: Sequence[int], *, border: str = "taper"
 ) -> Array:
     """Receptive-field-aligned bilinear upsampling :math:`A_H M A_W^\\top`.
 
@@ -179,7 +180,7 @@ def upsample_aligned(
       maps: ``[..., h, w]`` float maps with ``(h, w) = (geometry.height, geometry.width)``.
       geometry: the layer's :class:`svebi_jax.layers.Geometry`.
       image_shape: ``(H, W)`` or ``(H, W, C)`` of the input image.
-      border: ``"clamp"`` (default) or ``"taper"`` (see :func:`interpolation_matrix`).
+      border: ``"taper"`` (default) or ``"clamp"`` (see :func:`interpolation_matrix`).
 
     Returns:
       ``[..., H, W]`` float32 maps in input-pixel coordinates.
@@ -240,7 +241,7 @@ def svebi_heatmaps(
     placement: Placement = "aligned",
     layers: Sequence[str] | None = None,
     filter_weighting: str = "binary",
-    border: str = "clamp",
+    border: str = "taper",
 ) -> dict[str, Array]:
     """SVEBI heatmaps of a batch, one per layer (pure, vmapped over images, jittable).
 
@@ -268,8 +269,9 @@ def svebi_heatmaps(
       placement: ``"aligned"`` (default) or ``"stretch"`` (static); see the module docstring.
       layers: layers to explain (static); default every layer of ``relevance_masks``.
       filter_weighting: ``"binary"`` (default, the paper's), ``"lasso"`` or ``"response"``.
-      border: aligned maps beyond the outermost centres: ``"clamp"`` (default) or
-        ``"taper"`` (see :func:`interpolation_matrix`).
+      border: aligned maps beyond the outermost centres: ``"taper"`` (default; chosen on
+        validation data, ``experiments/svebi_study.py``) or ``"clamp"`` (the edge value)
+        (see :func:`interpolation_matrix`).
 
     Returns:
       ``{layer: [B, H, W]}`` float32 heatmaps, each image's map min–max normalized to

@@ -273,6 +273,7 @@ def test_ig_completeness_on_smooth_model(rng, method):
     np.testing.assert_allclose(np.asarray(one_chunk.signed), np.asarray(res.signed), atol=1e-6)
 
 
+@pytest.mark.slow  # ~20 s; IG's closed forms stay
 def test_ig_on_shallow_snn_batched_equals_per_image(small_snn):
     apply_fn, params, images = small_snn
     kw = dict(num_steps=6, path_steps=12, chunk_size=5)  # 12 = 5 + 5 + 2 (+3 zero-weight pads)

@@ -344,6 +344,7 @@ class _Stop(Exception):
     """Stands for a kill in the middle of a run."""
 
 
+@pytest.mark.slow  # ~2 min of SVGG19 compiles
 def test_smoke_end_to_end_interrupted_and_resumed(photos, tmp_path, monkeypatch):
     """The whole command at the smallest sizes, killed after the first shard of responses and
     resumed (on a one-device mesh: ``--data-parallel`` is not part of a run's identity):

@@ -59,10 +59,11 @@ def test_interpolation_matrix_by_hand():
 def test_heatmaps_hand_built_both_placements():
     spikes, masks = _hand_case()
     classes = jnp.array([1, 0, 2])
-    for placement in ("aligned", "stretch"):  # this geometry is exactly a 2x stretch
+    for placement in ("aligned", "stretch"):  # with clamped borders, exactly a 2x stretch
         hm = svebi_heatmaps(
-            spikes, classes, masks, geometry=GEO, image_shape=(4, 4), placement=placement
-        )["a"]
+            spikes, classes, masks, geometry=GEO, image_shape=(4, 4), placement=placement,
+            border="clamp",
+        )["a"]  # fmt: skip
         assert hm.shape == (3, 4, 4)
         np.testing.assert_allclose(hm[0], EXPECTED_CLASS1, atol=1e-6)
         # class 0: only the top-left cell; A[:, 0] outer A[:, 0]
@@ -91,7 +92,7 @@ def _np_interp_2d(m, geo, hw):
 def test_upsample_aligned_matches_np_interp(geo):
     hw = (28, 28) if geo.height > 5 else (13, 11)
     maps = np.random.default_rng(1).random((2, geo.height, geo.width)).astype(np.float32)
-    up = np.asarray(upsample_aligned(maps, geo, hw))
+    up = np.asarray(upsample_aligned(maps, geo, hw, border="clamp"))  # np.interp holds the edge
     for b in range(2):
         np.testing.assert_allclose(up[b], _np_interp_2d(maps[b], geo, hw), atol=1e-5)
 
@@ -122,7 +123,9 @@ def test_heatmaps_jit_and_errors():
     spikes, masks = _hand_case()
     classes = jnp.array([1, 0, 2])
     fn = jax.jit(
-        functools.partial(svebi_heatmaps, geometry=GEO, image_shape=(4, 4), placement="aligned")
+        functools.partial(
+            svebi_heatmaps, geometry=GEO, image_shape=(4, 4), placement="aligned", border="clamp"
+        )
     )
     np.testing.assert_allclose(fn(spikes, classes, masks)["a"][0], EXPECTED_CLASS1, atol=1e-6)
     kw = dict(geometry=GEO, image_shape=(4, 4))

@@ -432,6 +432,7 @@ def _wide_problem():
     return _problem(seed=12, m=120)
 
 
+@pytest.mark.slow  # ~30 s; the other active-set tests stay
 def test_active_set_working_set_grows_until_the_full_check_passes():
     """A working set smaller than m: rounds of solve and full check reach the optimum.
 

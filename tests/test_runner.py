@@ -499,6 +499,7 @@ def test_remat_bounds_the_memory_of_a_training_step():
     assert remat < 0.5 * plain
 
 
+@pytest.mark.slow  # ~50 s of compilation; the forward pass through chunks stays in the suite
 def test_named_per_neuron_lif_gradients_through_time_chunks():
     images = jax.random.uniform(jax.random.key(7), (5, 16, 16, 2), maxval=2.0)
     params = _named_params(alpha=False)
@@ -509,8 +510,9 @@ def test_named_per_neuron_lif_gradients_through_time_chunks():
     def loss(p, run, c):
         return jnp.sum(w * run(NAMED, p, images, config=c).logits)
 
-    g_ref = jax.grad(loss)(params, L.run_stepwise, cfg)
-    g = jax.grad(loss)(params, L.run_time_batched, fast_cfg)
+    grad = jax.jit(jax.grad(loss), static_argnums=(1, 2))  # compiled: eager takes ~50 s
+    g_ref = grad(params, L.run_stepwise, cfg)
+    g = grad(params, L.run_time_batched, fast_cfg)
     for name in ("c1", "c2", "d1", "out"):
         np.testing.assert_allclose(g[name]["kernel"], g_ref[name]["kernel"], rtol=2e-4, atol=1e-5)
         assert float(jnp.abs(g_ref[name]["kernel"]).max()) > 0
