@@ -118,11 +118,18 @@ def test_other_flags_are_checked_before_work(photos, tmp_path):
         (dict(interpret_layer="fc1"), "--interpret-layer"),
         (dict(insdel_step=32 * 32 + 1), "--insdel-step"),
         (dict(num_steps=0), "--num-steps"),
+        (dict(remat="layer"), r"--remat must be one of \('none', 'chunk'\)"),
+        (dict(checkpoint_every=0), "--checkpoint-every"),
+        (dict(data_parallel=True, batch_size=3), None),  # one device here: any batch is fine
     ):
+        if match is None:
+            _cfg(photos, tmp_path, **kw).validate()
+            continue
         with pytest.raises(ValueError, match=match):
             _cfg(photos, tmp_path, **kw).validate()
     with pytest.raises(ValueError, match="--data must be folder:PATH"):
         ExperimentConfig(data="mnist-5k").validate()
+    assert _cfg(photos, tmp_path, remat="chunk").train_config().snn.remat == "chunk"
     with pytest.raises(ValueError, match="exclude each other"):
         np.savez(tmp_path / "w.npz", a=np.zeros(1))
         _cfg(photos, tmp_path, weights=str(tmp_path / "w.npz"), checkpoint=str(tmp_path)).validate()

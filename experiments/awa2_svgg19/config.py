@@ -54,6 +54,7 @@ class ExperimentConfig:
     image_size: int = 224
     num_steps: int = 25
     beta: float = 0.95
+    remat: str = "none"
     width_scale: float = 1.0
     mu: float = 20.0
     eval_samples: int = 500
@@ -102,6 +103,7 @@ class ExperimentConfig:
         )
         V.check_number("--learning-rate", self.learning_rate, low=0, low_open=True)
         V.check_number("--beta", self.beta, low=0, high=1)
+        V.check_choice("--remat", self.remat, L.REMAT_POLICIES)
         V.check_number("--width-scale", self.width_scale, low=0, high=1, low_open=True)
         V.check_number("--mu", self.mu, low=0, low_open=True)
         for flag, value in (
@@ -185,8 +187,12 @@ class ExperimentConfig:
         return {k: v for k, v in dataclasses.asdict(self).items() if k not in how}
 
     def snn_config(self) -> L.SNNConfig:
-        """The network's LIF settings (``θ = 1`` and the library's reset/surrogate)."""
-        return L.SNNConfig(num_steps=self.num_steps, beta=self.beta, threshold=1.0)
+        """The network's LIF settings (``θ = 1`` and the library's reset/surrogate) and the
+        runner's rematerialization (``--remat chunk``: :func:`jax.checkpoint` per time chunk,
+        about 10 GB instead of 57 GB for a 224², T = 25, batch-8 training step; README)."""
+        return L.SNNConfig(
+            num_steps=self.num_steps, beta=self.beta, threshold=1.0, remat=self.remat
+        )
 
     def train_config(self) -> train.TrainConfig:
         """Adam at a constant ``--learning-rate``, batch ``--batch-size``, no augmentation."""
@@ -324,6 +330,11 @@ def parse_args(argv=None, *, description: str | None = None) -> ExperimentConfig
     a("--image-size", type=int, default=d.image_size, help=f">= {MIN_IMAGE_SIZE} (five pools)")
     a("--num-steps", type=int, default=d.num_steps, help="T, timesteps per forward pass")
     a("--beta", type=float, default=d.beta)
+    a(
+        "--remat",
+        default=d.remat,
+        help="none | chunk: recompute each time chunk in the backward pass (less memory)",
+    )
     a("--width-scale", type=float, default=d.width_scale, help="fraction of VGG19's widths")
     a("--mu", type=float, default=d.mu, help="μ of the lasso (paper: 20)")
     a("--eval-samples", type=int, default=d.eval_samples, help="test images scored (0 = all)")
