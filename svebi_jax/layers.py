@@ -443,7 +443,9 @@ def _apply(x: Array, spec: LayerSpec, params: Params, ex: _Exec | None = None) -
         )
         return y + p["bias"] if spec.use_bias else y
     if ex is not None and _is_plain_max_pool(spec):
-        return _kernels.max_pool(x, spec.window, ex.spike_dtype or x.dtype)
+        return _kernels.max_pool(
+            x, spec.window, ex.spike_dtype or x.dtype, ex.spike_dtype is not None
+        )
     if isinstance(spec, (MaxPool, AvgPool, SumPool)):
         return _pool(x, spec)
     if isinstance(spec, Scale):

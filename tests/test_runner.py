@@ -168,9 +168,17 @@ def test_max_pool_cotangent_shares_ties_like_jax(size, binary):
         return L._pool(x, L.MaxPool(2))
 
     dtype = jnp.bfloat16 if binary else jnp.float32
-    y, pull = jax.vjp(lambda x: _kernels.max_pool(x, 2, dtype), x)
+    y, pull = jax.vjp(lambda x: _kernels.max_pool(x, 2, dtype, binary), x)
     np.testing.assert_array_equal(y, ref(x))
     np.testing.assert_allclose(pull(g)[0], jax.vjp(ref, x)[1](g)[0], rtol=1e-6)
+
+
+@pytest.mark.parametrize("size", [8, 9])
+def test_binary_max_unpool_equals_general_rule_bit_for_bit(size):
+    # all-zero windows (4 tied zeros), single spikes and tied spikes all occur
+    s = (jax.random.uniform(jax.random.key(2), (4, size, size, 3)) > 0.7).astype(jnp.float32)
+    g = jax.random.normal(jax.random.key(3), (4, size // 2, size // 2, 3))
+    np.testing.assert_array_equal(_kernels.binary_max_unpool(s, g, 2), _kernels.max_unpool(s, g, 2))
 
 
 def test_fused_lif_max_pool_equals_lif_then_pool():
