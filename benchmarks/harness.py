@@ -48,7 +48,9 @@ class Row(TypedDict):
 
     ``gflops``: the FLOP model of the row's work divided by ``svebi_s``, in GFLOP/s (``None``
     for rows without a model); ``peak_frac``: that against the machine's measured peak
-    (:func:`matmul_peak`).
+    (:func:`matmul_peak`); ``ceiling``: ``ratio / peak_frac``, the speed-up svebi_jax would
+    have if it ran the FLOP model at that peak (dense arithmetic's limit for the row: above
+    it only doing less work helps, e.g. skipping silent spikes).
     """
 
     name: str
@@ -59,6 +61,7 @@ class Row(TypedDict):
     notes: str
     gflops: float | None
     peak_frac: float | None
+    ceiling: float | None
 
 
 def row(
@@ -79,6 +82,7 @@ def row(
     """
     ratio = None if peer_s is None else peer_s / svebi_s
     gflops = None if flops is None else flops / svebi_s / 1e9
+    frac = gflops / peak_gflops if gflops is not None and peak_gflops else None
     return Row(
         name=name,
         svebi_s=float(svebi_s),
@@ -87,7 +91,8 @@ def row(
         agreement=agreement,
         notes=notes,
         gflops=gflops,
-        peak_frac=gflops / peak_gflops if gflops is not None and peak_gflops else None,
+        peak_frac=frac,
+        ceiling=ratio / frac if ratio is not None and frac else None,
     )
 
 
@@ -383,10 +388,13 @@ def with_roofline(r: Row, flops: float | None, ctx: Context, model: str) -> Row:
     peak = (ctx.peak or {}).get("gflops")
     gflops = flops / r["svebi_s"] / 1e9
     notes = f"{r['notes']}; FLOP model: {model} = {flops / 1e9:.3g} GFLOP".lstrip("; ")
+    frac = gflops / peak if peak else None
+    ratio = r.get("ratio")
     return {
         **r,
         "gflops": gflops,
-        "peak_frac": gflops / peak if peak else None,
+        "peak_frac": frac,
+        "ceiling": ratio / frac if ratio is not None and frac else None,
         "notes": notes,
     }
 
@@ -491,7 +499,8 @@ def markdown_table(
     """The rows as one Markdown table, with a header line on the machine."""
     head = (
         "| benchmark | svebi_jax (median) | alternative (median) | speed-up | "
-        "svebi_jax GFLOP/s (of peak) | agreement | notes |\n|---|---|---|---|---|---|---|"
+        "svebi_jax GFLOP/s (of peak) | speed-up at peak | agreement | notes |\n"
+        "|---|---|---|---|---|---|---|---|"
     )
     body = "\n".join(
         "| "
@@ -502,6 +511,7 @@ def markdown_table(
                 "—" if r["peer_s"] is None else _ms(r["peer_s"]),
                 "—" if r["ratio"] is None else f"{r['ratio']:.2f}×",
                 _roofline(r),
+                "—" if r.get("ceiling") is None else f"{r['ceiling']:.1f}×",
                 r["agreement"],
                 r["notes"],
             )

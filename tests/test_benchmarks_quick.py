@@ -138,3 +138,19 @@ def test_quick_network_peers_agree(run_module, tmp_path):
     assert 0.0 < d["svgg19"]["spike_rate"] < 1.0  # the comparison is not vacuous
     assert len(report["rows"]) == 2
     assert report["failed_checks"] == []
+
+
+def test_row_roofline_and_ceiling(run_module):
+    import harness
+
+    # 100 GFLOP in 2 s = 50 GFLOP/s, half of a 100 GFLOP/s peak; the peer takes 4 s (2x), so
+    # at the peak (1 s) svebi_jax would be 4x faster.
+    r = harness.row("x", 2.0, 4.0, flops=100e9, peak_gflops=100.0)
+    assert (r["ratio"], r["gflops"], r["peak_frac"], r["ceiling"]) == (2.0, 50.0, 0.5, 4.0)
+    assert harness.row("y", 2.0, 4.0)["ceiling"] is None
+    table = harness.markdown_table(
+        [r],
+        {"jax": "0", "backend": "cpu", "device_kind": "cpu", "cpu_count": 2, "loadavg_start": 0},
+        quick=True,
+    )
+    assert "| 2.00× | 50.0 (50%) | 4.0× |" in table

@@ -281,6 +281,9 @@ def full_rows(results: list[dict[str, Any]], peak: dict[str, float]) -> list[Row
                 r["svebi_s"],
                 r["peer_s"],
                 agreement=agreement,
+                # the worker's roofline (one pinned core): GFLOP/s × time = its FLOP model
+                flops=gf["svebi"] * r["svebi_s"] * 1e9,
+                peak_gflops=max(peak.values()),
                 notes=(
                     f"spread {sp['svebi'][0]}–{sp['svebi'][1]} / {sp['peer'][0]}–{sp['peer'][1]} s"
                     f"; GFLOP/s {gf['svebi']} ({fr['svebi']:.0%} of peak) / {gf['peer']} "
