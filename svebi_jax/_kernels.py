@@ -242,15 +242,21 @@ def max_unpool(x: Array, g: Array, k: int) -> Array:
     Returns:
       ``[N, H, W, C]`` in ``g``'s dtype.
     """
-    n, h, w, c = x.shape
     xr = _windows(x, k)
     eq = xr == xr.max(axis=(2, 4), keepdims=True)
-    count = jnp.sum(eq, axis=(2, 4)).astype(g.dtype)
-    gx = jnp.where(eq, (g / count)[:, :, None, :, None, :], jnp.zeros((), g.dtype))
-    hh, ww = h // k, w // k
-    gx = gx.reshape(n, hh * k, ww * k, c)
-    if (hh * k, ww * k) != (h, w):
-        gx = jnp.pad(gx, ((0, 0), (0, h - hh * k), (0, w - ww * k), (0, 0)))
+    return _share_ties(eq, jnp.sum(eq, axis=(2, 4)), g, x.shape)
+
+
+def _share_ties(eq: Array, count: Array, g: Array, shape) -> Array:
+    """``g / count`` on the tied maxima ``eq`` (``[N, H//k, k, W//k, k, C]``), 0 elsewhere,
+    as an ``[N, H, W, C]`` = ``shape`` array (zeros for the rows/columns pooling dropped)."""
+    n, h, w, c = shape
+    q = g / count.astype(g.dtype)
+    gx = jnp.where(eq, q[:, :, None, :, None, :], jnp.zeros((), g.dtype))
+    hh, ww = eq.shape[1], eq.shape[3]
+    gx = gx.reshape(n, hh * eq.shape[2], ww * eq.shape[4], c)
+    if gx.shape[1:3] != (h, w):
+        gx = jnp.pad(gx, ((0, 0), (0, h - gx.shape[1]), (0, w - gx.shape[2]), (0, 0)))
     return gx
 
 
@@ -273,19 +279,11 @@ def binary_max_unpool(s: Array, g: Array, k: int) -> Array:
     Returns:
       ``[N, H, W, C]`` in ``g``'s dtype.
     """
-    n, h, w, c = s.shape
     sw = _windows(s, k)
     n1 = jnp.sum(sw, axis=(2, 4))
     hit = n1 > 0
-    m = hit.astype(s.dtype)
-    q = g / jnp.where(hit, n1, k * k).astype(g.dtype)
-    zero = jnp.zeros((), g.dtype)
-    gx = jnp.where(sw == m[:, :, None, :, None, :], q[:, :, None, :, None, :], zero)
-    hh, ww = h // k, w // k
-    gx = gx.reshape(n, hh * k, ww * k, c)
-    if (hh * k, ww * k) != (h, w):
-        gx = jnp.pad(gx, ((0, 0), (0, h - hh * k), (0, w - ww * k), (0, 0)))
-    return gx
+    eq = sw == hit.astype(s.dtype)[:, :, None, :, None, :]
+    return _share_ties(eq, jnp.where(hit, n1, k * k), g, s.shape)
 
 
 @functools.partial(jax.custom_vjp, nondiff_argnums=(1, 2, 3))
