@@ -82,7 +82,7 @@ def row(
     """
     ratio = None if peer_s is None else peer_s / svebi_s
     gflops = None if flops is None else flops / svebi_s / 1e9
-    frac = gflops / peak_gflops if gflops is not None and peak_gflops else None
+    frac, ceiling = _roof(gflops, peak_gflops, ratio)
     return Row(
         name=name,
         svebi_s=float(svebi_s),
@@ -92,8 +92,14 @@ def row(
         notes=notes,
         gflops=gflops,
         peak_frac=frac,
-        ceiling=ratio / frac if ratio is not None and frac else None,
+        ceiling=ceiling,
     )
+
+
+def _roof(gflops: float | None, peak_gflops: float | None, ratio: float | None):
+    """``(peak_frac, ceiling)`` of a row (see :class:`Row`), ``None`` where undefined."""
+    frac = gflops / peak_gflops if gflops is not None and peak_gflops else None
+    return frac, (ratio / frac if ratio is not None and frac else None)
 
 
 @dataclasses.dataclass
@@ -388,15 +394,8 @@ def with_roofline(r: Row, flops: float | None, ctx: Context, model: str) -> Row:
     peak = (ctx.peak or {}).get("gflops")
     gflops = flops / r["svebi_s"] / 1e9
     notes = f"{r['notes']}; FLOP model: {model} = {flops / 1e9:.3g} GFLOP".lstrip("; ")
-    frac = gflops / peak if peak else None
-    ratio = r.get("ratio")
-    return {
-        **r,
-        "gflops": gflops,
-        "peak_frac": frac,
-        "ceiling": ratio / frac if ratio is not None and frac else None,
-        "notes": notes,
-    }
+    frac, ceiling = _roof(gflops, peak, r.get("ratio"))
+    return {**r, "gflops": gflops, "peak_frac": frac, "ceiling": ceiling, "notes": notes}
 
 
 def aot_compile(jitted, *args) -> tuple[Any, float]:
