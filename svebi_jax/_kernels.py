@@ -1,7 +1,8 @@
 """Convolution and dense primitives of the time-batched runner (private).
 
-:func:`conv2d` computes exactly what :func:`jax.lax.conv_general_dilated` computes (it calls
-it, on row chunks of at most ``chunk`` images) and differentiates it with two matrix products
+:func:`conv2d` computes exactly what :func:`conv` computes (XLA's convolution, or on CPU for a
+single-channel input a GEMM; it calls it on row chunks of at most ``chunk`` images) and
+differentiates it with two matrix products
 instead of XLA's transposed convolutions. With ``P`` the im2col patch matrix of the (padded)
 input, ``K`` the kernel reshaped to ``[k_h k_w C_in, C_out]`` and ``G`` the output cotangent
 reshaped to ``[N H' W', C_out]``:
@@ -18,8 +19,9 @@ outputs. Both become plain GEMMs here. Chunking the rows keeps each call's worki
 cache: measured on 2 AVX2 cores, conv2's forward runs ~2x faster per FLOP in chunks of ~100
 images than as one call over 1,000.
 
-The forward arithmetic is XLA's convolution itself, so spikes are bit-identical to the
-reference runner's; gradients agree to float rounding (the sums are ordered differently).
+The forward arithmetic is :func:`conv`, the reference runner's own, so spikes are
+bit-identical to the reference runner's; gradients agree to float rounding (the sums are
+ordered differently).
 """
 
 from __future__ import annotations
@@ -116,15 +118,50 @@ def _col2im(cols: Array, kh: int, kw: int, stride: int, hp: int, wp: int) -> Arr
     return functools.reduce(jnp.add, [shift(rows[:, :, :, j], 2, j, wp, ow) for j in range(kw)])
 
 
-def _plain_conv(x: Array, kernel: Array, stride: int, padding: int, dtype) -> Array:
+def _xla_conv(x: Array, kernel: Array, stride: int, padding: int) -> Array:
     return jax.lax.conv_general_dilated(
-        x.astype(dtype),
-        kernel.astype(dtype),
+        x,
+        kernel,
         window_strides=(stride, stride),
         padding=((padding, padding), (padding, padding)),
         dimension_numbers=_DIMS,
         preferred_element_type=jnp.float32,
     )
+
+
+def _gemm_conv(x: Array, kernel: Array, stride: int, padding: int) -> Array:
+    """The convolution as one GEMM over the im2col patches (``[n, oh, ow, C_out]``)."""
+    kh, kw, c_in, c_out = kernel.shape
+    if padding:
+        x = jnp.pad(x, ((0, 0), (padding, padding), (padding, padding), (0, 0)))
+    oh, ow = _out_size(x.shape[1], kh, stride, 0), _out_size(x.shape[2], kw, stride, 0)
+    p = _patches(x, kh, kw, stride, oh, ow)
+    return jnp.matmul(p, kernel.reshape(kh * kw * c_in, c_out), preferred_element_type=jnp.float32)
+
+
+def conv(x: Array, kernel: Array, stride: int, padding: int) -> Array:
+    """NHWC/HWIO convolution of both runners (the reference one and the time-batched one).
+
+    XLA's convolution, except on CPU for a float32 single-channel input (the first layer on
+    grayscale images), which runs as one GEMM over its im2col patches: XLA:CPU's direct
+    convolution of one input channel runs at a few GFLOP/s (~7 ms for the shallow SNN's conv1
+    on 143 digits, one core), the GEMM in about half the time. Same products, summed in the
+    same order for the shallow SNN's unpadded 5×5 conv1 (bit-identical to XLA's, a test
+    checks it); other windows may differ from XLA's convolution in the last bit. Both
+    runners call this function, so they stay bit-identical to each other.
+    """
+    if x.shape[-1] != 1 or x.dtype != jnp.float32 or kernel.dtype != jnp.float32:
+        return _xla_conv(x, kernel, stride, padding)
+    return jax.lax.platform_dependent(
+        x,
+        kernel,
+        cpu=lambda x, k: _gemm_conv(x, k, stride, padding),
+        default=lambda x, k: _xla_conv(x, k, stride, padding),
+    )
+
+
+def _plain_conv(x: Array, kernel: Array, stride: int, padding: int, dtype) -> Array:
+    return conv(x.astype(dtype), kernel.astype(dtype), stride, padding)
 
 
 @functools.partial(jax.custom_vjp, nondiff_argnums=(2, 3, 4, 5, 6))

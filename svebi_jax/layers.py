@@ -378,6 +378,9 @@ def validate_layers(layers: Sequence[LayerSpec]) -> None:
 
 
 def _conv(x: Array, p: Mapping[str, Array], spec: Conv) -> Array:
+    if spec.dilation == 1 and spec.groups == 1:
+        y = _kernels.conv(x, p["kernel"], spec.stride, spec.padding)
+        return y + p["bias"] if spec.use_bias else y
     y = jax.lax.conv_general_dilated(
         x,
         p["kernel"],

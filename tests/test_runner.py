@@ -157,6 +157,47 @@ def test_conv2d_chunks_are_bit_identical_on_the_shallow_snn_shape():
         np.testing.assert_array_equal(run(x, w), whole)
 
 
+@pytest.mark.parametrize("n", [1, 143])
+def test_single_channel_cpu_conv_is_a_gemm_bit_identical_to_xla_on_conv1(n):
+    # On CPU a float32 single-channel convolution runs as one GEMM over its im2col patches.
+    # For the shallow SNN's conv1 (28², 5×5, unpadded) it sums the same products in the same
+    # order as XLA's convolution: the same bits at any batch size and chunking.
+    x = jax.random.uniform(jax.random.key(n), (n, 28, 28, 1))
+    w = 0.3 * jax.random.normal(jax.random.key(1), (5, 5, 1, 12))
+    ref = jax.jit(
+        lambda x, w: jax.lax.conv_general_dilated(
+            x, w, (1, 1), "VALID", dimension_numbers=("NHWC", "HWIO", "NHWC")
+        )
+    )(x, w)
+    np.testing.assert_array_equal(jax.jit(lambda x, w: _kernels.conv(x, w, 1, 0))(x, w), ref)
+    fast = jax.jit(lambda x, w: _kernels.conv2d(x, w, 1, 0, jnp.float32, 50))(x, w)
+    np.testing.assert_array_equal(fast, ref)
+
+
+@pytest.mark.parametrize("k,stride,pad", [(3, 1, 1), (7, 2, 3), (4, 3, 0)])
+def test_single_channel_gemm_conv_matches_xla_conv_and_its_gradients(k, stride, pad):
+    x = jax.random.uniform(jax.random.key(0), (6, 17, 17, 1))
+    w = jax.random.normal(jax.random.key(1), (k, k, 1, 5))
+
+    def ref(x, w):
+        return jax.lax.conv_general_dilated(
+            x, w, (stride, stride), ((pad, pad), (pad, pad)), dimension_numbers=_kernels._DIMS
+        )
+
+    def fast(x, w):
+        return _kernels.conv(x, w, stride, pad)
+
+    @jax.jit
+    def both(x, w, g):
+        return [(f(x, w), *jax.vjp(f, x, w)[1](g)) for f in (fast, ref)]
+
+    g = jax.random.normal(jax.random.key(2), jax.eval_shape(ref, x, w).shape)
+    (y, dx, dw), (y_ref, dx_ref, dw_ref) = both(x, w, g)
+    np.testing.assert_allclose(y, y_ref, rtol=1e-6, atol=1e-6)
+    np.testing.assert_allclose(dx, dx_ref, rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(dw, dw_ref, rtol=1e-5, atol=1e-5)
+
+
 @pytest.mark.parametrize("size", [8, 9])
 @pytest.mark.parametrize("binary", [True, False])
 def test_max_pool_cotangent_shares_ties_like_jax(size, binary):
