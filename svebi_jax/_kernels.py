@@ -129,13 +129,18 @@ def _xla_conv(x: Array, kernel: Array, stride: int, padding: int) -> Array:
     )
 
 
-def _gemm_conv(x: Array, kernel: Array, stride: int, padding: int) -> Array:
-    """The convolution as one GEMM over the im2col patches (``[n, oh, ow, C_out]``)."""
-    kh, kw, c_in, c_out = kernel.shape
+def _im2col(x: Array, kh: int, kw: int, stride: int, padding: int) -> Array:
+    """:func:`_patches` of ``x`` ``[n, H, W, C]`` zero-padded by ``padding``."""
     if padding:
         x = jnp.pad(x, ((0, 0), (padding, padding), (padding, padding), (0, 0)))
     oh, ow = _out_size(x.shape[1], kh, stride, 0), _out_size(x.shape[2], kw, stride, 0)
-    p = _patches(x, kh, kw, stride, oh, ow)
+    return _patches(x, kh, kw, stride, oh, ow)
+
+
+def _gemm_conv(x: Array, kernel: Array, stride: int, padding: int) -> Array:
+    """The convolution as one GEMM over the im2col patches (``[n, oh, ow, C_out]``)."""
+    kh, kw, c_in, c_out = kernel.shape
+    p = _im2col(x, kh, kw, stride, padding)
     return jnp.matmul(p, kernel.reshape(kh * kw * c_in, c_out), preferred_element_type=jnp.float32)
 
 
@@ -208,11 +213,9 @@ def _conv2d_bwd(stride, padding, compute_dtype, chunk, residual_dtype, res, g):
     oh, ow = g.shape[1:3]
     hp, wp = h + 2 * padding, w + 2 * padding
     kmat = kernel.reshape(kh * kw * c_in, c_out).astype(compute_dtype)
-    pad = ((0, 0), (padding, padding), (padding, padding), (0, 0))
 
     def dk_part(xc, gc):
-        xc = jnp.pad(xc.astype(compute_dtype), pad)
-        p = _patches(xc, kh, kw, stride, oh, ow).reshape(-1, kh * kw * c_in)
+        p = _im2col(xc.astype(compute_dtype), kh, kw, stride, padding).reshape(-1, kh * kw * c_in)
         gm = gc.reshape(-1, c_out).astype(compute_dtype)
         return jnp.matmul(p.T, gm, preferred_element_type=jnp.float32)
 

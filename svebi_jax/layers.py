@@ -378,21 +378,19 @@ def validate_layers(layers: Sequence[LayerSpec]) -> None:
 
 
 def _conv(x: Array, p: Mapping[str, Array], spec: Conv) -> Array:
-    if spec.dilation == 1 and spec.groups == 1:
+    if spec.dilation == 1 and spec.groups == 1:  # both runners' convolution
         y = _kernels.conv(x, p["kernel"], spec.stride, spec.padding)
-        return y + p["bias"] if spec.use_bias else y
-    y = jax.lax.conv_general_dilated(
-        x,
-        p["kernel"],
-        window_strides=(spec.stride, spec.stride),
-        padding=((spec.padding, spec.padding), (spec.padding, spec.padding)),
-        rhs_dilation=(spec.dilation, spec.dilation),
-        dimension_numbers=("NHWC", "HWIO", "NHWC"),
-        feature_group_count=spec.groups,
-    )
-    if spec.use_bias:
-        y = y + p["bias"]
-    return y
+    else:
+        y = jax.lax.conv_general_dilated(
+            x,
+            p["kernel"],
+            window_strides=(spec.stride, spec.stride),
+            padding=((spec.padding, spec.padding), (spec.padding, spec.padding)),
+            rhs_dilation=(spec.dilation, spec.dilation),
+            dimension_numbers=("NHWC", "HWIO", "NHWC"),
+            feature_group_count=spec.groups,
+        )
+    return y + p["bias"] if spec.use_bias else y
 
 
 def _pool(x: Array, spec: MaxPool | AvgPool | SumPool) -> Array:
