@@ -316,6 +316,43 @@ def test_mnist_sized_point_count():
     np.testing.assert_allclose(res.curves[:, -1], top, atol=1e-6)
 
 
+@pytest.mark.parametrize("mode", ["deletion", "insertion"])
+def test_each_image_costs_one_forward_pass_per_curve_point(mode):
+    # The unperturbed image is deletion's first point and insertion's last; it also gives the
+    # class each curve follows. It is scored once: B·(n + 1) images go through the model in
+    # all (RISE's evaluate() runs B·(n + 2): the originals once more for the classes).
+    rng = np.random.default_rng(5)
+    b, step = 3, 28
+    images = rng.random(size=(b, 28, 28, 1)).astype(np.float32)
+    sal = rng.random(size=(b, 28, 28)).astype(np.float32)
+    _, jax_logits = make_mlp(rng, 784, hidden=8, k=10)
+    traced = []
+
+    def counting(x):
+        traced.append(x.shape[0])  # runs at trace time: one entry per batched call site
+        return jax_logits(x)
+
+    res = insertion_deletion_from_maps(
+        counting, images, sal, mode=mode, step=step, substrate="zeros", chunk_size=10_000
+    )
+    assert sorted(traced) == [b, b * 28]  # one call of B originals, one of B·28 perturbed
+    assert res.curves.shape == (b, 29)
+    # The unperturbed point: the original top-class probability, at its end of the curve.
+    top = np.asarray(jax.nn.softmax(jax_logits(jnp.asarray(images)), axis=-1).max(axis=-1))
+    np.testing.assert_allclose(res.curves[:, 0 if mode == "deletion" else -1], top, atol=1e-6)
+    # Every other point equals a forward pass of its perturbed image, built by hand.
+    rank = np.empty((b, 784), np.int64)
+    for i in range(b):
+        rank[i, np.argsort(sal[i].ravel(), kind="stable")[::-1]] = np.arange(784)
+    probs = np.asarray(jax.nn.softmax(jax_logits(jnp.asarray(images)), axis=-1))
+    cls = probs.argmax(-1)
+    for p in (1, 13, 28):
+        changed = (rank < p * step).reshape(b, 28, 28, 1)
+        x = np.where(changed, 0, images) if mode == "deletion" else np.where(changed, images, 0)
+        want = np.asarray(jax.nn.softmax(jax_logits(jnp.asarray(x)), axis=-1))[np.arange(b), cls]
+        np.testing.assert_allclose(res.curves[:, p], want, atol=1e-6)
+
+
 # ----------------------------------------------------------------------------------------------
 # Batching, chunking, jit
 

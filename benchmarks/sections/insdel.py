@@ -126,7 +126,7 @@ def run(ctx: Context) -> tuple[dict[str, Any], list[Row]]:
     n = ctx.cfg["insdel_images"]
     details = bench_insdel(ctx.apply_fn, ctx.params, ctx.images[:n], ctx.cfg)
     f = forward_flops(ctx)
-    passes = details["images"] * (details["points_per_curve"] + 1)  # curve points + prediction
+    passes = details["images"] * details["points_per_curve"]  # one per curve point and image
     return details, [
         with_roofline(r, f and passes * f, ctx, f"{passes} forward passes") for r in rows(details)
     ]

@@ -131,10 +131,11 @@ def substrate_diff(images: np.ndarray) -> float:
     return float(np.max(np.abs(ours - theirs)))
 
 
-def forward_share(logits_fn, torch_model, images, passes: int, chunk: int, batch: int, repeats):
-    """Seconds the forward passes alone would take: ``passes`` images in batches of ``chunk``
-    (svebi_jax's default ``chunk_size``, jitted) and of ``batch`` (the peer's, torch), each the
-    median of ``repeats`` timed calls scaled by the number of calls."""
+def forward_share(logits_fn, torch_model, images, passes: dict, chunk: int, batch: int, repeats):
+    """Seconds each side's forward passes alone would take: ``passes["svebi"]`` images in
+    batches of ``chunk`` (svebi_jax's default ``chunk_size``, jitted) and ``passes["peer"]`` in
+    batches of ``batch`` (the peer's, torch), each the median of ``repeats`` timed calls scaled
+    by the number of calls."""
     import peers_torch_rise as rise
     import torch
 
@@ -148,8 +149,8 @@ def forward_share(logits_fn, torch_model, images, passes: int, chunk: int, batch
         torch_model(xt)
         t_t = statistics.median(timed(lambda: torch_model(xt))[1] for _ in range(repeats))
     return {
-        "svebi_forward_s": t_j * passes / chunk,
-        "peer_forward_s": t_t * passes / batch,
+        "svebi_forward_s": t_j * passes["svebi"] / chunk,
+        "peer_forward_s": t_t * passes["peer"] / batch,
         "chunk": chunk,
         "batch": batch,
     }
@@ -197,13 +198,15 @@ def bench(ctx: Context) -> dict[str, Any]:
     max_curve = max(a["max_abs_curve_diff"] for a in agree.values())
     max_mean = max(abs(a["mean_auc"] - a["mean_auc_peer"]) for a in agree.values())
     max_sub = substrate_diff(images)
-    # One forward pass per curve point and image, plus the prediction on the original images.
-    forwards = 2 * b * (n_points + 1)
+    # Forward passes of both games: svebi_jax one per curve point and image (the unperturbed
+    # point also gives the class); RISE's evaluate() predicts the originals once more.
+    forwards = {"svebi": 2 * b * n_points, "peer": 2 * b * (n_points + 1)}
     peer_batch = int(t["peer"]["variant"].split(",")[0].split("=")[1])
     share = forward_share(
-        logits_fn, torch_model, images, forwards, min(256, forwards), peer_batch, 3
+        logits_fn, torch_model, images, forwards, min(256, forwards["svebi"]), peer_batch, 3
     )
-    flops = forwards * snn_forward_flops(model.layers, model.input_shape, model.config.num_steps)
+    per_pass = snn_forward_flops(model.layers, model.input_shape, model.config.num_steps)
+    flops = forwards["svebi"] * per_pass
     out = {
         **t,
         "images": int(b),
@@ -211,7 +214,7 @@ def bench(ctx: Context) -> dict[str, Any]:
         "points_per_curve": n_points,
         "substrates": {"insertion": "blur (11x11, sigma 5)", "deletion": "zeros"},
         "saliency": "intensity + 1e-3 uniform jitter",
-        "forward_passes": int(forwards),
+        "forward_passes": forwards,
         "forward_only": share,
         "flop_model": flops,
         "agreement": agree,
@@ -258,7 +261,8 @@ def rows(d: dict[str, Any], peak_gflops: float | None) -> list[Row]:
             f"{s['max_s']:.3g} s, peer {p['min_s']:.3g}-{p['max_s']:.3g} s; compile "
             f"~{s['compile_s_approx']:.1f} s; CPU-time ratio "
             f"{p['cpu_median_s'] / s['cpu_median_s']:.2f}; FLOP model "
-            f"{d['flop_model'] / 1e9:.0f} GFLOP ({d['forward_passes']} forward passes); "
+            f"{d['flop_model'] / 1e9:.0f} GFLOP (forward passes: svebi "
+            f"{d['forward_passes']['svebi']}, peer {d['forward_passes']['peer']}); "
             f"the forward passes alone: svebi {fo['svebi_forward_s']:.3g} s (batch "
             f"{fo['chunk']}), peer {fo['peer_forward_s']:.3g} s (batch {fo['batch']})",
             flops=d["flop_model"],

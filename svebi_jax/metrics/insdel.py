@@ -46,6 +46,7 @@ from __future__ import annotations
 import functools
 import math
 from collections.abc import Callable
+from typing import Any
 
 import jax
 import jax.numpy as jnp
@@ -273,8 +274,11 @@ def _check_positive_int(name: str, value, upper: int | None = None) -> int:
     return value
 
 
-def _chunked_map(fn: Callable[[jax.Array], jax.Array], n: int, chunk_size: int) -> jax.Array:
+def _chunked_map(fn: Callable[[jax.Array], Any], n: int, chunk_size: int) -> Any:
     """Applies ``fn`` to flat indices ``0..n-1`` in fixed-size chunks with ``lax.map``.
+
+    ``fn`` maps ``[chunk]`` indices to an array (or a pytree of arrays) with a leading
+    ``[chunk]`` axis; the result has a leading ``[n]`` axis.
 
     A chunk never exceeds ``n`` (fewer items than ``chunk_size`` are one chunk, not padding).
     """
@@ -282,7 +286,7 @@ def _chunked_map(fn: Callable[[jax.Array], jax.Array], n: int, chunk_size: int) 
     n_chunks = -(-n // chunk_size)
     idx = jnp.minimum(jnp.arange(n_chunks * chunk_size, dtype=jnp.int32), n - 1)
     out = lax.map(fn, idx.reshape(n_chunks, chunk_size))
-    return out.reshape(n_chunks * chunk_size, *out.shape[2:])[:n]
+    return jax.tree.map(lambda a: a.reshape(n_chunks * chunk_size, *a.shape[2:])[:n], out)
 
 
 class _FixedParams:
@@ -335,14 +339,22 @@ def _insdel(
 ) -> CausalMetricResult:
     b, h, w, _ = images.shape
     hw = h * w
-    n_steps = (hw + step - 1) // step
-    n_points = n_steps + 1
+    n_steps = (hw + step - 1) // step  # the curves have n_steps + 1 points
 
-    # Class predicted on the unperturbed images (chunked like everything else).
+    def scores(out, classes):
+        out = out.astype(jnp.promote_types(out.dtype, jnp.float32))
+        if apply_softmax:
+            out = jax.nn.softmax(out, axis=-1)
+        return jnp.take_along_axis(out, classes[:, None], axis=-1)[:, 0]
+
+    # The unperturbed images (deletion's first point, insertion's last) give the class each
+    # curve follows and that point's score: one forward pass per image, not two.
     def predict_original(idx):
-        return jnp.argmax(predict_fn(params, images[idx]), axis=-1).astype(jnp.int32)
+        out = predict_fn(params, images[idx])
+        classes = jnp.argmax(out, axis=-1).astype(jnp.int32)
+        return classes, scores(out, classes)
 
-    classes = _chunked_map(predict_original, b, chunk_size)
+    classes, unperturbed = _chunked_map(predict_original, b, chunk_size)
 
     # rank[b, p]: position of pixel p in the order of decreasing saliency.
     order = pixel_order(saliency)
@@ -350,24 +362,23 @@ def _insdel(
     rank = jax.vmap(lambda o: jnp.zeros(hw, jnp.int32).at[o].set(positions))(order)
 
     if mode == "deletion":
-        start, finish = images, substrate
+        start, finish, first = images, substrate, 1
     else:
-        start, finish = substrate, images
+        start, finish, first = substrate, images, 0
 
-    # Flat item k = image * n_points + point; one perturbed image per item.
+    # Flat item k = image * n_steps + j: point first + j of that image's curve (the other
+    # n_steps points; the unperturbed one is scored above), one perturbed image per item.
     def score_chunk(idx):
-        img = idx // n_points
-        point = idx % n_points
+        img = idx // n_steps
+        point = idx % n_steps + first
         changed = rank[img] < (point * step)[:, None]  # [chunk, HW]
         changed = changed.reshape(-1, h, w, 1)
         batch = jnp.where(changed, finish[img], start[img])
-        out = predict_fn(params, batch)
-        out = out.astype(jnp.promote_types(out.dtype, jnp.float32))
-        if apply_softmax:
-            out = jax.nn.softmax(out, axis=-1)
-        return jnp.take_along_axis(out, classes[img][:, None], axis=-1)[:, 0]
+        return scores(predict_fn(params, batch), classes[img])
 
-    curves = _chunked_map(score_chunk, b * n_points, chunk_size).reshape(b, n_points)
+    perturbed = _chunked_map(score_chunk, b * n_steps, chunk_size).reshape(b, n_steps)
+    pieces = (unperturbed[:, None], perturbed) if first else (perturbed, unperturbed[:, None])
+    curves = jnp.concatenate(pieces, axis=1)
     # An image or map with NaN (checked eagerly; under the caller's jit they cannot raise)
     # gets a NaN curve: NaN saliency would otherwise rank as an arbitrary pixel order.
     valid = (
@@ -413,9 +424,12 @@ def insertion_deletion_from_maps(
     class predicted on the unperturbed image. For 28x28 images and ``step=28``: 29 points.
 
     Pixel ranks come from :func:`pixel_order` (RISE's ``flip(argsort(.))`` with a stable sort,
-    see there for ties). Every (image, point) pair becomes one perturbed image, built with a
-    rank mask ``rank < i * step``; the pairs are evaluated ``chunk_size`` at a time by one
-    jit-compiled, batched call of ``predict_fn`` per chunk (``lax.map`` over chunks).
+    see there for ties). The unperturbed images are scored first (they give the classes, and
+    deletion's first / insertion's last point); every other (image, point) pair becomes one
+    perturbed image, built with a rank mask ``rank < i * step``. The pairs are evaluated
+    ``chunk_size`` at a time by one jit-compiled, batched call of ``predict_fn`` per chunk
+    (``lax.map`` over chunks): ``B · (n_steps + 1)`` images in all, one per curve point (RISE's
+    ``evaluate`` scores the unperturbed images twice, ``B · (n_steps + 2)``).
 
     ``predict_fn`` must be a pure function whose outputs for one image do not depend on the
     other images of its batch (no batch statistics). It is a static argument of the compiled
