@@ -83,6 +83,8 @@ def measure(lib, conv, x, w, repeats: int) -> dict:
     sides["event"]()
     ref = np.asarray(conv(xj, wj))
     rel = float(np.abs(y - ref).max() / np.abs(ref).max())
+    if not rel <= 1e-4:  # the two must compute the same currents (sums in another order)
+        raise SystemExit(f"event-driven and dense convolutions disagree: {rel:.1e} relative")
     times = {k: [] for k in sides}
     for _ in range(repeats):
         for side, fn in sides.items():
