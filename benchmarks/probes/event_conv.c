@@ -26,29 +26,27 @@ void event_conv3x3(const float *x, const float *w, float *y, int32_t *scratch, f
     for (int ty = 0; ty < h; ty += TS)
       for (int tx = 0; tx < wd; tx += TS) {
         const int th = (h - ty < TS) ? h - ty : TS, tw = (wd - tx < TS) ? wd - tx : TS;
-        memset(count, 0, sizeof(int32_t) * c_in);
-        for (int a = 0; a < th + 2; ++a) {     /* count the halo's spikes per channel */
-          const int iy = ty + a - 1;
-          if (iy < 0 || iy >= h) continue;
-          for (int b = 0; b < tw + 2; ++b) {
-            const int ix = tx + b - 1;
-            if (ix < 0 || ix >= wd) continue;
-            const float *xp = x + (((long)n * h + iy) * wd + ix) * c_in;
-            for (int c = 0; c < c_in; ++c) count[c] += xp[c] != 0.0f;
+        /* Counting sort of the halo's spikes by channel: pass 0 counts them, pass 1 stores
+         * halo pixel ids a * halo + b into each channel's bucket. */
+        for (int pass = 0; pass < 2; ++pass) {
+          memset(count, 0, sizeof(int32_t) * c_in);
+          for (int a = 0; a < th + 2; ++a) {
+            const int iy = ty + a - 1;
+            if (iy < 0 || iy >= h) continue;
+            for (int b = 0; b < tw + 2; ++b) {
+              const int ix = tx + b - 1;
+              if (ix < 0 || ix >= wd) continue;
+              const float *xp = x + (((long)n * h + iy) * wd + ix) * c_in;
+              for (int c = 0; c < c_in; ++c)
+                if (xp[c] != 0.0f) {
+                  if (pass) bucket[start[c] + count[c]] = a * halo + b;
+                  ++count[c];
+                }
+            }
           }
-        }
-        start[0] = 0;
-        for (int c = 0; c < c_in; ++c) start[c + 1] = start[c] + count[c];
-        memset(count, 0, sizeof(int32_t) * c_in);
-        for (int a = 0; a < th + 2; ++a) {     /* bucket them: halo pixel id a * halo + b */
-          const int iy = ty + a - 1;
-          if (iy < 0 || iy >= h) continue;
-          for (int b = 0; b < tw + 2; ++b) {
-            const int ix = tx + b - 1;
-            if (ix < 0 || ix >= wd) continue;
-            const float *xp = x + (((long)n * h + iy) * wd + ix) * c_in;
-            for (int c = 0; c < c_in; ++c)
-              if (xp[c] != 0.0f) bucket[start[c] + count[c]++] = a * halo + b;
+          if (!pass) {
+            start[0] = 0;
+            for (int c = 0; c < c_in; ++c) start[c + 1] = start[c] + count[c];
           }
         }
         memset(tile, 0, sizeof(float) * TS * TS * c_out);

@@ -52,8 +52,6 @@ def build(tmp: pathlib.Path) -> ctypes.CDLL:
 def measure(lib, conv, x, w, repeats: int) -> dict:
     """Median seconds of XLA's dense convolution and of the event-driven kernel (alternated),
     and their largest difference relative to the largest current."""
-    import ctypes as ct
-
     import jax.numpy as jnp
     import numpy as np
 
@@ -62,7 +60,7 @@ def measure(lib, conv, x, w, repeats: int) -> dict:
     y = np.empty((batch, hw, hw, c_out), np.float32)
     scratch = np.empty(c_in * (2 + (TS + 2) ** 2) + 1, np.int32)
     tile = np.empty(TS * TS * c_out, np.float32)
-    f32, i32 = ct.POINTER(ct.c_float), ct.POINTER(ct.c_int32)
+    f32, i32 = ctypes.POINTER(ctypes.c_float), ctypes.POINTER(ctypes.c_int32)
     args = (
         x.ctypes.data_as(f32),
         w.ctypes.data_as(f32),
