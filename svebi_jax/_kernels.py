@@ -119,13 +119,15 @@ def _col2im(cols: Array, kh: int, kw: int, stride: int, hp: int, wp: int) -> Arr
 
 
 def _xla_conv(x: Array, kernel: Array, stride: int, padding: int) -> Array:
+    """XLA's convolution, summed in at least float32 (bfloat16 products, float32 sums; a
+    float64 input stays float64)."""
     return jax.lax.conv_general_dilated(
         x,
         kernel,
         window_strides=(stride, stride),
         padding=((padding, padding), (padding, padding)),
         dimension_numbers=_DIMS,
-        preferred_element_type=jnp.float32,
+        preferred_element_type=jnp.promote_types(jnp.result_type(x, kernel), jnp.float32),
     )
 
 

@@ -198,6 +198,29 @@ def test_single_channel_gemm_conv_matches_xla_conv_and_its_gradients(k, stride, 
     np.testing.assert_allclose(dw, dw_ref, rtol=1e-5, atol=1e-5)
 
 
+@pytest.mark.parametrize("c_in", [1, 3])
+def test_conv_keeps_float64_and_sums_bfloat16_in_float32(c_in):
+    # Both runners' convolution sums in at least float32: a float64 network (x64 on) stays
+    # float64 and equals XLA's own float64 convolution; bfloat16 products come back float32.
+    with jax.enable_x64(True):
+        x = jax.random.uniform(jax.random.key(0), (2, 9, 9, c_in), jnp.float64)
+        w = jax.random.normal(jax.random.key(1), (3, 3, c_in, 4), jnp.float64)
+        y = _kernels.conv(x, w, 2, 1)
+        ref = jax.lax.conv_general_dilated(
+            x, w, (2, 2), ((1, 1), (1, 1)), dimension_numbers=_kernels._DIMS
+        )
+        assert y.dtype == jnp.float64
+        np.testing.assert_array_equal(y, ref)
+        params = jax.tree.map(lambda a: a.astype(jnp.float64), _small_params())
+        images = jax.random.uniform(jax.random.key(7), (2, 16, 16, 2), jnp.float64)
+        out = L.run_stepwise(SMALL, params, images, config=L.SNNConfig(num_steps=3))
+        assert out.logits.dtype == jnp.float64
+    xb, wb = x.astype(jnp.bfloat16), w.astype(jnp.bfloat16)
+    yb = _kernels.conv(xb, wb, 2, 1)
+    assert yb.dtype == jnp.float32
+    np.testing.assert_allclose(yb, np.asarray(ref, np.float32), rtol=0.05, atol=0.05)
+
+
 @pytest.mark.parametrize("size", [8, 9])
 @pytest.mark.parametrize("binary", [True, False])
 def test_max_pool_cotangent_shares_ties_like_jax(size, binary):
