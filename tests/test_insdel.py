@@ -338,14 +338,14 @@ def test_each_image_costs_one_forward_pass_per_curve_point(mode):
     assert sorted(traced) == [b, b * 28]  # one call of B originals, one of B·28 perturbed
     assert res.curves.shape == (b, 29)
     # The unperturbed point: the original top-class probability, at its end of the curve.
-    top = np.asarray(jax.nn.softmax(jax_logits(jnp.asarray(images)), axis=-1).max(axis=-1))
+    probs = np.asarray(jax.nn.softmax(jax_logits(jnp.asarray(images)), axis=-1))
+    cls = probs.argmax(-1)
+    top = probs.max(-1)
     np.testing.assert_allclose(res.curves[:, 0 if mode == "deletion" else -1], top, atol=1e-6)
     # Every other point equals a forward pass of its perturbed image, built by hand.
     rank = np.empty((b, 784), np.int64)
     for i in range(b):
         rank[i, np.argsort(sal[i].ravel(), kind="stable")[::-1]] = np.arange(784)
-    probs = np.asarray(jax.nn.softmax(jax_logits(jnp.asarray(images)), axis=-1))
-    cls = probs.argmax(-1)
     for p in (1, 13, 28):
         changed = (rank < p * step).reshape(b, 28, 28, 1)
         x = np.where(changed, 0, images) if mode == "deletion" else np.where(changed, images, 0)
