@@ -235,8 +235,20 @@ def _validate(X, L, mu, maxiter, tol, warm_start, method, capacity, max_active) 
 class _Prepared(NamedTuple):
     colsq: jax.Array  # [m] squared column norms of X (NaN/inf: X not finite or too large)
     counts: jax.Array  # [C] rows per class
-    l_finite: jax.Array  # bool
     l_one_hot: jax.Array  # bool
+
+
+def _labels_one_hot(L: jax.Array) -> tuple[jax.Array, jax.Array]:
+    """Each row's class (``[N]`` argmax) and whether ``L`` is exactly one-hot (``bool``).
+
+    ``L`` is one-hot (entries 0/1, one 1 per row) if and only if it equals the one-hot
+    encoding of its row argmax; NaN/inf entries compare unequal. The argmax also gives the
+    solvers their class sums (``segment_sum``), so the check costs one more elementwise pass
+    over ``L`` (checking "0 or 1", "row sums 1" and "finite" separately took three).
+    """
+    labels = jnp.argmax(L, axis=1)
+    encoded = (labels[:, None] == jnp.arange(L.shape[1])).astype(L.dtype)
+    return labels, jnp.all(L == encoded)
 
 
 @jax.jit
@@ -245,36 +257,40 @@ def _prepare(X: jax.Array, L: jax.Array) -> _Prepared:
     return _Prepared(
         colsq=jnp.sum(X * X, axis=0),
         counts=jnp.sum(L, axis=0),
-        l_finite=jnp.all(jnp.isfinite(L)),
-        l_one_hot=jnp.all((L == 0) | (L == 1)) & jnp.all(jnp.sum(L, axis=1) == 1),
+        l_one_hot=_labels_one_hot(L)[1],
     )
 
 
 def _summary(prep: _Prepared) -> jax.Array:
-    """``int32 [3 + C]``: X finite (and not overflowing), L finite, L one-hot, rows per class.
+    """``int32 [2 + C]``: X finite (and not overflowing), L one-hot, rows per class.
 
     One small array, so that the host fetches the checks in one transfer.
     """
-    flags = jnp.stack([jnp.all(jnp.isfinite(prep.colsq)), prep.l_finite, prep.l_one_hot])
+    flags = jnp.stack([jnp.all(jnp.isfinite(prep.colsq)), prep.l_one_hot])
     return jnp.concatenate([flags.astype(jnp.int32), prep.counts.astype(jnp.int32)])
 
 
-def _check_summary(X, summary) -> None:
-    """Raises on invalid ``X``/``L`` values (``summary`` from :func:`_summary`, on the host)."""
-    x_ok, l_finite, l_one_hot = (bool(v) for v in summary[:3])
-    if not l_finite:
-        raise ValueError("L must be finite, got NaN or inf entries")
+def _check_summary(X, L, summary) -> None:
+    """Raises on invalid ``X``/``L`` values (``summary`` from :func:`_summary`, on the host).
+
+    ``X`` and ``L`` are concrete here; their finiteness is looked up again only to word the
+    error (the device check does not tell NaN/inf from other non-one-hot values of ``L``).
+    """
+    x_ok, l_one_hot = (bool(v) for v in summary[:2])
     if not l_one_hot:
+        with jax.ensure_compile_time_eval():  # no tracers from concrete values in a trace
+            if not bool(jnp.all(jnp.isfinite(L))):
+                raise ValueError("L must be finite, got NaN or inf entries")
         raise ValueError("L must be one-hot: entries 0/1 with exactly one 1 per row")
     if not x_ok:
-        with jax.ensure_compile_time_eval():  # no tracers from concrete values in a trace
+        with jax.ensure_compile_time_eval():
             if not bool(jnp.all(jnp.isfinite(X))):
                 raise ValueError("X must be finite, got NaN or inf entries")
             raise ValueError(
                 f"X is too large for {jnp.dtype(X.dtype).name}: its Gram matrix X^T X "
                 f"overflows (max |X| = {float(jnp.max(jnp.abs(X))):.3g}); rescale X"
             )
-    absent = np.flatnonzero(np.asarray(summary[3:]) == 0)
+    absent = np.flatnonzero(np.asarray(summary[2:]) == 0)
     if absent.size:
         warnings.warn(
             f"L: class(es) {absent.tolist()} never occur; their weights are set to 0",
@@ -290,7 +306,7 @@ def _valid_mask(colsq, L, mu, W0) -> jax.Array:
     NaN/inf and no overflow of :math:`X^\top X`), ``L`` (one-hot) and ``W0`` (finite) apply
     to every budget, the check of ``mu`` (finite, positive) to each one.
     """
-    one_hot = jnp.all((L == 0) | (L == 1)) & jnp.all(jnp.sum(L, axis=1) == 1)
+    one_hot = _labels_one_hot(L)[1]
     common = jnp.all(jnp.isfinite(colsq)) & jnp.all(jnp.isfinite(W0)) & one_hot
     return common & jnp.isfinite(mu) & (mu > 0)
 
@@ -938,7 +954,7 @@ def _mu_lasso_active_set(X, L, mu, W0, maxiter, tol, colsq, *, capacity, max_act
     order = jnp.argsort(mus)
     mus_sorted = mus[order]
     # B = X'L by class sums (L is one-hot; if it is not, the result is flagged below).
-    B = jax.ops.segment_sum(X, jnp.argmax(L, axis=1), num_segments=c).T  # [m, C]
+    B = jax.ops.segment_sum(X, _labels_one_hot(L)[0], num_segments=c).T  # [m, C]
     present = jnp.sum(L, axis=0) > 0  # [C]
     if capacity >= m:
         solve = functools.partial(_active_set_full, max_active=min(max_active, m))
@@ -1152,12 +1168,12 @@ def mu_lasso(
         with jax.ensure_compile_time_eval():
             prep = _prepare(X, L)
             if _concrete(prep.colsq):
-                _check_summary(X, jax.device_get(_summary(prep)))
+                _check_summary(X, L, jax.device_get(_summary(prep)))
         colsq = prep.colsq
     if method == "fista":
         result, summary = _mu_lasso_fista(*args, colsq)
         if eager:
-            _check_summary(X, jax.device_get(summary))
+            _check_summary(X, L, jax.device_get(summary))
         return result
 
     cap = _default_capacity(m, c) if capacity is None else min(int(capacity), m)
@@ -1169,7 +1185,7 @@ def mu_lasso(
         )
         if eager:
             status = jax.device_get(status)
-            _check_summary(X, status[2:])
+            _check_summary(X, L, status[2:])
             unfinished, full_active = bool(status[0]), bool(status[1])
             if unfinished and cap < m:  # the working set filled up: retry with more room
                 cap = min(2 * cap, m)

@@ -299,6 +299,31 @@ def test_bad_inputs_name_the_argument(kwargs, name):
         mu_lasso(args.pop("X"), args.pop("L"), args.pop("mu"), **args)
 
 
+@pytest.mark.parametrize("method", ["fista", "active_set"])
+def test_bad_labels_get_the_right_message(method):
+    """L is checked in one pass (equal to the one-hot encoding of its row argmax); the message
+    still tells NaN/inf apart from other values that are not one-hot."""
+    zero_row = _L.copy()
+    zero_row[5] = 0.0
+    cases = [
+        (np.where(_L == 1, np.nan, _L), "L must be finite"),
+        (np.where(_L == 0, -np.inf, _L), "L must be finite"),
+        (0.5 * _L, "L must be one-hot"),
+        (_bad_L, "L must be one-hot"),
+        (zero_row, "L must be one-hot"),
+        (_L - 1e-7 * (_L == 0), "L must be one-hot"),
+    ]
+    for L, message in cases:
+        with pytest.raises(ValueError, match=message):
+            mu_lasso(_X, L, 1.0, method=method)
+    # -0.0 is 0: still one-hot, same answer.
+    ok = mu_lasso(_X, np.where(_L == 0, -0.0, _L), 1.0, method=method)
+    np.testing.assert_array_equal(ok.W, mu_lasso(_X, _L, 1.0, method=method).W)
+    # Traced labels cannot raise: the answer is flagged instead of plausible.
+    traced = jax.jit(lambda L: mu_lasso(_X, L, 1.0, method=method))(jnp.asarray(zero_row))
+    assert np.isnan(np.asarray(traced.W)).all() and not np.asarray(traced.converged).any()
+
+
 def test_relevant_mask():
     W = jnp.array([[0.0, 0.2], [1e-9, 0.0], [0.5, 3e-3]])
     np.testing.assert_array_equal(relevant_mask(W), [[False, True], [True, False], [True, True]])
