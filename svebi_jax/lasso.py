@@ -62,6 +62,7 @@ _GROW = 8  # columns per class and budget added to the working set per round (at
 _MAX_ROUNDS = 20
 _FULL_GRAM_MAX_M = 512  # up to this many columns the working set is all of them
 _DEFAULT_MAX_ACTIVE = 32
+_PAIRWISE_MAX_M = 128  # simplex projections of up to this many entries are sort-free
 
 
 class LassoResult(NamedTuple):
@@ -118,9 +119,35 @@ def _project(w: jax.Array, mu: jax.Array) -> jax.Array:
     #     or y onto D gives the same point; we project p = relu(y).
     # Both branches are evaluated (jnp.where), which is cheap and keeps this jit/vmap friendly.
     p = jnp.maximum(w, 0)
-    # optax promotes to float64 when x64 is on (its `1 / arange` is int64): cast back.
-    on_simplex = projection_simplex(p, mu).astype(w.dtype)
+    if p.shape[-1] <= _PAIRWISE_MAX_M:
+        on_simplex = _projection_simplex_pairwise(p, mu)
+    else:
+        # optax promotes to float64 when x64 is on (its `1 / arange` is int64): cast back.
+        on_simplex = projection_simplex(p, mu).astype(w.dtype)
     return jnp.where(jnp.sum(p) > mu, on_simplex, p)
+
+
+def _projection_simplex_pairwise(p: jax.Array, mu: jax.Array) -> jax.Array:
+    r"""Projection of ``[m]`` ``p`` onto :math:`\{w \ge 0, \mathbf 1^\top w = \mu\}`, sort-free.
+
+    The projection is :math:`\max(p - \tau, 0)` with
+    :math:`\tau = (\sum_{i \in S} p_i - \mu) / |S|`, where the support :math:`S` is the set of
+    the largest entries with :math:`p_i - (\sum_{j \in S_{\ge i}} p_j - \mu) / |S_{\ge i}| > 0`
+    (:math:`S_{\ge i} = \{j : p_j \ge p_i\}`): the sort-based rule of
+    ``optax.projections.projection_simplex`` (Duchi et al., 2008), with each entry's rank and
+    prefix sum found by comparing it with all others (tied entries share one prefix, the
+    whole tie, and so pass or fail together) instead of sorting. That is :math:`O(m^2)` work
+    in two fused passes against a sort and a cumulative sum: for small ``m`` it is several
+    times faster on XLA:CPU, whose sort of short rows is slow, and it agrees with optax's to
+    rounding (tests).
+    """
+    above = (p[None, :] >= p[:, None]).astype(p.dtype)  # [i, j]: p_j >= p_i
+    rank = jnp.sum(above, axis=1)
+    prefix = jnp.matmul(above, p, precision=_HIGHEST)
+    support = rank * p - prefix + mu > 0
+    size = jnp.sum(support).astype(p.dtype)
+    tau = (jnp.sum(jnp.where(support, p, 0)) - mu) / size
+    return jnp.maximum(p - tau, 0)
 
 
 def projection_nonneg_l1_ball(w: jax.Array, mu: float | jax.Array) -> jax.Array:

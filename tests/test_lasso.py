@@ -100,6 +100,41 @@ def test_projection_is_exact_euclidean_projection(seed):
     np.testing.assert_allclose(p32, _brute_force_projection(y, 0.5), atol=1e-6)
 
 
+@pytest.mark.parametrize("m", [5, 76, 128, 129])
+@pytest.mark.parametrize("x64", [False, True])
+def test_projection_agrees_with_optax_sort_rule(m, x64):
+    """Up to ``_PAIRWISE_MAX_M`` entries the projection is the sort-free pairwise rule; it must
+    give optax's sort-based answer (to rounding), ties included; above it, optax's exactly."""
+    from optax.projections import projection_simplex
+
+    from svebi_jax.lasso import _PAIRWISE_MAX_M, _project
+
+    rng = np.random.default_rng(m)
+    with jax.enable_x64(x64):
+        dtype = jnp.float64 if x64 else jnp.float32
+        Y = rng.normal(0.2, 1.0, (40, m))
+        Y[::4, : m // 2] = Y[::4, m // 2 : 2 * (m // 2)]  # every fourth row: all values tied
+        Y[1::4] = np.round(Y[1::4], 1)  # many ties at one decimal
+        Y = jnp.asarray(Y, dtype)
+        pos = jnp.sum(jnp.maximum(Y, 0), axis=1)
+        atol = 1e-12 if x64 else 2e-6
+        for scale in (0.05, 0.5, 0.99, 1.5):  # budget active (three sizes) and inactive
+            mus = scale * pos
+            got = jax.vmap(_project)(Y, mus)
+            p = jnp.maximum(Y, 0)
+            on = jax.vmap(lambda q, mu: projection_simplex(q, mu).astype(dtype))(p, mus)
+            want = jnp.where((jnp.sum(p, 1) > mus)[:, None], on, p)
+            assert got.dtype == dtype
+            if m > _PAIRWISE_MAX_M:
+                np.testing.assert_array_equal(got, want)
+            else:
+                np.testing.assert_allclose(got, want, atol=atol * float(jnp.max(mus)))
+            # Tied inputs get tied outputs.
+            got = np.asarray(got)
+            tied = np.asarray(Y)[:, :, None] == np.asarray(Y)[:, None, :]
+            assert np.all((got[:, :, None] == got[:, None, :])[tied])
+
+
 def test_projection_bad_inputs():
     with pytest.raises(ValueError, match=r"\bw\b"):
         projection_nonneg_l1_ball(jnp.ones((2, 2)), 1.0)
