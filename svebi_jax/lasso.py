@@ -709,7 +709,10 @@ def _homotopy(G, b, ok, mus, max_active: int, max_steps: int):
         is_k = (slots == k_drop) & drop
         is_j = (slots == j) & enter
         dropped = act[k_drop]
-        Ga = jnp.where(is_k[None, :], 0, jnp.where(is_j[None, :], g_new[:, None], Ga))
+        # Only column e changes (zeroed on a drop, G's column i on a join; an unused slot's
+        # column is zero already): one column written in place, not all K x A entries.
+        col = jnp.where(drop, 0, jnp.where(enter, g_new, Ga[:, e]))
+        Ga = Ga.at[:, e].set(col)
         act = jnp.where(is_j, i_join, act)
         amask = (amask & ~is_k) | is_j
         wa_new = jnp.where(amask & ~is_j, wa_new, 0)
