@@ -62,7 +62,8 @@ _GROW = 8  # columns per class and budget added to the working set per round (at
 _MAX_ROUNDS = 20
 _FULL_GRAM_MAX_M = 512  # up to this many columns the working set is all of them
 _DEFAULT_MAX_ACTIVE = 32
-_PAIRWISE_MAX_M = 128  # simplex projections of up to this many entries are sort-free
+_PAIRWISE_MAX_M = 128  # simplex projections of up to this many entries are sort-free ...
+_PAIRWISE_MAX_BYTES = 16 << 20  # ... when a batch's [m, m] comparisons fit in this
 
 
 class LassoResult(NamedTuple):
@@ -107,7 +108,13 @@ class LassoResult(NamedTuple):
 # --------------------------------------------------------------------------------------------
 
 
-def _project(w: jax.Array, mu: jax.Array) -> jax.Array:
+def _project(w: jax.Array, mu: jax.Array, sort_free: bool) -> jax.Array:
+    """Projection onto ``{w >= 0, 1'w <= mu}`` (see :func:`projection_nonneg_l1_ball`).
+
+    ``sort_free`` (static): the simplex step by :func:`_projection_simplex_pairwise` instead
+    of ``optax.projections.projection_simplex``; callers decide by :func:`_sort_free` of the
+    batch they project at once, which bounds the pairwise rule's ``[m, m]`` temporaries.
+    """
     # Exactness. Let C = {w >= 0, 1'w <= mu}, O = {w >= 0} and D = {w >= 0, 1'w = mu}.
     # (a) If 1'relu(y) <= mu: relu(y) = P_O(y) is the nearest point of O, and it lies in C,
     #     which is a subset of O; hence it is also the nearest point of C: P_C(y) = relu(y).
@@ -119,12 +126,19 @@ def _project(w: jax.Array, mu: jax.Array) -> jax.Array:
     #     or y onto D gives the same point; we project p = relu(y).
     # Both branches are evaluated (jnp.where), which is cheap and keeps this jit/vmap friendly.
     p = jnp.maximum(w, 0)
-    if p.shape[-1] <= _PAIRWISE_MAX_M:
+    if sort_free:
         on_simplex = _projection_simplex_pairwise(p, mu)
     else:
         # optax promotes to float64 when x64 is on (its `1 / arange` is int64): cast back.
         on_simplex = projection_simplex(p, mu).astype(w.dtype)
     return jnp.where(jnp.sum(p) > mu, on_simplex, p)
+
+
+def _sort_free(m: int, batch: int, itemsize: int) -> bool:
+    """Whether ``batch`` projections of ``m`` entries use the pairwise rule: ``m`` at most
+    ``_PAIRWISE_MAX_M`` and its ``[batch, m, m]`` temporary (XLA stores the comparison) at
+    most ``_PAIRWISE_MAX_BYTES``; otherwise optax's sort-based projection."""
+    return m <= _PAIRWISE_MAX_M and batch * m * m * itemsize <= _PAIRWISE_MAX_BYTES
 
 
 def _projection_simplex_pairwise(p: jax.Array, mu: jax.Array) -> jax.Array:
@@ -139,7 +153,9 @@ def _projection_simplex_pairwise(p: jax.Array, mu: jax.Array) -> jax.Array:
     whole tie, and so pass or fail together) instead of sorting. That is :math:`O(m^2)` work
     without a sort and a cumulative sum, which XLA:CPU runs slowly on short rows: for ten
     rows of 76 entries (the shallow SNN's lasso) 70-90 instead of 130 us on one core. It
-    agrees with optax's rule to rounding (tests).
+    agrees with optax's rule to rounding (tests). Its ``[m, m]`` comparison is stored (also
+    when the sums are written as fused reductions), so a batch of ``n`` projections needs
+    ``n m^2`` floats: callers bound that with :func:`_sort_free`.
     """
     above = (p[None, :] >= p[:, None]).astype(p.dtype)  # [i, j]: p_j >= p_i
     rank = jnp.sum(above, axis=1)
@@ -162,9 +178,9 @@ def projection_nonneg_l1_ball(w: jax.Array, mu: float | jax.Array) -> jax.Array:
         \end{cases}
 
     where :math:`\Pi_{\Delta_\mu}` is the projection onto the simplex
-    :math:`\{w \ge 0, \mathbf{1}^\top w = \mu\}`: ``optax.projections.projection_simplex``
-    for ``m > 128``, the same rule without its sort for ``m <= 128`` (faster on CPU; equal to
-    rounding). The composition is the exact projection (see the comment in the source).
+    :math:`\{w \ge 0, \mathbf{1}^\top w = \mu\}` (``optax.projections.projection_simplex``).
+    The composition is the exact projection (see the comment in the source). (The solvers of
+    :func:`mu_lasso` use the same rule without its sort for small batches of short vectors.)
 
     Args:
       w: ``[m]`` float array, the point to project.
@@ -182,7 +198,7 @@ def projection_nonneg_l1_ball(w: jax.Array, mu: float | jax.Array) -> jax.Array:
         mu_np = np.asarray(mu)
         if mu_np.ndim != 0 or not np.isfinite(mu_np) or mu_np <= 0:
             raise ValueError(f"mu must be a finite positive scalar, got {mu!r}")
-    return _project(w, jnp.asarray(mu, w.dtype))
+    return _project(w, jnp.asarray(mu, w.dtype), sort_free=False)
 
 
 def relevant_mask(W: jax.Array, *, atol: float = 0.0) -> jax.Array:
@@ -425,15 +441,22 @@ def _relative_step(w, w_plus):
     return jnp.where(num > 0, num / jnp.where(den > 0, den, 1), jnp.zeros_like(num))
 
 
-def _residual(w, b, Gt, mu):
+def _residual(w, b, Gt, mu, sort_free: bool):
     """Relative projected-gradient residual of one class (see :func:`mu_lasso`)."""
-    w_plus = _project(w - (jnp.matmul(Gt, w, precision=_HIGHEST) - b), mu)
+    w_plus = _project(w - (jnp.matmul(Gt, w, precision=_HIGHEST) - b), mu, sort_free)
     return _relative_step(w, w_plus)
 
 
-def _solve_one_mu(W0, mu, Gt, Bt, maxiter, tol):
-    """FISTA for all classes at one ``mu``; ``W0`` ``[m, C]`` initial point (any real)."""
+def _solve_one_mu(W0, mu, Gt, Bt, maxiter, tol, sort_free=None):
+    """FISTA for all classes at one ``mu``; ``W0`` ``[m, C]`` initial point (any real).
+
+    ``sort_free``: see :func:`_project` (``None``: :func:`_sort_free` of the ``C`` classes,
+    which one iteration projects at once).
+    """
     dtype = Gt.dtype
+    if sort_free is None:
+        sort_free = _sort_free(Gt.shape[0], Bt.shape[1], jnp.dtype(dtype).itemsize)
+    project = functools.partial(_project, sort_free=sort_free)
 
     def fun(w, b):
         # Normalised objective f_j(w) / L up to a constant, L = 2 lambda: Lipschitz const. 1.
@@ -442,7 +465,7 @@ def _solve_one_mu(W0, mu, Gt, Bt, maxiter, tol):
 
     solver = jaxopt.ProjectedGradient(
         fun=fun,
-        projection=_project,
+        projection=project,
         value_and_grad=True,
         stepsize=1.0,  # = 1 / Lipschitz constant of the normalised objective
         acceleration=True,
@@ -450,7 +473,7 @@ def _solve_one_mu(W0, mu, Gt, Bt, maxiter, tol):
     )
 
     def one_class(w0, b):
-        w0 = _project(w0, mu)
+        w0 = project(w0, mu)
         state0 = solver.init_state(w0, mu, b)
 
         def cond(carry):
@@ -463,9 +486,9 @@ def _solve_one_mu(W0, mu, Gt, Bt, maxiter, tol):
             # jaxopt keeps its momentum scalar `t` in the default float dtype: under x64 it
             # would silently promote float32 iterates. Cast back to the carried dtypes.
             w, state = jax.tree.map(lambda a, o: jnp.asarray(a, o.dtype), tuple(new), (w, state))
-            return w, state, _residual(w, b, Gt, mu).astype(dtype)
+            return w, state, _residual(w, b, Gt, mu, sort_free).astype(dtype)
 
-        r0 = _residual(w0, b, Gt, mu).astype(dtype)
+        r0 = _residual(w0, b, Gt, mu, sort_free).astype(dtype)
         w, state, r = jax.lax.while_loop(cond, body, (w0, state0, r0))
         return w, state.iter_num, r
 
@@ -770,12 +793,16 @@ def _solve_working_set(G, B, ok, mus, maxiter, tol, max_active: int, retry: bool
     full = jnp.any(full)
     lam = _lipschitz_bound(G)
     Gt, Bt = G / lam, B / lam
+    # All P x C residuals (and polishes) at once: the projection's rule by that batch.
+    sort_free = _sort_free(G.shape[0], mus.shape[0] * B.shape[1], jnp.dtype(G.dtype).itemsize)
     res = jax.vmap(
-        lambda W, mu: jax.vmap(lambda w, b: _residual(w, b, Gt, mu), in_axes=(1, 1))(W, Bt)
+        lambda W, mu: jax.vmap(lambda w, b: _residual(w, b, Gt, mu, sort_free), in_axes=(1, 1))(
+            W, Bt
+        )
     )(W_path, mus).astype(G.dtype)
 
     def polish(W_start):
-        W, it, r = jax.vmap(lambda W0, mu: _solve_one_mu(W0, mu, Gt, Bt, maxiter, tol))(
+        W, it, r = jax.vmap(lambda W0, mu: _solve_one_mu(W0, mu, Gt, Bt, maxiter, tol, sort_free))(
             W_start, mus
         )
         return W, it.astype(steps.dtype), r
@@ -796,7 +823,8 @@ def _check_full(W, corr, lam, mus, present):
     ``present`` ``[C]``. Returns ``(residual [P, C], gap [P, C])``, zero for absent classes.
     """
     Y = W + corr / lam
-    W_plus = jax.vmap(lambda Yp, mu: jax.vmap(lambda y: _project(y, mu))(Yp))(Y, mus)
+    sort_free = _sort_free(Y.shape[-1], Y.shape[0] * Y.shape[1], jnp.dtype(Y.dtype).itemsize)
+    W_plus = jax.vmap(lambda Yp, mu: jax.vmap(lambda y: _project(y, mu, sort_free))(Yp))(Y, mus)
     res = jnp.where(present, _relative_step(W, W_plus), 0)
     gap = jnp.where(present, _duality_gap(W, corr, mus[:, None]), 0)
     return res, gap

@@ -100,14 +100,12 @@ def test_projection_is_exact_euclidean_projection(seed):
     np.testing.assert_allclose(p32, _brute_force_projection(y, 0.5), atol=1e-6)
 
 
-@pytest.mark.parametrize("m", [5, 76, 128, 129])
+@pytest.mark.parametrize("m", [5, 76, 128])
 @pytest.mark.parametrize("x64", [False, True])
-def test_projection_agrees_with_optax_sort_rule(m, x64):
-    """Up to ``_PAIRWISE_MAX_M`` entries the projection is the sort-free pairwise rule; it must
-    give optax's sort-based answer (to rounding), ties included; above it, optax's exactly."""
-    from optax.projections import projection_simplex
-
-    from svebi_jax.lasso import _PAIRWISE_MAX_M, _project
+def test_sort_free_projection_agrees_with_optax_sort_rule(m, x64):
+    """The solvers' sort-free (pairwise) projection gives optax's sort-based answer to
+    rounding, ties included, with the budget active or not."""
+    from svebi_jax.lasso import _project
 
     rng = np.random.default_rng(m)
     with jax.enable_x64(x64):
@@ -120,19 +118,45 @@ def test_projection_agrees_with_optax_sort_rule(m, x64):
         atol = 1e-12 if x64 else 2e-6
         for scale in (0.05, 0.5, 0.99, 1.5):  # budget active (three sizes) and inactive
             mus = scale * pos
-            got = jax.vmap(_project)(Y, mus)
-            p = jnp.maximum(Y, 0)
-            on = jax.vmap(lambda q, mu: projection_simplex(q, mu).astype(dtype))(p, mus)
-            want = jnp.where((jnp.sum(p, 1) > mus)[:, None], on, p)
-            assert got.dtype == dtype
-            if m > _PAIRWISE_MAX_M:
-                np.testing.assert_array_equal(got, want)
-            else:
-                np.testing.assert_allclose(got, want, atol=atol * float(jnp.max(mus)))
+            got = jax.vmap(lambda y, mu: _project(y, mu, True))(Y, mus)
+            want = jax.vmap(lambda y, mu: _project(y, mu, False))(Y, mus)  # optax's
+            assert got.dtype == want.dtype == dtype
+            np.testing.assert_allclose(got, want, atol=atol * float(jnp.max(mus)))
             # Tied inputs get tied outputs.
             got = np.asarray(got)
             tied = np.asarray(Y)[:, :, None] == np.asarray(Y)[:, None, :]
             assert np.all((got[:, :, None] == got[:, None, :])[tied])
+        # Also exact against brute force on short vectors.
+        if m == 5:
+            for y, mu in zip(np.asarray(Y[:8], np.float64), np.asarray(0.5 * pos[:8]), strict=True):
+                p = np.asarray(_project(jnp.asarray(y, dtype), jnp.asarray(mu, dtype), True))
+                np.testing.assert_allclose(p, _brute_force_projection(y, mu), atol=10 * atol)
+
+
+def test_sort_free_projection_is_bounded_by_batch_memory():
+    """The pairwise rule stores [m, m] comparisons per vector: used only for short vectors in
+    batches whose temporaries stay small; large ones get optax's sort."""
+    from svebi_jax.lasso import _PAIRWISE_MAX_BYTES, _sort_free
+
+    assert _sort_free(76, 10, 4)  # the shallow SNN's lasso, one budget
+    assert _sort_free(76, 50 * 10, 4)  # ... and its 50-budget path (11.6 MB)
+    assert not _sort_free(129, 1, 4)  # long vectors: sort
+    assert not _sort_free(128, 50 * 50, 4)  # 50 budgets x 50 classes: 164 MB
+    n = _PAIRWISE_MAX_BYTES // (4 * 128 * 128)
+    assert _sort_free(128, n, 4) and not _sort_free(128, n + 1, 4)
+    # End to end: a path whose P x C residual batch is over the bound (30 x 10 x 120^2 floats,
+    # 17 MB: optax's projection) gives the answers of its two halves (pairwise), to rounding.
+    rng = np.random.default_rng(4)
+    X = rng.random((400, 120)) ** 3
+    L = np.eye(10)[rng.integers(0, 10, 400)]
+    mus = np.linspace(0.2, 3.0, 30)
+    assert not _sort_free(120, 30 * 10, 4) and _sort_free(120, 15 * 10, 4)
+    whole = mu_lasso(X, L, mus, method="active_set")
+    halves = [mu_lasso(X, L, m, method="active_set") for m in (mus[:15], mus[15:])]
+    assert bool(jnp.all(whole.converged)) and all(bool(jnp.all(h.converged)) for h in halves)
+    np.testing.assert_allclose(
+        whole.objective, np.concatenate([h.objective for h in halves]), rtol=1e-6
+    )
 
 
 def test_projection_bad_inputs():
