@@ -447,15 +447,13 @@ def _residual(w, b, Gt, mu, sort_free: bool):
     return _relative_step(w, w_plus)
 
 
-def _solve_one_mu(W0, mu, Gt, Bt, maxiter, tol, sort_free=None):
+def _solve_one_mu(W0, mu, Gt, Bt, maxiter, tol, sort_free: bool):
     """FISTA for all classes at one ``mu``; ``W0`` ``[m, C]`` initial point (any real).
 
-    ``sort_free``: see :func:`_project` (``None``: :func:`_sort_free` of the ``C`` classes,
-    which one iteration projects at once).
+    ``sort_free``: see :func:`_project`, decided by the caller for all the vectors it projects
+    at once (the ``C`` classes, times the budgets when the caller vmaps over them).
     """
     dtype = Gt.dtype
-    if sort_free is None:
-        sort_free = _sort_free(Gt.shape[0], Bt.shape[1], jnp.dtype(dtype).itemsize)
     project = functools.partial(_project, sort_free=sort_free)
 
     def fun(w, b):
@@ -525,9 +523,11 @@ def _mu_lasso_fista(X, L, mu, W0, maxiter, tol, colsq):
     # gradient (G w - B_j) / lam = grad f_j / L has Lipschitz constant <= 1 (step size 1).
     Gt, Bt = G / lam, B / lam
     present = jnp.sum(L, axis=0) > 0  # [C]
+    # One budget at a time (a path is a scan): each iteration projects the C classes.
+    sort_free = _sort_free(G.shape[0], B.shape[1], jnp.dtype(G.dtype).itemsize)
 
     def solve(W_prev, mu_k):
-        W, iters, res = _solve_one_mu(W_prev, mu_k, Gt, Bt, maxiter, tol)
+        W, iters, res = _solve_one_mu(W_prev, mu_k, Gt, Bt, maxiter, tol, sort_free)
         # Never-predicted class: B_j = 0 and c_j = 0, so w = 0 is optimal (G is PSD).
         W = jnp.where(present[None, :], W, jnp.zeros_like(W))
         res = jnp.where(present, res, jnp.zeros_like(res))
