@@ -9,11 +9,11 @@ The functional core (all pure functions over time-major ``[T, B, ...]`` arrays a
   (:func:`relevant_filters` lists the relevant filters for reports).
 - :mod:`svebi_jax.attribution` — every explanation method as
   ``attr_fn(params, images, target) -> [B, H, W]``; :mod:`svebi_jax.metrics` scores them.
-- :mod:`svebi_jax.baselines` — the comparison methods as plain functions.
+- :mod:`svebi_jax.methods` — the explanation methods' implementations.
 - :mod:`svebi_jax.sharding` — one device mesh; ``mesh=`` makes training, responses, maps and
   metrics data parallel. :mod:`svebi_jax.resume` — resumable training and extraction.
 - :func:`from_nir` / :func:`to_nir` — networks from and to other SNN frameworks via NIR
-  (:mod:`svebi_jax.nir_io`).
+  (:mod:`svebi_jax.interop.nir`).
 
 Models are thin Flax NNX definitions (:mod:`svebi_jax.models`); :func:`functional` turns one
 into ``(apply_fn, params)`` (:class:`~svebi_jax.protocols.ApplyFn`) for everything above.
@@ -21,8 +21,20 @@ into ``(apply_fn, params)`` (:class:`~svebi_jax.protocols.ApplyFn`) for everythi
 
 __version__ = "0.1.0"
 
-from svebi_jax import attribution, baselines, data, metrics, models, resume, sharding, train, viz
+from svebi_jax import (
+    attribution,
+    data,
+    interop,
+    methods,
+    metrics,
+    models,
+    resume,
+    sharding,
+    train,
+    viz,
+)
 from svebi_jax.heatmaps import combine, explain, svebi_heatmaps, upsample_aligned, upsample_stretch
+from svebi_jax.interop.nir import NIRNetwork, from_nir, to_nir
 from svebi_jax.interpret import interpret_filters, receptive_field_box, top_k_crops
 from svebi_jax.lasso import LassoResult, mu_lasso
 from svebi_jax.layers import (
@@ -42,7 +54,6 @@ from svebi_jax.layers import (
 )
 from svebi_jax.lif import integrator_readout, lif_scan, lif_step, spike_function
 from svebi_jax.models import ShallowSNN, SpikingNetwork, functional
-from svebi_jax.nir_io import NIRNetwork, from_nir, to_nir
 from svebi_jax.protocols import ApplyFn, ModelInfo
 from svebi_jax.relevance import (
     has_relevant_filters,
@@ -76,7 +87,8 @@ __all__ = [
     "SpikingNetwork",
     "__version__",
     "attribution",
-    "baselines",
+    "interop",
+    "methods",
     "data",
     "metrics",
     "models",

@@ -41,10 +41,10 @@ from svebi_jax import batching
 from svebi_jax import heatmaps as H
 from svebi_jax import layers as L
 from svebi_jax import relevance as _relevance
-from svebi_jax.baselines import grad as _grad
-from svebi_jax.baselines import ig as _ig
-from svebi_jax.baselines import spike_activation_map as _sam
-from svebi_jax.baselines import trivial as _trivial
+from svebi_jax.methods import grad as _grad
+from svebi_jax.methods import ig as _ig
+from svebi_jax.methods import spike_activation_map as _sam
+from svebi_jax.methods import trivial as _trivial
 from svebi_jax.protocols import ApplyFn, model_info
 
 __all__ = [
@@ -373,12 +373,12 @@ def grad2d(
     channel_reduction: str = "max",
     mesh=None,
 ) -> AttrFn:
-    """SNN-Grad2D (:func:`svebi_jax.baselines.grad2d`) as an ``attr_fn``.
+    """SNN-Grad2D (:func:`svebi_jax.methods.grad2d`) as an ``attr_fn``.
 
     Args:
       apply_fn: the model (must accept time-major inputs).
       num_steps: ``T``, the network's timesteps; default ``apply_fn.info.num_steps``.
-      output, absolute, channel_reduction: see :func:`svebi_jax.baselines.grad2d`
+      output, absolute, channel_reduction: see :func:`svebi_jax.methods.grad2d`
         (``channel_reduction="none"`` is not an attribution map and is refused).
       mesh: optional :class:`jax.sharding.Mesh`: maps computed data-parallel over its
         devices (:mod:`svebi_jax.sharding`).
@@ -417,14 +417,14 @@ def integrated_gradients(
     channel_reduction: str = "sum",
     mesh=None,
 ) -> AttrFn:
-    """SNN-IG2D (:func:`svebi_jax.baselines.integrated_gradients`) as an ``attr_fn``.
+    """SNN-IG2D (:func:`svebi_jax.methods.integrated_gradients`) as an ``attr_fn``.
 
     Args:
       apply_fn: the model (must accept time-major inputs).
       num_steps: ``T``, the network's timesteps; default ``apply_fn.info.num_steps``.
       path_steps: points on the integration path from ``baseline`` to the image (not ``T``).
       baseline, method, chunk_size, output, absolute, channel_reduction: see
-        :func:`svebi_jax.baselines.integrated_gradients`.
+        :func:`svebi_jax.methods.integrated_gradients`.
       mesh: optional :class:`jax.sharding.Mesh`: maps computed data-parallel over its
         devices (:mod:`svebi_jax.sharding`).
     """
@@ -468,7 +468,7 @@ def sam(
     time_reduction: str | int = "last",
     include_current: bool = True,
 ) -> AttrFn:
-    """SAM (:func:`svebi_jax.baselines.sam`) of one spiking layer as an ``attr_fn``.
+    """SAM (:func:`svebi_jax.methods.sam`) of one spiking layer as an ``attr_fn``.
 
     The class is ignored (SAM explains what the layer fired on, not a class).
 
@@ -478,7 +478,7 @@ def sam(
       placement: ``"aligned"`` (default: cells at their receptive-field centres, as SVEBI's
         maps; needs the geometry) or ``"stretch"`` (bilinear resize, SAM's own code).
       geometry: ``{layer: Geometry}``; default ``apply_fn.info.geometry``.
-      gamma, time_reduction, include_current: see :func:`svebi_jax.baselines.sam`.
+      gamma, time_reduction, include_current: see :func:`svebi_jax.methods.sam`.
     """
     V.check_choice("placement", placement, H.PLACEMENTS)
     if not isinstance(layer, str):
@@ -513,7 +513,7 @@ def sam(
 
 
 def random_map(key: Array) -> AttrFn:
-    """Uniform noise in ``[0, 1)`` (:func:`svebi_jax.baselines.random_map`) as an ``attr_fn``.
+    """Uniform noise in ``[0, 1)`` (:func:`svebi_jax.methods.random_map`) as an ``attr_fn``.
 
     The same ``key`` gives the same maps for every call of the same batch shape.
     """
@@ -525,7 +525,7 @@ def random_map(key: Array) -> AttrFn:
 
 
 def input_intensity() -> AttrFn:
-    """The image itself (channel mean, :func:`svebi_jax.baselines.input_intensity`)."""
+    """The image itself (channel mean, :func:`svebi_jax.methods.input_intensity`)."""
 
     def attr_fn(params, images, target=None):
         return _trivial.input_intensity(images)
@@ -534,7 +534,7 @@ def input_intensity() -> AttrFn:
 
 
 def centered_gaussian(sigma_fraction: float = 0.25) -> AttrFn:
-    """A centred Gaussian bump (:func:`svebi_jax.baselines.centered_gaussian`)."""
+    """A centred Gaussian bump (:func:`svebi_jax.methods.centered_gaussian`)."""
     V.check_number("sigma_fraction", sigma_fraction, low=0.0, low_open=True)
 
     def attr_fn(params, images, target=None):

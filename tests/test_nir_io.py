@@ -1,4 +1,4 @@
-"""NIR import/export (svebi_jax.nir_io) against snnTorch's own forward pass and hand references.
+"""NIR import/export (svebi_jax.interop.nir) against snnTorch's forward pass and hand references.
 
 References:
 
@@ -26,7 +26,7 @@ from flax import nnx
 
 import svebi_jax as sv
 from svebi_jax import layers as L
-from svebi_jax import nir_io
+from svebi_jax.interop import nir as nir_io
 from svebi_jax.models import SVGG19, ShallowSNN
 
 DATA = pathlib.Path(__file__).resolve().parent / "data"

@@ -28,7 +28,7 @@ COLAB_URL = (
     "quickstart.ipynb"
 )
 # Modules the notebook reaches as ``sv.<name>`` (besides the names in ``svebi_jax.__all__``).
-PUBLIC_SUBMODULES = ("attribution", "data", "train", "baselines", "metrics", "viz")
+PUBLIC_SUBMODULES = ("attribution", "data", "train", "methods", "metrics", "viz")
 
 # Small enough to run in well under a minute on 2 CPU cores (JAX compilation dominates), large
 # enough that one epoch learns something (about 50 % held-out accuracy).

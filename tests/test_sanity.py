@@ -11,9 +11,9 @@ import pytest
 from flax import nnx
 from scipy import stats
 
-from svebi_jax.baselines.grad import grad2d
-from svebi_jax.baselines.trivial import input_intensity
 from svebi_jax.layers import SNNConfig, SNNOutput
+from svebi_jax.methods.grad import grad2d
+from svebi_jax.methods.trivial import input_intensity
 from svebi_jax.metrics.sanity import (
     model_randomization_check,
     randomize_params,

@@ -7,7 +7,7 @@ from typing import Any
 import jax.numpy as jnp
 from harness import GAIN, Context, Row, forward_flops, log, row, timer, with_roofline
 
-import svebi_jax.baselines as baselines
+import svebi_jax.methods as baselines
 
 
 def bench_baselines(apply_fn, params, images, cfg) -> dict[str, Any]:

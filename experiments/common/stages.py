@@ -38,8 +38,8 @@ from svebi_jax import (
     viz,
 )
 from svebi_jax.attribution import AttrFn
-from svebi_jax.baselines import ig
 from svebi_jax.lasso import mu_lasso
+from svebi_jax.methods import ig
 from svebi_jax.metrics import ablation, insdel, sanity
 from svebi_jax.models import ShallowSNN, SpikingNetwork
 

@@ -19,7 +19,7 @@ def shallow_layers(
 
     Conv layers use valid padding, so a 28×28 input gives spike maps of 24×24×12 (``conv1``)
     and 8×8×64 (``conv2``), recorded before pooling. ``pool`` is ``"max"`` (the paper),
-    ``"avg"`` or ``"sum"``; the latter two export to NIR (:func:`svebi_jax.nir_io.to_nir`).
+    ``"avg"`` or ``"sum"``; the latter two export to NIR (:func:`svebi_jax.interop.nir.to_nir`).
     """
     c1, c2 = channels
     return (

@@ -145,7 +145,7 @@ def run_checked(
 ) -> L.SNNOutput:
     """:func:`~svebi_jax.layers.run_network` behind the model boundary's checks.
 
-    Every ``apply_fn`` of the library (:func:`functional`, :func:`svebi_jax.nir_io.from_nir`)
+    Every ``apply_fn`` of the library (:func:`functional`, :func:`svebi_jax.interop.nir.from_nir`)
     runs through here: images are checked with :func:`svebi_jax._validation.check_images`
     (rank, ``input_shape``, ``T`` of a time-major input, float dtype, and finite values when
     concrete). Traced images cannot be checked, and NaN/inf pixels would otherwise give

@@ -30,8 +30,8 @@ from flax import nnx
 from svebi_jax import layers as L
 from svebi_jax import sharding as S
 from svebi_jax import train
-from svebi_jax.baselines import grad2d, integrated_gradients
 from svebi_jax.lasso import mu_lasso
+from svebi_jax.methods import grad2d, integrated_gradients
 from svebi_jax.metrics.ablation import ablation_curve
 from svebi_jax.metrics.insdel import insertion_deletion
 from svebi_jax.models import ShallowSNN, functional

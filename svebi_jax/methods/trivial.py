@@ -12,7 +12,7 @@ import math
 import jax
 import jax.numpy as jnp
 
-from svebi_jax.baselines.grad import _check_images
+from svebi_jax.methods.grad import _check_images
 
 __all__ = ["centered_gaussian", "input_intensity", "random_map"]
 

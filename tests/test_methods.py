@@ -1,4 +1,4 @@
-"""Tests for svebi_jax.baselines (SNN-Grad2D, SNN-IG2D, SAM, trivial baselines)."""
+"""Tests for svebi_jax.methods (SNN-Grad2D, SNN-IG2D, SAM, trivial baselines)."""
 
 from __future__ import annotations
 
@@ -8,17 +8,17 @@ import numpy as np
 import pytest
 from flax import nnx
 
-from svebi_jax.baselines.grad import grad2d, per_step_gradients, predicted_classes
-from svebi_jax.baselines.ig import completeness, ig_alphas, integrated_gradients
-from svebi_jax.baselines.spike_activation_map import (
+from svebi_jax.layers import SNNConfig, SNNOutput
+from svebi_jax.methods.grad import grad2d, per_step_gradients, predicted_classes
+from svebi_jax.methods.ig import completeness, ig_alphas, integrated_gradients
+from svebi_jax.methods.spike_activation_map import (
     minmax_normalize,
     neuronal_contribution_score,
     sam,
     sam_from_spikes,
     sam_heatmaps,
 )
-from svebi_jax.baselines.trivial import centered_gaussian, input_intensity, random_map
-from svebi_jax.layers import SNNConfig, SNNOutput
+from svebi_jax.methods.trivial import centered_gaussian, input_intensity, random_map
 from svebi_jax.models import ShallowSNN, functional
 
 # ----------------------------------------------------------------------------------------------

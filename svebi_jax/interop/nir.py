@@ -11,8 +11,8 @@ function takes; :func:`to_nir` writes a network built here as a NIR graph::
 
     to_nir(model, path="shallow_avg.nir")                          # a network trained here
 
-The module is called ``nir_io`` rather than ``nir`` so that it never shadows the ``nir``
-package (``from svebi_jax import nir`` would otherwise hide it in user code).
+This module lives at ``svebi_jax.interop.nir``; it imports the ``nir`` package absolutely, so
+the two never shadow each other.
 
 **Discretization.** NIR neurons are continuous-time ODEs; we integrate them with forward Euler
 at a step ``dt``, the scheme the exporters use. For a ``LIF`` node
@@ -159,7 +159,7 @@ def _nir():
     try:
         import nir
     except ImportError as err:  # pragma: no cover - nir comes with spyx
-        raise ImportError("svebi_jax.nir_io needs the `nir` package: pip install nir") from err
+        raise ImportError("svebi_jax.interop.nir needs the `nir` package: pip install nir") from err
     return nir
 
 

@@ -54,13 +54,13 @@ import numpy as np
 
 from svebi_jax import _validation as V
 from svebi_jax._validation import is_tracer as _is_tracer
-from svebi_jax.baselines.grad import (
+from svebi_jax.heatmaps import minmax_normalize
+from svebi_jax.methods.grad import (
     ApplyFn,
     _check_apply_fn,
     _check_bool,
     _check_images,
 )
-from svebi_jax.heatmaps import minmax_normalize
 
 __all__ = [
     "TIME_REDUCTIONS",

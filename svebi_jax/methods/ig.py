@@ -3,7 +3,7 @@
 Integrated gradients (Sundararajan et al., 2017) along the straight path from a baseline
 :math:`b` (default: the all-black image, zeros) to the image :math:`x`, with the SNN's
 surrogate gradients. Our reading of Bitar et al.'s SNN-IG2D (no public code exists): as for
-:mod:`~svebi_jax.baselines.grad`, the gradient is taken w.r.t. the input presented at each
+:mod:`~svebi_jax.methods.grad`, the gradient is taken w.r.t. the input presented at each
 timestep (time-major input, every step on the same path point), the per-step attributions
 are summed over time, and multiplied by :math:`x - b`:
 
@@ -52,7 +52,7 @@ import numpy as np
 
 from svebi_jax import _validation as V
 from svebi_jax import batching
-from svebi_jax.baselines.grad import (
+from svebi_jax.methods.grad import (
     CHANNEL_REDUCTIONS,
     OUTPUTS,
     ApplyFn,
