@@ -25,12 +25,22 @@ extraction, insertion/deletion, the gradient baselines, ablation) take an option
 Batches whose size is not a multiple of :math:`D` are padded (:func:`pad_batch`) and the
 padding is dropped from (or masked out of) the results, so padding never changes a result.
 
-**Many hosts.** Call ``jax.distributed.initialize()`` first on every host (see the README,
-"Many devices and hosts"); :func:`make_mesh` then spans the devices of all hosts. Each host
-reads its own part of every global batch (:meth:`svebi_jax.data.stream.ImageSource.batches`
-shards by ``jax.process_index()`` / ``jax.process_count()`` by default) and
-:func:`shard_batch` assembles the hosts' parts into one global array
-(``jax.make_array_from_process_local_data``); :func:`to_host` gathers a global result back.
+**Many hosts.** Call ``jax.distributed.initialize()`` first on every host (see the guide
+"Running on many hosts"); :func:`make_mesh` then spans the devices of all hosts and every
+array a stage computes on is a *global* ``jax.Array`` of which each host holds the rows of its
+own devices. Two conventions, both built on JAX's multi-controller API:
+
+* **Training** reads host-local rows: each host reads its own ``B/P`` rows of every global
+  batch (:meth:`svebi_jax.data.stream.ImageSource.batches` shards by ``jax.process_index()``
+  / ``jax.process_count()`` by default) and :func:`shard_batch` assembles them into one
+  global array with ``jax.make_array_from_process_local_data``.
+* **Per-image stages** (:func:`data_parallel`: responses, maps, insertion/deletion,
+  ablation) take the same, global batch on every host; :func:`global_batch` builds the global
+  array with ``jax.make_array_from_callback``, so each host moves only its own devices' rows
+  to them, and the (still sharded) results are gathered back to *every* host
+  (:func:`to_host`). Nothing of the batch crosses devices inside the compiled stage.
+
+Parameters are replicated with :func:`replicate` (every host passes the same values).
 """
 
 from __future__ import annotations
@@ -48,6 +58,7 @@ __all__ = [
     "batch_sharding",
     "check_mesh",
     "data_parallel",
+    "global_batch",
     "make_mesh",
     "num_shards",
     "pad_batch",
@@ -144,8 +155,57 @@ def pad_batch(x: np.ndarray, size: int, *, axis: int = 0) -> tuple[np.ndarray, n
 
 
 def replicate(mesh: Mesh, tree: Any) -> Any:
-    """Places every leaf of ``tree`` (e.g. parameters, optimizer state) whole on every device."""
-    return jax.device_put(tree, replicated_sharding(mesh))
+    """Places every leaf of ``tree`` (e.g. parameters, optimizer state) whole on every device.
+
+    With several processes every host must pass the same values; each host fills only its own
+    devices (``jax.make_array_from_callback``). Leaves already replicated on ``mesh`` are
+    returned as they are.
+    """
+    return jax.tree.map(lambda x: _put_global(x, replicated_sharding(mesh)), tree)
+
+
+def global_batch(mesh: Mesh, tree: Any, *, axis: int = 0) -> Any:
+    """Global arrays of a batch that every process holds whole, sharded along ``axis``.
+
+    Unlike :func:`shard_batch` (host-local rows), every process passes the same, whole
+    ``[..., B, ...]`` batch; each process copies only the rows of its own devices
+    (``jax.make_array_from_callback``): device :math:`d` gets rows
+    :math:`[d\\,B/D, (d+1)\\,B/D)`. With one process this is ``jax.device_put``.
+
+    Args:
+      mesh: mesh from :func:`make_mesh`.
+      tree: pytree of ``[..., B, ...]`` arrays, ``B`` a multiple of ``D``.
+      axis: the batch axis.
+
+    Returns:
+      The same pytree of global ``jax.Array`` s sharded ``P(None, ..., "data")``.
+    """
+    d = num_shards(mesh)
+
+    def put(x):
+        if np.ndim(x) <= axis or np.shape(x)[axis] % d:
+            raise ValueError(
+                f"global_batch: the batch axis {axis} of an array of shape {np.shape(x)} must "
+                f"be a multiple of the mesh's {d} devices (pad it with sharding.pad_batch)"
+            )
+        return _put_global(x, batch_sharding(mesh, axis))
+
+    return jax.tree.map(put, tree)
+
+
+def _put_global(x: Any, sharding: NamedSharding) -> jax.Array:
+    """``x`` (the same global value on every process) as a global array with ``sharding``."""
+    if isinstance(x, jax.Array) and x.sharding.is_equivalent_to(sharding, x.ndim):
+        return x
+    if jax.process_count() == 1:
+        return jax.device_put(x, sharding)
+    if isinstance(x, jax.Array) and not x.is_fully_addressable:
+        raise ValueError(
+            f"cannot reshard a global array of sharding {x.sharding} to {sharding} on the host; "
+            "pass host values (NumPy) or arrays with the mesh's sharding"
+        )
+    host = np.asarray(x)
+    return jax.make_array_from_callback(host.shape, sharding, lambda idx: host[idx])
 
 
 def shard_batch(mesh: Mesh, tree: Any, *, axis: int = 0) -> Any:
@@ -169,7 +229,7 @@ def shard_batch(mesh: Mesh, tree: Any, *, axis: int = 0) -> Any:
     """
     sharding = batch_sharding(mesh, axis)
     multi = jax.process_count() > 1
-    d = num_shards(mesh) // (jax.process_count() if multi else 1)
+    d = sum(dev.process_index == jax.process_index() for dev in mesh.devices.flat)
 
     def put(x):
         x = np.asarray(x) if not isinstance(x, jax.Array) else x
@@ -186,10 +246,17 @@ def shard_batch(mesh: Mesh, tree: Any, *, axis: int = 0) -> Any:
 
 
 def to_host(tree: Any) -> Any:
-    """NumPy copies of a pytree of (possibly sharded, possibly multi-host) arrays."""
+    """NumPy copies of a pytree of (possibly sharded, possibly multi-host) arrays.
+
+    A global array that this process cannot address whole is gathered from all processes
+    (``multihost_utils.process_allgather``; every process must call this at the same point);
+    a replicated one is read from a local device.
+    """
 
     def get(x):
         if isinstance(x, jax.Array) and not x.is_fully_addressable:
+            if x.sharding.is_fully_replicated:
+                return np.asarray(x.addressable_data(0))
             from jax.experimental import multihost_utils
 
             return np.asarray(multihost_utils.process_allgather(x, tiled=True))
@@ -223,10 +290,13 @@ def data_parallel(
     ``B`` need not divide by ``D``: the wrapper pads with :func:`pad_batch` and drops the
     padding rows from the merged outputs.
 
-    With several processes (hosts), every process passes the same, global batch and gets
-    the whole result back as NumPy arrays (each device still computes only its rows); read
-    the data with ``shard=(0, 1)`` for these stages. (Training, where the per-host split
-    matters for input bandwidth, assembles host-local rows with :func:`shard_batch`.)
+    With several processes (hosts), every process passes the same, global batch (read the
+    data with ``shard=(0, 1)`` for these stages); each process copies only its own devices'
+    rows to them (:func:`global_batch`), every device computes only its rows, and the
+    sharded results are gathered back to every process as NumPy arrays (:func:`to_host`).
+    (Training, where the per-host split matters for input bandwidth, assembles host-local
+    rows with :func:`shard_batch`.) The compiled program holds no collective over the batch:
+    ``wrapped.lower(*args).compile().as_text()`` shows it.
 
     Args:
       fn: ``fn(*args) -> pytree``; a pure function.
@@ -253,7 +323,12 @@ def data_parallel(
     def merge(axis, tree):
         if axis is None:
             return tree
-        return jax.tree.map(lambda x: _merge_at(x, axis), tree)
+        return jax.tree.map(
+            lambda x: jax.lax.with_sharding_constraint(
+                _merge_at(x, axis), batch_sharding(mesh, axis)
+            ),
+            tree,
+        )
 
     def body(*args):
         split_args = [
@@ -269,7 +344,8 @@ def data_parallel(
     )
     compiled = jax.jit(body, in_shardings=in_shardings)
 
-    def wrapped(*args):
+    def prepare(args):
+        """``(n, padded global args)``: one batch size, padded to a multiple of ``D``."""
         if len(args) != len(in_axes):
             raise TypeError(f"expected {len(in_axes)} arguments (in_axes), got {len(args)}")
         sizes = {
@@ -289,8 +365,17 @@ def data_parallel(
                 else jax.tree.map(lambda x, ax=ax: pad_batch(np.asarray(x), size, axis=ax)[0], a)
                 for a, ax in zip(args, in_axes, strict=True)
             )
+        if jax.process_count() > 1:  # host values -> global arrays, each host its own rows
+            args = tuple(
+                replicate(mesh, a) if ax is None else global_batch(mesh, a, axis=ax)
+                for a, ax in zip(args, in_axes, strict=True)
+            )
+        return n, size, args
+
+    def wrapped(*args):
+        n, size, args = prepare(args)
         out = compiled(*args)
-        if jax.process_count() > 1:  # global batch on every host; gather the result to each
+        if jax.process_count() > 1:  # sharded over all hosts: gather the result to each
             out = to_host(out)
         if size == n:
             return out
@@ -304,6 +389,11 @@ def data_parallel(
             out,
         )
 
+    def lower(*args):
+        """The compiled stage's ``jax.stages.Lowered`` for these arguments (inspection)."""
+        return compiled.lower(*prepare(args)[2])
+
+    wrapped.lower = lower
     return wrapped
 
 

@@ -493,6 +493,31 @@ def _shift_batch(key: Array, images: Array, max_shift: int) -> Array:
 _shift_batch_jit = jax.jit(_shift_batch, static_argnames="max_shift")
 
 
+def _shift_rows(key: Array, images: Array, max_shift: int, first: int, total: int) -> Array:
+    """:func:`_shift_batch` of rows ``[first, first + b)`` of a ``total``-row batch."""
+    b, h, w, _ = images.shape
+    s = max_shift
+    padded = jnp.pad(images, ((0, 0), (s, s), (s, s), (0, 0)))
+    offsets = jax.random.randint(key, (total, 2), 0, 2 * s + 1)[first : first + b]
+
+    def crop(img, off):
+        return jax.lax.dynamic_slice(img, (off[0], off[1], 0), (h, w, img.shape[-1]))
+
+    return jax.vmap(crop)(padded, offsets)
+
+
+_shift_rows_jit = jax.jit(_shift_rows, static_argnames=("max_shift", "first", "total"))
+
+
+def _shift_host_rows(key: Array, images, max_shift: int, index: int, count: int) -> Array:
+    """Host ``index`` of ``count``'s rows of a global batch, shifted as the global batch is
+    (:func:`random_shift` of the ``count · b`` rows, rows ``[index · b, (index + 1) · b)``)."""
+    b = int(np.shape(images)[0])
+    return _shift_rows_jit(
+        key, jnp.asarray(images), max_shift=max_shift, first=index * b, total=count * b
+    )
+
+
 def random_shift(key: Array, images: Array, max_shift: int) -> Array:
     """Translates every image by its own random integer offset (zero fill).
 
@@ -580,8 +605,12 @@ def fit(
         parallel training, batch sharded over the devices, parameters replicated
         (``config.batch_size`` must be a multiple of the number of devices). The result
         equals one-device training to float tolerance (gradient sums are all-reduced in
-        another order). With several hosts, every host holds ``train_ds`` and contributes
-        its own slice of each global batch.
+        another order). With several processes (``jax.distributed.initialize()``) the mesh
+        is required: every host holds an in-memory ``train_ds`` whole (a stream is read
+        per host) and contributes its own rows of each global batch
+        (:func:`svebi_jax.sharding.shard_batch`); the augmentation offsets are those of the
+        global batch, so the steps equal one process's on the same global batches, and every
+        process gets the trained parameters back.
       checkpoint_dir: directory of the orbax checkpoints (``None``: no checkpoints).
       checkpoint_every: save every this many optimizer steps (and after the last one).
       on_checkpoint: called as ``on_checkpoint(step)`` after each save (e.g. to log; an
@@ -601,26 +630,107 @@ def fit(
         differing keys are named), for a model with another class count, or with state
         arrays that do not fit the model.
     """
-    from svebi_jax import data as D  # local: keeps `import svebi_jax.train` light
     from svebi_jax import sharding as S
-    from svebi_jax.models import SpikingNetwork, functional
 
     config = config or TrainConfig()
+    mesh = _check_fit_args(config, eval_every, mesh, num_workers)
+    apply_fn, params = _model_and_params(model_or_fn)
+    plan = _plan(train_ds, eval_ds, apply_fn, params, config, mesh)
+    optimizer = make_optimizer(config, plan.steps_per_epoch)
+    # The jitted step donates its inputs: copy so the caller's arrays stay valid.
+    params = jax.tree.map(jnp.array, params)
+    opt_state = optimizer.init(params)
+    if mesh is not None:
+        params, opt_state = S.replicate(mesh, (params, opt_state))
+    run = _Run(params=params, opt_state=opt_state)
+    ckpt = None
+    if checkpoint_dir is not None:
+        from svebi_jax.resume import TrainCheckpoints
+
+        ckpt = TrainCheckpoints(checkpoint_dir, every=checkpoint_every)
+        _resume(ckpt, run, config, plan.num_classes)
+    loop = _Loop(
+        plan=plan,
+        config=config,
+        step_fn=make_train_step(apply_fn, optimizer, mesh=mesh),
+        mesh=mesh,
+        ckpt=ckpt,
+        on_checkpoint=on_checkpoint,
+        num_workers=num_workers,
+    )
+    evaluator = _Evaluator(apply_fn, eval_ds, config, eval_every) if eval_ds is not None else None
+    bar = _progress_bar(progress, plan.total_steps, run.step)
+    try:
+        for epoch in range(run.step // plan.steps_per_epoch, config.epochs):
+            loop.epoch(run, train_ds, epoch, bar)
+            last = epoch == config.epochs - 1
+            ev_acc, ev_loss = (None, None) if evaluator is None else evaluator(run, epoch)
+            run.end_epoch(ev_loss, ev_acc)
+            loop.save(run, force=last)
+            if bar is not None:
+                post = {"epoch": epoch + 1, "loss": f"{run.history['train_loss'][-1]:.4f}"}
+                if ev_acc is not None:
+                    post["eval_acc"] = f"{ev_acc:.4f}"
+                bar.set_postfix(post)
+    finally:
+        if bar is not None:
+            bar.close()
+        if ckpt is not None:
+            ckpt.close()
+    return _returned_params(run.params), run.history
+
+
+def _check_fit_args(config, eval_every, mesh, num_workers):
+    """The checked ``mesh`` (refused arguments raise before any work)."""
+    from svebi_jax import sharding as S
+
     if not isinstance(config, TrainConfig):
         raise TypeError(f"config must be a TrainConfig, got {type(config).__name__}")
     if isinstance(eval_every, bool) or not isinstance(eval_every, int) or eval_every < 1:
         raise ValueError(f"eval_every must be a positive int, got {eval_every!r}")
     mesh = S.check_mesh(mesh)
     V.check_nonnegative_int("num_workers", num_workers)
-    if isinstance(model_or_fn, SpikingNetwork):
-        apply_fn, params = functional(model_or_fn)
-    elif isinstance(model_or_fn, tuple) and len(model_or_fn) == 2 and callable(model_or_fn[0]):
-        apply_fn, params = model_or_fn
-    else:
-        raise TypeError(
-            "model_or_fn must be a SpikingNetwork or an (apply_fn, params) pair, "
-            f"got {type(model_or_fn).__name__}"
+    if mesh is None and jax.process_count() > 1:
+        raise ValueError(
+            f"mesh must be given when JAX runs {jax.process_count()} processes "
+            "(jax.distributed.initialize): pass mesh=svebi_jax.sharding.make_mesh() so the "
+            "processes train one model together"
         )
+    if mesh is not None and config.batch_size % S.num_shards(mesh):
+        raise ValueError(
+            f"config.batch_size must be a multiple of the mesh's {S.num_shards(mesh)} devices "
+            f"for data-parallel training, got {config.batch_size}"
+        )
+    return mesh
+
+
+def _model_and_params(model_or_fn):
+    """``(apply_fn, params)`` of a ``SpikingNetwork`` or an ``(apply_fn, params)`` pair."""
+    from svebi_jax.models import SpikingNetwork, functional
+
+    if isinstance(model_or_fn, SpikingNetwork):
+        return functional(model_or_fn)
+    if isinstance(model_or_fn, tuple) and len(model_or_fn) == 2 and callable(model_or_fn[0]):
+        return model_or_fn
+    raise TypeError(
+        "model_or_fn must be a SpikingNetwork or an (apply_fn, params) pair, "
+        f"got {type(model_or_fn).__name__}"
+    )
+
+
+@dataclasses.dataclass(frozen=True)
+class _Plan:
+    """What a training run reads: its data's kind and size, and its step counts."""
+
+    in_memory: bool
+    num_classes: int
+    steps_per_epoch: int
+    total_steps: int
+    hosts: tuple[int, int]  # (jax.process_index(), jax.process_count())
+
+
+def _plan(train_ds, eval_ds, apply_fn, params, config: TrainConfig, mesh) -> _Plan:
+    """Checks the data against the model and counts the steps (before any work)."""
     in_memory = hasattr(train_ds, "images") and hasattr(train_ds, "labels")
     hosts = (jax.process_index(), jax.process_count())
     if in_memory:
@@ -639,108 +749,157 @@ def fit(
         raise ValueError(
             f"train_ds must hold at least batch_size={config.batch_size} examples, got {n}"
         )
-    if mesh is not None and config.batch_size % S.num_shards(mesh):
-        raise ValueError(
-            f"config.batch_size must be a multiple of the mesh's {S.num_shards(mesh)} devices "
-            f"for data-parallel training, got {config.batch_size}"
-        )
     steps_per_epoch = (
         n // config.batch_size
         if in_memory
         else train_ds.num_batches(config.batch_size // hosts[1], drop_remainder=True)
     )
-    total_steps = config.epochs * steps_per_epoch
-    optimizer = make_optimizer(config, steps_per_epoch)
-    # The jitted step donates its inputs: copy so the caller's arrays stay valid.
-    params = jax.tree.map(jnp.array, params)
-    opt_state = optimizer.init(params)
-    if mesh is not None:
-        params, opt_state = S.replicate(mesh, (params, opt_state))
-    step_fn = make_train_step(apply_fn, optimizer, mesh=mesh)
-    eval_step = make_eval_step(apply_fn) if eval_ds is not None else None
-    aug_key = jax.random.fold_in(jax.random.key(config.seed), 0x5EB1)
+    return _Plan(in_memory, num_classes, steps_per_epoch, config.epochs * steps_per_epoch, hosts)
 
-    history = _history_template()
-    step_index = 0
-    losses: list = []
-    accs: list = []
-    ckpt = None
-    if checkpoint_dir is not None:
-        from svebi_jax.resume import TrainCheckpoints
 
-        ckpt = TrainCheckpoints(checkpoint_dir, every=checkpoint_every)
-        resumed = _resume(ckpt, params, opt_state, config, num_classes)
-        if resumed is not None:
-            step_index, params, opt_state, history, losses, accs = resumed
+@dataclasses.dataclass
+class _Run:
+    """The state of a training run: parameters, optimizer state, step and history."""
 
-    def save(force: bool) -> None:
-        meta = {
+    params: Any
+    opt_state: Any
+    step: int = 0
+    history: dict = dataclasses.field(default_factory=lambda: _history_template())
+    losses: list = dataclasses.field(default_factory=list)  # the unfinished epoch's
+    accs: list = dataclasses.field(default_factory=list)
+    seconds: float = 0.0
+
+    def end_epoch(self, eval_loss, eval_acc) -> None:
+        """Appends the finished epoch's means (and evaluation) to the history."""
+        h = self.history
+        h["train_loss"].append(float(jnp.mean(jnp.stack([jnp.asarray(v) for v in self.losses]))))
+        h["train_accuracy"].append(float(jnp.mean(jnp.stack([jnp.asarray(v) for v in self.accs]))))
+        h["eval_loss"].append(eval_loss)
+        h["eval_accuracy"].append(eval_acc)
+        h["seconds"].append(self.seconds)
+        self.losses, self.accs = [], []
+
+    def meta(self, config: TrainConfig, num_classes: int) -> dict:
+        """The JSON saved beside the arrays of a checkpoint."""
+        return {
             "config": config.to_dict(),
             "num_classes": num_classes,
-            "history": history,
-            "epoch_losses": [float(v) for v in losses],
-            "epoch_accuracies": [float(v) for v in accs],
+            "history": self.history,
+            "epoch_losses": [float(v) for v in self.losses],
+            "epoch_accuracies": [float(v) for v in self.accs],
         }
-        if ckpt.save(step_index, params, opt_state, meta, force=force) and on_checkpoint:
-            on_checkpoint(step_index)
 
-    bar = None
-    if progress:
-        from tqdm.auto import tqdm
 
-        bar = tqdm(total=total_steps, initial=step_index, desc="train", unit="batch")
-    try:
-        for epoch in range(step_index // steps_per_epoch, config.epochs):
-            t0 = time.perf_counter()
-            skip = step_index - epoch * steps_per_epoch  # > 0 only in a resumed epoch
-            batches = _epoch_batches(train_ds, config, epoch, skip, hosts, D, num_workers)
-            for images, labels, mask in batches:
-                if config.augment_shift:
-                    images = random_shift(
-                        jax.random.fold_in(aug_key, step_index), images, config.augment_shift
-                    )
-                if mesh is not None:
-                    if in_memory:
-                        images, labels = _host_rows((images, labels), *hosts)
-                    images, labels, mask = S.shard_batch(mesh, (images, labels, mask))
-                params, opt_state, loss, acc = step_fn(params, opt_state, images, labels, mask)
-                losses.append(loss)
-                accs.append(acc)
-                step_index += 1
-                if ckpt is not None and step_index % steps_per_epoch:
-                    save(force=False)  # epoch ends are saved below, with their history
-                if bar is not None:
-                    bar.update(1)
-                    if step_index % 10 == 0:
-                        bar.set_postfix(epoch=epoch + 1, loss=f"{float(loss):.4f}")
-            train_loss = float(jnp.mean(jnp.stack([jnp.asarray(v) for v in losses])))
-            train_acc = float(jnp.mean(jnp.stack([jnp.asarray(v) for v in accs])))
-            losses, accs = [], []
-            seconds = time.perf_counter() - t0
-            ev_acc = ev_loss = None
-            last = epoch == config.epochs - 1
-            if eval_ds is not None and ((epoch + 1) % eval_every == 0 or last):
-                ev_acc, ev_loss = evaluate(
-                    apply_fn, params, eval_ds, config.eval_batch_size, eval_step=eval_step
-                )
-            history["train_loss"].append(train_loss)
-            history["train_accuracy"].append(train_acc)
-            history["eval_loss"].append(ev_loss)
-            history["eval_accuracy"].append(ev_acc)
-            history["seconds"].append(seconds)
-            if ckpt is not None:
-                save(force=last)
+@dataclasses.dataclass
+class _Loop:
+    """Runs an epoch's steps (batches, augmentation, sharding) and saves checkpoints."""
+
+    plan: _Plan
+    config: TrainConfig
+    step_fn: Callable
+    mesh: Any
+    ckpt: Any
+    on_checkpoint: Callable[[int], None] | None
+    num_workers: int
+
+    def epoch(self, run: _Run, train_ds, epoch: int, bar) -> None:
+        """The steps of ``epoch`` from ``run.step`` on (a resumed epoch skips the others)."""
+        from svebi_jax import data as D
+
+        t0 = time.perf_counter()
+        skip = run.step - epoch * self.plan.steps_per_epoch  # > 0 only in a resumed epoch
+        batches = _epoch_batches(
+            train_ds, self.config, epoch, skip, self.plan.hosts, D, self.num_workers
+        )
+        for images, labels, mask in batches:
+            images, labels, mask = self.device_batch(run.step, images, labels, mask)
+            run.params, run.opt_state, loss, acc = self.step_fn(
+                run.params, run.opt_state, images, labels, mask
+            )
+            run.losses.append(loss)
+            run.accs.append(acc)
+            run.step += 1
+            if run.step % self.plan.steps_per_epoch:
+                self.save(run, force=False)  # epoch ends are saved by fit, with their history
             if bar is not None:
-                post = {"epoch": epoch + 1, "loss": f"{train_loss:.4f}"}
-                if ev_acc is not None:
-                    post["eval_acc"] = f"{ev_acc:.4f}"
-                bar.set_postfix(post)
-    finally:
-        if bar is not None:
-            bar.close()
-        if ckpt is not None:
-            ckpt.close()
-    return params, history
+                bar.update(1)
+                if run.step % 10 == 0:
+                    bar.set_postfix(epoch=epoch + 1, loss=f"{float(loss):.4f}")
+        run.seconds = time.perf_counter() - t0
+
+    def device_batch(self, step: int, images, labels, mask):
+        """Step ``step``'s augmented batch, on the mesh's devices when there is one.
+
+        An in-memory set yields the global batch on every host (augmented whole, then cut to
+        this host's rows); a stream yields this host's rows, augmented with their rows of
+        the global batch's offsets.
+        """
+        from svebi_jax import sharding as S
+
+        index, count = self.plan.hosts
+        if self.config.augment_shift:
+            key = jax.random.fold_in(_augment_key(self.config), step)
+            if self.plan.in_memory or count == 1:
+                images = random_shift(key, images, self.config.augment_shift)
+            else:
+                images = _shift_host_rows(key, images, self.config.augment_shift, index, count)
+        if self.mesh is None:
+            return images, labels, mask
+        if self.plan.in_memory:
+            images, labels = _host_rows((images, labels), index, count)
+        return S.shard_batch(self.mesh, (images, labels, mask))
+
+    def save(self, run: _Run, *, force: bool) -> None:
+        """A checkpoint of ``run`` when one is due (or ``force``)."""
+        if self.ckpt is None:
+            return
+        meta = run.meta(self.config, self.plan.num_classes)
+        saved = self.ckpt.save(run.step, run.params, run.opt_state, meta, force=force)
+        if saved and self.on_checkpoint:
+            self.on_checkpoint(run.step)
+
+
+class _Evaluator:
+    """:func:`evaluate` on ``eval_ds`` after every ``eval_every``-th epoch and the last."""
+
+    def __init__(self, apply_fn, eval_ds, config: TrainConfig, eval_every: int):
+        self.apply_fn, self.eval_ds, self.config = apply_fn, eval_ds, config
+        self.eval_every = eval_every
+        self.step = make_eval_step(apply_fn)
+
+    def __call__(self, run: _Run, epoch: int) -> tuple[float | None, float | None]:
+        last = epoch == self.config.epochs - 1
+        if (epoch + 1) % self.eval_every and not last:
+            return None, None
+        return evaluate(
+            self.apply_fn,
+            _returned_params(run.params),
+            self.eval_ds,
+            self.config.eval_batch_size,
+            eval_step=self.step,
+        )
+
+
+def _progress_bar(progress: bool, total: int, initial: int):
+    if not progress:
+        return None
+    from tqdm.auto import tqdm
+
+    return tqdm(total=total, initial=initial, desc="train", unit="batch")
+
+
+def _augment_key(config: TrainConfig) -> Array:
+    return jax.random.fold_in(jax.random.key(config.seed), 0x5EB1)
+
+
+def _returned_params(params):
+    """``params`` as this process can use them alone: global (multi-process) arrays come
+    back as local copies; one process's arrays are returned as they are."""
+    if jax.process_count() == 1:
+        return params
+    from svebi_jax import sharding as S
+
+    return jax.tree.map(jnp.asarray, S.to_host(params))
 
 
 def _check_stream(source, apply_fn, params, batch_size: int, num_hosts: int) -> tuple[int, int]:
@@ -799,11 +958,11 @@ def _host_rows(batch, index: int, count: int):
     )
 
 
-def _resume(ckpt, params, opt_state, config: TrainConfig, num_classes: int):
-    """State of the newest checkpoint (checked against this run), or ``None``."""
+def _resume(ckpt, run: _Run, config: TrainConfig, num_classes: int) -> None:
+    """Loads the newest checkpoint (checked against this run) into ``run``, if there is one."""
     latest = ckpt.read_meta()
     if latest is None:
-        return None
+        return
     step, meta = latest
     where = f"checkpoint_dir {str(ckpt.directory)!r} (step {step})"
     saved_k = meta.get("num_classes")
@@ -820,8 +979,7 @@ def _resume(ckpt, params, opt_state, config: TrainConfig, num_classes: int):
             f"{where} was written with another training config (differs in {diff}); "
             "resume with the same config or use a new directory"
         )
-    step, params, opt_state, meta = ckpt.restore(params, opt_state)
-    history = {k: list(meta["history"][k]) for k in _history_template()}
-    losses = [np.float32(v) for v in meta.get("epoch_losses", [])]
-    accs = [np.float32(v) for v in meta.get("epoch_accuracies", [])]
-    return step, params, opt_state, history, losses, accs
+    run.step, run.params, run.opt_state, meta = ckpt.restore(run.params, run.opt_state)
+    run.history = {k: list(meta["history"][k]) for k in _history_template()}
+    run.losses = [np.float32(v) for v in meta.get("epoch_losses", [])]
+    run.accs = [np.float32(v) for v in meta.get("epoch_accuracies", [])]
