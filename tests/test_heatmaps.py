@@ -1,15 +1,13 @@
-"""Tests for svebi_jax.heatmaps (heatmaps, upsampling) and svebi_jax.viz (smoke)."""
+"""Tests for svebi_jax.heatmaps (heatmaps, upsampling); svebi_jax.viz is tested in test_viz.py."""
 
 import functools
 
 import jax
 import jax.numpy as jnp
-import matplotlib
 import numpy as np
 import pytest
 from flax import nnx
 
-from svebi_jax import viz
 from svebi_jax.heatmaps import (
     combine,
     explain,
@@ -193,38 +191,3 @@ def test_explain_end_to_end_matches_pieces(net):
         explain(apply_fn, params, images, relevant)  # a {class: ...} dict is not masks
     with pytest.raises(ValueError, match=r"masks\['conv1'\] must be \[K, c\] = \[10, 4\]"):
         explain(apply_fn, params, images, {"conv1": np.zeros((9, 4))})
-
-
-def test_viz_smoke(tmp_path, net):
-    _, _, _, images = net
-    images = images[:2] / 3
-    hm = {"conv1": np.random.default_rng(0).random((2, 28, 28))}
-    hm["conv2"] = hm["conv1"][:, ::-1]
-    rng = np.random.default_rng(1)
-    ov = viz.overlay_image(images[0], hm["conv1"][0])
-    np.testing.assert_allclose(
-        ov[0, 0],
-        0.6 * np.array(matplotlib.colormaps["jet"](hm["conv1"][0, 0, 0])[:3])
-        + 0.4 * images[0, 0, 0, 0],
-    )
-    figs = {
-        "overlay.png": lambda p: viz.overlay(images[0], hm["conv1"][0], path=p),
-        "grid.png": lambda p: viz.heatmap_grid(images, hm, ["x", "y"], path=p),
-        "dist.png": lambda p: viz.layer_distribution_plot({"conv1": 3, "conv2": 7}, path=p),
-        "interp.png": lambda p: viz.interpretation_grid(
-            {0: [np.ones((5, 5, 1)), np.eye(5)[..., None]], 1: {4: np.zeros((14, 14, 1))}},
-            path=p,
-        ),
-        "curves.png": lambda p: viz.curves_plot(
-            {"svebi": np.linspace(1, 0, 11), "grad": rng.random((3, 11))}, "deletion", path=p
-        ),
-        "ablation.png": lambda p: viz.ablation_plot(
-            [0.01, 0.1, 1.0], 0.98, [0.9, 0.8, 0.5], rng.random((3, 4)), path=p
-        ),
-    }
-    for name, make in figs.items():
-        fig = make(tmp_path / name)
-        assert fig.axes
-        assert (tmp_path / name).stat().st_size > 1000
-    with pytest.raises(ValueError, match="heatmap"):
-        viz.overlay(images[0], hm["conv1"][0, :10])

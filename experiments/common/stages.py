@@ -492,20 +492,10 @@ def write_scores(out: pathlib.Path, scored: Mapping[str, Any], results: dict, im
     results["insertion_deletion"] = scored["table"]
     results["per_class_insertion"] = scored["per_class_insertion"]
     save_per_image(out / "per_image_auc.npz", scored)
-    n = len(scored["predicted"])
-    for mode in ("insertion", "deletion"):
-        viz.curves_plot(
-            scored["curves"][mode],
-            f"{mode} (mean curve over {n} images)",
-            path=out / f"fig6_{mode}.png",
-        )
-    k = len(images)
-    shown = {
-        key.label: maps[:k]
-        for key, maps in scored["maps"].items()
-        if key.placement != "stretch" and key.variant != "random"
-    }
-    viz.heatmap_grid(images, shown, path=out / "fig5_methods.png")
+    from experiments.common import figures
+
+    figures.insdel_figures(out, scored)
+    figures.methods_figure(images, scored, out / "fig5_methods.png")
 
 
 def save_per_image(path: pathlib.Path, scored: Mapping[str, Any]) -> None:
