@@ -45,6 +45,9 @@ from svebi_jax.methods import grad as _grad
 from svebi_jax.methods import ig as _ig
 from svebi_jax.methods import spike_activation_map as _sam
 from svebi_jax.methods import trivial as _trivial
+from svebi_jax.methods.gradcam import make_attr_fn as gradcam
+from svebi_jax.methods.lrp import make_attr_fn as lrp
+from svebi_jax.methods.tsa import make_attr_fn as tsa
 from svebi_jax.protocols import ApplyFn, model_info
 
 __all__ = [
@@ -55,13 +58,16 @@ __all__ = [
     "attribution_maps",
     "centered_gaussian",
     "grad2d",
+    "gradcam",
     "input_intensity",
     "integrated_gradients",
+    "lrp",
     "predicted_classes",
     "random_map",
     "sam",
     "svebi",
     "svebi_variants",
+    "tsa",
 ]
 
 Array = jax.Array
