@@ -56,6 +56,8 @@ from svebi_jax.lif import integrator_readout, lif_scan, lif_step, spike_function
 from svebi_jax.models import ShallowSNN, SpikingNetwork, functional
 from svebi_jax.protocols import ApplyFn, ModelInfo
 from svebi_jax.relevance import (
+    Relevance,
+    fit_relevance,
     has_relevant_filters,
     layer_distribution,
     masks_from_weights,
@@ -78,6 +80,7 @@ __all__ = [
     "LassoResult",
     "MaxPool",
     "NIRNetwork",
+    "Relevance",
     "Responses",
     "SNNConfig",
     "SNNOutput",
@@ -100,6 +103,7 @@ __all__ = [
     "compute_responses",
     "explain",
     "filter_responses",
+    "fit_relevance",
     "from_nir",
     "functional",
     "has_relevant_filters",

@@ -358,8 +358,9 @@ def compute_responses(
       ``predictions [N]``, ``labels [N]`` (or ``None``) and the column ``index``.
 
     Raises:
-      ValueError: bad ``batch_size``, ``normalization``, unknown layers, images that are not
-        finite float ``[N, H, W, C]`` arrays (integer images are refused, not rescaled) or
+      ValueError: bad ``batch_size``, ``normalization``, unknown layers, no image at all
+        (``N = 0``, named as the images), images that are not finite float
+        ``[N, H, W, C]`` arrays (integer images are refused, not rescaled) or
         labels that are not ``[N]`` ints in ``[0, K)``.
       TypeError: traced ``data`` (responses are streamed on the host).
     """
@@ -368,10 +369,16 @@ def compute_responses(
     if V.is_tracer(data) or V.is_tracer(getattr(data, "images", None)):
         raise TypeError("data must be concrete (compute_responses streams on the host)")
     n = _num_images(data)
+    if n == 0:
+        raise ValueError(
+            "images: got an empty set (N = 0 images); responses need at least one image"
+        )
     if n is not None:
         batch_size = min(batch_size, n)
     batches = batching.iter_batches(data, batch_size, labels=labels, name="images")
-    first = next(batches)
+    first = next(batches, None)
+    if first is None:
+        raise ValueError("images: data delivered no batch (0 images); need at least one image")
     x0 = first.images
 
     # Layer names and channel counts from the abstract forward pass (no compute).
