@@ -127,3 +127,33 @@ def test_methods_figure_shows_signed_columns_with_zero_at_white():
     np.testing.assert_allclose(rendered, im.cmap(im.norm(0.0))[:3], atol=2.5 / 255)
     text = "\n".join(t.get_text() for t in fig.findobj(matplotlib.text.Text))
     assert "white = 0" in text and "black = 0" in text
+
+
+def _key_of_label(label: str) -> MethodKey:
+    if label.startswith("SVEBI["):
+        layer, placement = label[6:-1].split(",")
+        return MethodKey(SVEBI, layer, placement)
+    if label.startswith("SAM["):
+        return MethodKey(SAM, label[4:-1])
+    if label.startswith("trivial: "):
+        return MethodKey(TRIVIAL, variant=label[len("trivial: ") :])
+    return MethodKey(label)
+
+
+def test_mnist_report_text_unchanged_apart_from_figure_captions():
+    """The report of the committed MNIST run is, captions of the figures aside, byte for
+    byte the text the report gave before it was split into sections (SHA-256 of that text)."""
+    import hashlib
+    import json
+    import pathlib
+
+    from experiments.mnist_shallow import report
+
+    path = pathlib.Path(__file__).parents[1] / "experiments/results/mnist_test10k/results.json"
+    r = json.loads(path.read_text())
+    text = report.report(r, [_key_of_label(lab) for lab in r["insertion_deletion"]])
+    assert report.FIG5_CAPTION in text and report.FIG6_CAPTION in text
+    for caption in (report.FIG5_CAPTION, report.FIG6_CAPTION):
+        text = text.replace(caption + "\n\n", "", 1)
+    digest = hashlib.sha256(text.encode()).hexdigest()
+    assert digest == "2c2cf72a71ad34f0f8c46af1dc5415cdf36b7ad291d190ed169ce556a5d1d8ab"
