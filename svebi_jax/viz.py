@@ -483,7 +483,8 @@ def interpretation_grid(
         ``{channel: crop}`` from :func:`svebi_jax.interpret.interpret_filters`) also works,
         its keys becoming column titles.
       titles: optional ``{row_label: [column titles]}``.
-      cmap: colormap for single-channel crops.
+      cmap: colormap for single-channel crops (each crop is stretched from its own minimum
+        to its maximum for contrast; the figure says so).
       path: optional output file.
     """
     rows = {}
@@ -516,6 +517,14 @@ def interpretation_grid(
             names = row_titles.get(key)
             if names is not None and cidx < len(names):
                 ax.set_title(names[cidx], fontsize=8)
+    fig.text(
+        0.5,
+        0.0,
+        "crops are images, not maps: each stretched from its own min (black) to max (white)",
+        ha="center",
+        va="top",
+        fontsize=7,
+    )
     return _save(fig, path)
 
 
