@@ -379,12 +379,12 @@ def grad2d(
     channel_reduction: str = "max",
     mesh=None,
 ) -> AttrFn:
-    """SNN-Grad2D (:func:`svebi_jax.methods.grad2d`) as an ``attr_fn``.
+    """SNN-Grad2D (:func:`svebi_jax.methods.grad2d_maps`) as an ``attr_fn``.
 
     Args:
       apply_fn: the model (must accept time-major inputs).
       num_steps: ``T``, the network's timesteps; default ``apply_fn.info.num_steps``.
-      output, absolute, channel_reduction: see :func:`svebi_jax.methods.grad2d`
+      output, absolute, channel_reduction: see :func:`svebi_jax.methods.grad2d_maps`
         (``channel_reduction="none"`` is not an attribution map and is refused).
       mesh: optional :class:`jax.sharding.Mesh`: maps computed data-parallel over its
         devices (:mod:`svebi_jax.sharding`).
@@ -395,7 +395,7 @@ def grad2d(
     V.check_choice("channel_reduction", channel_reduction, ("sum", "max", "mean"))
 
     def attr_fn(params, images, target=None):
-        return _grad.grad2d(
+        return _grad.grad2d_maps(
             apply_fn,
             params,
             images,
@@ -423,14 +423,14 @@ def integrated_gradients(
     channel_reduction: str = "sum",
     mesh=None,
 ) -> AttrFn:
-    """SNN-IG2D (:func:`svebi_jax.methods.integrated_gradients`) as an ``attr_fn``.
+    """SNN-IG2D (:func:`svebi_jax.methods.integrated_gradients_result`) as an ``attr_fn``.
 
     Args:
       apply_fn: the model (must accept time-major inputs).
       num_steps: ``T``, the network's timesteps; default ``apply_fn.info.num_steps``.
       path_steps: points on the integration path from ``baseline`` to the image (not ``T``).
       baseline, method, chunk_size, output, absolute, channel_reduction: see
-        :func:`svebi_jax.methods.integrated_gradients`.
+        :func:`svebi_jax.methods.integrated_gradients_result`.
       mesh: optional :class:`jax.sharding.Mesh`: maps computed data-parallel over its
         devices (:mod:`svebi_jax.sharding`).
     """
@@ -442,7 +442,7 @@ def integrated_gradients(
     V.check_choice("channel_reduction", channel_reduction, ("sum", "max", "mean"))
 
     def attr_fn(params, images, target=None):
-        return _ig.integrated_gradients(
+        return _ig.integrated_gradients_result(
             apply_fn,
             params,
             images,
@@ -474,7 +474,7 @@ def sam(
     time_reduction: str | int = "last",
     include_current: bool = True,
 ) -> AttrFn:
-    """SAM (:func:`svebi_jax.methods.sam`) of one spiking layer as an ``attr_fn``.
+    """SAM (:func:`svebi_jax.methods.sam_maps`) of one spiking layer as an ``attr_fn``.
 
     The class is ignored (SAM explains what the layer fired on, not a class).
 
@@ -484,7 +484,7 @@ def sam(
       placement: ``"aligned"`` (default: cells at their receptive-field centres, as SVEBI's
         maps; needs the geometry) or ``"stretch"`` (bilinear resize, SAM's own code).
       geometry: ``{layer: Geometry}``; default ``apply_fn.info.geometry``.
-      gamma, time_reduction, include_current: see :func:`svebi_jax.methods.sam`.
+      gamma, time_reduction, include_current: see :func:`svebi_jax.methods.sam_maps`.
     """
     V.check_choice("placement", placement, H.PLACEMENTS)
     if not isinstance(layer, str):
@@ -504,7 +504,7 @@ def sam(
             def upsample(m):
                 return H.upsample_aligned(m, geo, hw)
 
-        return _sam.sam(
+        return _sam.sam_maps(
             apply_fn,
             params,
             images,
@@ -519,31 +519,31 @@ def sam(
 
 
 def random_map(key: Array) -> AttrFn:
-    """Uniform noise in ``[0, 1)`` (:func:`svebi_jax.methods.random_map`) as an ``attr_fn``.
+    """Uniform noise in ``[0, 1)`` (:func:`svebi_jax.methods.random_maps`) as an ``attr_fn``.
 
     The same ``key`` gives the same maps for every call of the same batch shape.
     """
 
     def attr_fn(params, images, target=None):
-        return _trivial.random_map(key, images)
+        return _trivial.random_maps(key, images)
 
     return attr_fn
 
 
 def input_intensity() -> AttrFn:
-    """The image itself (channel mean, :func:`svebi_jax.methods.input_intensity`)."""
+    """The image itself (channel mean, :func:`svebi_jax.methods.input_intensity_maps`)."""
 
     def attr_fn(params, images, target=None):
-        return _trivial.input_intensity(images)
+        return _trivial.input_intensity_maps(images)
 
     return attr_fn
 
 
 def centered_gaussian(sigma_fraction: float = 0.25) -> AttrFn:
-    """A centred Gaussian bump (:func:`svebi_jax.methods.centered_gaussian`)."""
+    """A centred Gaussian bump (:func:`svebi_jax.methods.centered_gaussian_maps`)."""
     V.check_number("sigma_fraction", sigma_fraction, low=0.0, low_open=True)
 
     def attr_fn(params, images, target=None):
-        return _trivial.centered_gaussian(images, sigma_fraction)
+        return _trivial.centered_gaussian_maps(images, sigma_fraction)
 
     return attr_fn

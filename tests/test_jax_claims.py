@@ -66,7 +66,7 @@ def test_insertion_deletion_does_not_recompile(net):
 
 def test_grad2d_does_not_recompile(net):
     apply_fn = net[0]
-    _no_recompile(lambda p, x: sv.methods.grad2d(apply_fn, p, x), net)
+    _no_recompile(lambda p, x: sv.methods.grad2d_maps(apply_fn, p, x), net)
     attr = attribution.grad2d(apply_fn)
     _no_recompile(lambda p, x: attr(p, x, None), net)
 

@@ -9,16 +9,16 @@ import pytest
 from flax import nnx
 
 from svebi_jax.layers import SNNConfig, SNNOutput
-from svebi_jax.methods.grad import grad2d, per_step_gradients, predicted_classes
-from svebi_jax.methods.ig import completeness, ig_alphas, integrated_gradients
+from svebi_jax.methods.grad import grad2d_maps, per_step_gradients, predicted_classes
+from svebi_jax.methods.ig import completeness, ig_alphas, integrated_gradients_result
 from svebi_jax.methods.spike_activation_map import (
     minmax_normalize,
     neuronal_contribution_score,
-    sam,
-    sam_from_spikes,
     sam_heatmaps,
+    sam_maps,
+    sam_maps_from_spikes,
 )
-from svebi_jax.methods.trivial import centered_gaussian, input_intensity, random_map
+from svebi_jax.methods.trivial import centered_gaussian_maps, input_intensity_maps, random_maps
 from svebi_jax.models import ShallowSNN, functional
 
 # ----------------------------------------------------------------------------------------------
@@ -108,7 +108,7 @@ def test_grad2d_matches_central_finite_differences(rng):
     w = rng.normal(0, 0.5, (h * w_ * c, k))
     apply_fn, params = make_tanh_model(w)
     classes = np.array([1, 3])
-    signed = grad2d(
+    signed = grad2d_maps(
         apply_fn,
         params,
         jnp.asarray(x, jnp.float32),
@@ -130,12 +130,12 @@ def test_grad2d_matches_central_finite_differences(rng):
         ("sum", np.abs(fd).sum(-1)),
         ("mean", np.abs(fd).mean(-1)),
     ):
-        got = grad2d(
+        got = grad2d_maps(
             apply_fn, params, jnp.asarray(x, jnp.float32), jnp.asarray(classes), num_steps=4,
             channel_reduction=red,
         )  # fmt: skip
         np.testing.assert_allclose(np.asarray(got), ref, atol=1e-5)
-    got = grad2d(
+    got = grad2d_maps(
         apply_fn, params, jnp.asarray(x, jnp.float32), jnp.asarray(classes), num_steps=4,
         absolute=False, channel_reduction="sum",
     )  # fmt: skip
@@ -155,7 +155,7 @@ def test_grad2d_probability_and_default_class(rng):
         return (e / e.sum())[pred]
 
     fd = central_fd(prob, x[0])
-    got = grad2d(
+    got = grad2d_maps(
         apply_fn,
         params,
         jnp.asarray(x, jnp.float32),
@@ -193,7 +193,7 @@ def test_grad2d_time_sum_equals_static_gradient_on_shallow_snn(small_snn):
     np.testing.assert_allclose(np.asarray(per_step.sum(0)), np.asarray(ref), atol=1e-6)
     # The per-step gradients genuinely differ over time (the sum is not T copies of one map).
     assert float(jnp.abs(per_step[0] - per_step[-1]).max()) > 1e-6
-    sal = grad2d(apply_fn, params, images, classes, num_steps=6)
+    sal = grad2d_maps(apply_fn, params, images, classes, num_steps=6)
     np.testing.assert_allclose(np.asarray(sal), np.abs(np.asarray(ref))[..., 0], atol=1e-6)
 
 
@@ -221,7 +221,7 @@ def test_ig_linear_model_closed_form(rng):
     bias = rng.normal(0, 1, 6).astype(np.float32)
     apply_fn, params = make_linear_model(w, bias)
     classes = np.array([0, 5, 2])
-    res = integrated_gradients(
+    res = integrated_gradients_result(
         apply_fn, params, x, classes, num_steps=3, path_steps=7, channel_reduction="none"
     )
     expected = x * w[:, classes].T.reshape(3, 4, 4, 2)  # IG of a linear model: w * (x - 0)
@@ -231,7 +231,7 @@ def test_ig_linear_model_closed_form(rng):
     np.testing.assert_allclose(np.asarray(res.completeness_gap), 0.0, atol=1e-5)
     # Non-zero baseline: (x - b) * w.
     base = rng.uniform(0, 1, (4, 4, 2)).astype(np.float32)
-    res = integrated_gradients(
+    res = integrated_gradients_result(
         apply_fn, params, x, classes, num_steps=2, path_steps=1, baseline=base,
         method="riemann_left", channel_reduction="sum",
     )  # fmt: skip
@@ -249,7 +249,7 @@ def test_ig_completeness_on_smooth_model(rng, method):
     w1 = rng.normal(0, 0.5, (25, 16))
     w2 = rng.normal(0, 0.5, (16, 4))
     apply_fn, params = make_softplus_model(w1, w2)
-    res = integrated_gradients(
+    res = integrated_gradients_result(
         apply_fn, params, x, num_steps=2, path_steps=200, method=method, chunk_size=64
     )
     comp = res.completeness
@@ -267,7 +267,7 @@ def test_ig_completeness_on_smooth_model(rng, method):
     again = completeness(apply_fn, params, x, res.signed, res.classes)
     np.testing.assert_allclose(np.asarray(again.gap), np.asarray(comp.gap), atol=1e-6)
     # Chunking (with zero-weight padding: 200 = 3 * 64 + 8) does not change the result.
-    one_chunk = integrated_gradients(
+    one_chunk = integrated_gradients_result(
         apply_fn, params, x, num_steps=2, path_steps=200, method=method
     )
     np.testing.assert_allclose(np.asarray(one_chunk.signed), np.asarray(res.signed), atol=1e-6)
@@ -277,8 +277,10 @@ def test_ig_completeness_on_smooth_model(rng, method):
 def test_ig_on_shallow_snn_batched_equals_per_image(small_snn):
     apply_fn, params, images = small_snn
     kw = dict(num_steps=6, path_steps=12, chunk_size=5)  # 12 = 5 + 5 + 2 (+3 zero-weight pads)
-    batched = integrated_gradients(apply_fn, params, images, **kw)
-    singles = [integrated_gradients(apply_fn, params, images[i : i + 1], **kw) for i in range(3)]
+    batched = integrated_gradients_result(apply_fn, params, images, **kw)
+    singles = [
+        integrated_gradients_result(apply_fn, params, images[i : i + 1], **kw) for i in range(3)
+    ]
     np.testing.assert_allclose(
         np.asarray(batched.signed),
         np.concatenate([np.asarray(s.signed) for s in singles]),
@@ -297,7 +299,7 @@ def test_ig_on_shallow_snn_batched_equals_per_image(small_snn):
     assert np.all(np.isfinite(np.asarray(comp.gap)))
     assert float(jnp.abs(comp.gap).max()) > 1e-3
     # Midpoint IG with one step is (x - 0) * grad(x / 2).
-    res = integrated_gradients(apply_fn, params, images, num_steps=6, path_steps=1)
+    res = integrated_gradients_result(apply_fn, params, images, num_steps=6, path_steps=1)
     g_half = per_step_gradients(apply_fn, params, images / 2, res.classes, num_steps=6).sum(0)
     np.testing.assert_allclose(np.asarray(res.signed), np.asarray(images * g_half), atol=1e-6)
 
@@ -358,33 +360,33 @@ def test_sam_on_mock_spikes(spike_train):
         hi = m.max(axis=(1, 2), keepdims=True)
         return (m - lo) / (hi - lo)
 
-    got = sam(apply_fn, {}, images, layer="conv1")
+    got = sam_maps(apply_fn, {}, images, layer="conv1")
     np.testing.assert_allclose(np.asarray(got), norm(heat[-1]), atol=1e-6)
-    got = sam(apply_fn, {}, images, layer="conv1", time_reduction="sum")
+    got = sam_maps(apply_fn, {}, images, layer="conv1", time_reduction="sum")
     np.testing.assert_allclose(np.asarray(got), norm(heat.sum(0)), atol=1e-6)
-    got = sam(apply_fn, {}, images, layer="conv1", time_reduction=2, gamma=1.0)
+    got = sam_maps(apply_fn, {}, images, layer="conv1", time_reduction=2, gamma=1.0)
     heat1 = (_hand_ncs(spike_train, 1.0, True) * spike_train).sum(-1)
     np.testing.assert_allclose(np.asarray(got), norm(heat1[2]), atol=1e-6)
     # Nearest 2x upsampling = pixel repetition; a callable upsample is used as given.
     big = jnp.zeros((2, 6, 8, 1))
-    got = sam(apply_fn, {}, big, layer="conv1", upsample="nearest")
+    got = sam_maps(apply_fn, {}, big, layer="conv1", upsample="nearest")
     np.testing.assert_allclose(
         np.asarray(got), norm(heat[-1]).repeat(2, axis=1).repeat(2, axis=2), atol=1e-6
     )
-    got = sam(
+    got = sam_maps(
         apply_fn, {}, big, layer="conv1",
         upsample=lambda m: jnp.kron(m, jnp.ones((1, 2, 2))),
     )  # fmt: skip
     np.testing.assert_allclose(
         np.asarray(got), norm(heat[-1]).repeat(2, axis=1).repeat(2, axis=2), atol=1e-6
     )
-    bil = np.asarray(sam(apply_fn, {}, big, layer="conv1"))
+    bil = np.asarray(sam_maps(apply_fn, {}, big, layer="conv1"))
     assert bil.shape == (2, 6, 8) and bil.min() == 0.0 and bil.max() == pytest.approx(1.0)
 
 
 def test_sam_all_silent_gives_zeros_and_minmax():
     silent = np.zeros((4, 1, 3, 3, 2), np.float32)
-    out = sam_from_spikes(silent, size=(6, 6))
+    out = sam_maps_from_spikes(silent, size=(6, 6))
     np.testing.assert_array_equal(np.asarray(out), np.zeros((1, 6, 6)))
     m = jnp.array([[[2.0, 4.0], [3.0, 6.0]], [[5.0, 5.0], [5.0, 5.0]]])
     np.testing.assert_allclose(
@@ -394,9 +396,9 @@ def test_sam_all_silent_gives_zeros_and_minmax():
 
 def test_sam_on_shallow_snn(small_snn):
     apply_fn, params, images = small_snn
-    out = sam(apply_fn, params, images, layer="conv2")
+    out = sam_maps(apply_fn, params, images, layer="conv2")
     spikes = apply_fn(params, images, record="spikes").spikes["conv2"]
-    ref = sam_from_spikes(spikes, size=(28, 28))
+    ref = sam_maps_from_spikes(spikes, size=(28, 28))
     np.testing.assert_allclose(np.asarray(out), np.asarray(ref), atol=1e-6)
     assert out.shape == (3, 28, 28)
     assert float(out.min()) == 0.0 and float(out.max()) == pytest.approx(1.0)
@@ -409,15 +411,15 @@ def test_sam_on_shallow_snn(small_snn):
 def test_trivial_baselines_exact_values():
     images = jnp.asarray(np.arange(2 * 3 * 3 * 2, dtype=np.float32).reshape(2, 3, 3, 2))
     np.testing.assert_allclose(
-        np.asarray(input_intensity(images)), np.asarray(images).mean(-1), rtol=0
+        np.asarray(input_intensity_maps(images)), np.asarray(images).mean(-1), rtol=0
     )
-    assert float(input_intensity(images)[0, 0, 0]) == 0.5
+    assert float(input_intensity_maps(images)[0, 0, 0]) == 0.5
     key = jax.random.key(7)
-    r = random_map(key, images)
+    r = random_maps(key, images)
     np.testing.assert_array_equal(np.asarray(r), np.asarray(jax.random.uniform(key, (2, 3, 3))))
     assert float(r.min()) >= 0.0 and float(r.max()) < 1.0
-    np.testing.assert_array_equal(np.asarray(random_map(key, images)), np.asarray(r))
-    g = np.asarray(centered_gaussian(jnp.zeros((2, 3, 5, 1)), sigma_fraction=0.5))
+    np.testing.assert_array_equal(np.asarray(random_maps(key, images)), np.asarray(r))
+    g = np.asarray(centered_gaussian_maps(jnp.zeros((2, 3, 5, 1)), sigma_fraction=0.5))
     # centre (1, 2); sigma_h = 1.5, sigma_w = 2.5
     assert g.shape == (2, 3, 5)
     assert g[0, 1, 2] == pytest.approx(1.0)
@@ -435,62 +437,78 @@ def test_bad_inputs():
     apply_fn, params = make_tanh_model(np.ones((4, 3)))
     x = jnp.ones((1, 2, 2, 1))
     with pytest.raises(ValueError, match="images"):
-        grad2d(apply_fn, params, jnp.ones((2, 2, 1)), num_steps=2)
+        grad2d_maps(apply_fn, params, jnp.ones((2, 2, 1)), num_steps=2)
     with pytest.raises(ValueError, match="images"):
-        grad2d(apply_fn, params, x.at[0, 0, 0, 0].set(jnp.nan), num_steps=2)
+        grad2d_maps(apply_fn, params, x.at[0, 0, 0, 0].set(jnp.nan), num_steps=2)
     with pytest.raises(ValueError, match="classes"):
-        grad2d(apply_fn, params, x, jnp.array([3]), num_steps=2)
+        grad2d_maps(apply_fn, params, x, jnp.array([3]), num_steps=2)
     with pytest.raises(ValueError, match="classes"):
-        integrated_gradients(apply_fn, params, x, -1, num_steps=2)
+        integrated_gradients_result(apply_fn, params, x, -1, num_steps=2)
     with pytest.raises(ValueError, match="num_steps"):
-        grad2d(apply_fn, params, x, num_steps=0)
+        grad2d_maps(apply_fn, params, x, num_steps=0)
     with pytest.raises(ValueError, match="channel_reduction"):
-        grad2d(apply_fn, params, x, num_steps=2, channel_reduction="median")
+        grad2d_maps(apply_fn, params, x, num_steps=2, channel_reduction="median")
     with pytest.raises(ValueError, match="output"):
-        grad2d(apply_fn, params, x, num_steps=2, output="softmax")
+        grad2d_maps(apply_fn, params, x, num_steps=2, output="softmax")
     with pytest.raises(ValueError, match="path_steps"):
-        integrated_gradients(apply_fn, params, x, num_steps=2, path_steps=0)
+        integrated_gradients_result(apply_fn, params, x, num_steps=2, path_steps=0)
     with pytest.raises(ValueError, match="method"):
-        integrated_gradients(apply_fn, params, x, num_steps=2, method="simpson")
+        integrated_gradients_result(apply_fn, params, x, num_steps=2, method="simpson")
     with pytest.raises(ValueError, match="channel_reduction"):
-        integrated_gradients(apply_fn, params, x, num_steps=2, channel_reduction="l2")
+        integrated_gradients_result(apply_fn, params, x, num_steps=2, channel_reduction="l2")
     with pytest.raises(ValueError, match="chunk_size"):
-        integrated_gradients(apply_fn, params, x, num_steps=2, chunk_size=0)
+        integrated_gradients_result(apply_fn, params, x, num_steps=2, chunk_size=0)
     with pytest.raises(ValueError, match="baseline"):
-        integrated_gradients(apply_fn, params, x, num_steps=2, baseline=jnp.zeros((3, 3, 1)))
+        integrated_gradients_result(apply_fn, params, x, num_steps=2, baseline=jnp.zeros((3, 3, 1)))
     with pytest.raises(ValueError, match="images"):
-        integrated_gradients(apply_fn, params, jnp.full((1, 2, 2, 1), jnp.inf), num_steps=2)
+        integrated_gradients_result(apply_fn, params, jnp.full((1, 2, 2, 1), jnp.inf), num_steps=2)
     mock = make_mock_snn(np.zeros((3, 1, 2, 2, 1), np.float32))
     with pytest.raises(ValueError, match="gamma"):
-        sam(mock, {}, x, layer="conv1", gamma=0.0)
+        sam_maps(mock, {}, x, layer="conv1", gamma=0.0)
     with pytest.raises(ValueError, match="gamma"):
         neuronal_contribution_score(jnp.zeros((3, 2)), -1.0)
     with pytest.raises(ValueError, match="layer"):
-        sam(mock, {}, x, layer="conv9")
+        sam_maps(mock, {}, x, layer="conv9")
     with pytest.raises(ValueError, match="time_reduction"):
-        sam(mock, {}, x, layer="conv1", time_reduction="mean")
+        sam_maps(mock, {}, x, layer="conv1", time_reduction="mean")
     with pytest.raises(ValueError, match="time_reduction"):
-        sam(mock, {}, x, layer="conv1", time_reduction=3)
+        sam_maps(mock, {}, x, layer="conv1", time_reduction=3)
     with pytest.raises(ValueError, match="upsample"):
-        sam(mock, {}, x, layer="conv1", upsample="cubic")
+        sam_maps(mock, {}, x, layer="conv1", upsample="cubic")
     with pytest.raises(ValueError, match="images"):
-        sam(mock, {}, jnp.ones((2, 2)), layer="conv1")
+        sam_maps(mock, {}, jnp.ones((2, 2)), layer="conv1")
     with pytest.raises(ValueError, match="images"):
-        input_intensity(jnp.ones((2, 2, 1)))
+        input_intensity_maps(jnp.ones((2, 2, 1)))
     with pytest.raises(ValueError, match="images"):
-        random_map(jax.random.key(0), jnp.full((1, 2, 2, 1), jnp.nan))
+        random_maps(jax.random.key(0), jnp.full((1, 2, 2, 1), jnp.nan))
     with pytest.raises(ValueError, match="sigma_fraction"):
-        centered_gaussian(x, sigma_fraction=0.0)
+        centered_gaussian_maps(x, sigma_fraction=0.0)
 
 
 def test_jit_compatible(rng):
     x = jnp.asarray(rng.uniform(0, 1, (2, 3, 3, 1)), jnp.float32)
     apply_fn, params = make_tanh_model(rng.normal(0, 1, (9, 4)))
-    eager = grad2d(apply_fn, params, x, num_steps=2)
-    jitted = jax.jit(lambda p, v: grad2d(apply_fn, p, v, num_steps=2))(params, x)
+    eager = grad2d_maps(apply_fn, params, x, num_steps=2)
+    jitted = jax.jit(lambda p, v: grad2d_maps(apply_fn, p, v, num_steps=2))(params, x)
     np.testing.assert_allclose(np.asarray(jitted), np.asarray(eager), atol=1e-7)
-    eager = integrated_gradients(apply_fn, params, x, num_steps=2, path_steps=4).attributions
+    eager = integrated_gradients_result(apply_fn, params, x, num_steps=2, path_steps=4).attributions
     jitted = jax.jit(
-        lambda p, v: integrated_gradients(apply_fn, p, v, num_steps=2, path_steps=4).attributions
+        lambda p, v: (
+            integrated_gradients_result(apply_fn, p, v, num_steps=2, path_steps=4).attributions
+        )
     )(params, x)
     np.testing.assert_allclose(np.asarray(jitted), np.asarray(eager), atol=1e-7)
+
+
+def test_num_steps_is_t_and_the_error_names_the_argument():
+    """A Captum habit, num_steps=50 for the path, is refused naming num_steps and path_steps."""
+    from svebi_jax import attribution
+
+    model = ShallowSNN(rngs=nnx.Rngs(0), channels=(2, 2), hidden=4)
+    apply_fn, _ = functional(model)
+    t = apply_fn.info.num_steps
+    with pytest.raises(ValueError, match=rf"num_steps is T.*T = {t}\), got 50.*path_steps"):
+        attribution.integrated_gradients(apply_fn, num_steps=50)
+    with pytest.raises(ValueError, match=r"num_steps is T"):
+        attribution.grad2d(apply_fn, num_steps=t + 1)
+    attribution.integrated_gradients(apply_fn, num_steps=t, path_steps=50)  # T itself is fine

@@ -12,8 +12,8 @@ from flax import nnx
 from scipy import stats
 
 from svebi_jax.layers import SNNConfig, SNNOutput
-from svebi_jax.methods.grad import grad2d
-from svebi_jax.methods.trivial import input_intensity
+from svebi_jax.methods.grad import grad2d_maps
+from svebi_jax.methods.trivial import input_intensity_maps
 from svebi_jax.metrics.sanity import (
     model_randomization_check,
     randomize_params,
@@ -151,7 +151,7 @@ def test_model_randomization_check():
     params = {"w": jnp.asarray(rng.normal(size=(16, 5)), jnp.float32)}
     random_params = randomize_params(params, jax.random.key(0))
     saliency_fn = functools.partial(
-        grad2d, classes=0, num_steps=2, absolute=False, channel_reduction="sum"
+        grad2d_maps, target=0, num_steps=2, absolute=False, channel_reduction="sum"
     )
 
     def grad_map(p, x, target=None):  # an attr_fn (svebi_jax.attribution's shape)
@@ -174,7 +174,7 @@ def test_model_randomization_check():
     same = model_randomization_check(grad_map, params, params, images)
     np.testing.assert_allclose(np.asarray(same["per_image"]), 1.0, atol=1e-6)
     trivial = model_randomization_check(
-        lambda p, x, t: input_intensity(x), params, random_params, images
+        lambda p, x, t: input_intensity_maps(x), params, random_params, images
     )
     np.testing.assert_allclose(np.asarray(trivial["per_image"]), 1.0, atol=1e-6)
     with pytest.raises(ValueError, match="attr_fn must return"):

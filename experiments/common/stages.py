@@ -513,7 +513,7 @@ def save_per_image(path: pathlib.Path, scored: Mapping[str, Any]) -> None:
 
 def ig_completeness(apply_fn, params, images, *, path_steps: int) -> dict[str, float]:
     """How far IG's attributions are from summing to ``f(x) - f(0)`` (surrogate gradients)."""
-    comp = ig.integrated_gradients(
+    comp = ig.integrated_gradients_result(
         apply_fn, params, jnp.asarray(images), path_steps=path_steps
     ).completeness
     return {

@@ -1,19 +1,25 @@
-"""Comparison saliency methods: SNN-Grad2D, SNN-IG2D, SAM and trivial maps."""
+"""Implementations of the explanation methods: SNN-Grad2D, SNN-IG2D, SAM and trivial maps.
 
-from svebi_jax.methods.grad import grad2d, per_step_gradients
-from svebi_jax.methods.ig import IGResult, completeness, integrated_gradients
-from svebi_jax.methods.spike_activation_map import sam, sam_from_spikes
-from svebi_jax.methods.trivial import centered_gaussian, input_intensity, random_map
+The public way to get a method is its factory in :mod:`svebi_jax.attribution`
+(``attr_fn(params, images, target) -> [B, H, W]``). The functions here compute the maps (or,
+for integrated gradients, the full result with its completeness check) directly, named for
+what they return.
+"""
+
+from svebi_jax.methods.grad import grad2d_maps, per_step_gradients
+from svebi_jax.methods.ig import IGResult, completeness, integrated_gradients_result
+from svebi_jax.methods.spike_activation_map import sam_maps, sam_maps_from_spikes
+from svebi_jax.methods.trivial import centered_gaussian_maps, input_intensity_maps, random_maps
 
 __all__ = [
     "IGResult",
-    "centered_gaussian",
+    "centered_gaussian_maps",
     "completeness",
-    "grad2d",
-    "input_intensity",
-    "integrated_gradients",
+    "grad2d_maps",
+    "input_intensity_maps",
+    "integrated_gradients_result",
     "per_step_gradients",
-    "random_map",
-    "sam",
-    "sam_from_spikes",
+    "random_maps",
+    "sam_maps",
+    "sam_maps_from_spikes",
 ]

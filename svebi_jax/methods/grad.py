@@ -50,7 +50,7 @@ from svebi_jax.protocols import ApplyFn, logits_of, model_info
 __all__ = [
     "CHANNEL_REDUCTIONS",
     "OUTPUTS",
-    "grad2d",
+    "grad2d_maps",
     "per_step_gradients",
     "predicted_classes",
     "reduce_channels",
@@ -91,7 +91,15 @@ def _num_steps(apply_fn, num_steps) -> int:
                 ".info (models.functional attaches it)"
             )
         return info.num_steps
-    return V.check_positive_int("num_steps (T, the network's timesteps)", num_steps)
+    num_steps = V.check_positive_int("num_steps (T, the network's timesteps)", num_steps)
+    info = model_info(apply_fn)
+    if info is not None and num_steps != info.num_steps:
+        raise ValueError(
+            f"num_steps is T, the network's timesteps (this apply_fn runs T = "
+            f"{info.num_steps}), got {num_steps}; the points of integrated gradients' path "
+            "are path_steps"
+        )
+    return num_steps
 
 
 def _num_classes(apply_fn: ApplyFn, params, images: Array) -> int:
@@ -110,7 +118,7 @@ def _check_classes(classes, batch: int, num_classes: int) -> Array | None:
     """Returns ``classes`` as an int32 ``[B]`` array (or ``None``); raises when out of range."""
     if classes is None:
         return None
-    return V.check_classes(classes, batch=batch, num_classes=num_classes)
+    return V.check_classes(classes, batch=batch, num_classes=num_classes, name="target")
 
 
 # ----------------------------------------------------------------------------- helpers
@@ -228,7 +236,7 @@ def per_step_gradients(
     apply_fn: ApplyFn,
     params,
     images: Array,
-    classes: Array | int | None = None,
+    target: Array | int | None = None,
     *,
     num_steps: int | None = None,
     output: str = "logit",
@@ -250,7 +258,8 @@ def per_step_gradients(
         ``[T, B, H, W, C]`` inputs.
       params: the model's parameter pytree.
       images: ``[B, H, W, C]`` float images.
-      classes: ``[B]`` int (or one int for all) target classes; default: the predicted ones.
+      target: ``[B]`` int (or one int for all) classes to explain; default: the predicted
+        ones.
       num_steps: ``T``, the number of timesteps of the network (int ≥ 1); default
         ``apply_fn.info.num_steps``.
       output: ``"logit"`` (default) or ``"probability"`` (softmax of the logits).
@@ -262,21 +271,21 @@ def per_step_gradients(
       ``[T, B, H, W, C]`` float32 signed gradients :math:`g_t`.
 
     Raises:
-      ValueError: on bad ``images`` (shape, NaN/inf), ``classes`` out of ``[0, K)``,
+      ValueError: on bad ``images`` (shape, NaN/inf), ``target`` out of ``[0, K)``,
         ``num_steps`` < 1 or an unknown ``output``.
     """
-    images, classes, num_steps = _validate(apply_fn, params, images, classes, num_steps, output)
+    images, target, num_steps = _validate(apply_fn, params, images, target, num_steps, output)
     grads, _ = per_step_core(
-        apply_fn, params, images, classes, num_steps=num_steps, output=output, mesh=mesh
+        apply_fn, params, images, target, num_steps=num_steps, output=output, mesh=mesh
     )
     return grads
 
 
-def grad2d(
+def grad2d_maps(
     apply_fn: ApplyFn,
     params,
     images: Array,
-    classes: Array | int | None = None,
+    target: Array | int | None = None,
     *,
     num_steps: int | None = None,
     output: str = "logit",
@@ -284,7 +293,9 @@ def grad2d(
     channel_reduction: str = "max",
     mesh=None,
 ) -> Array:
-    """SNN-Grad2D saliency: per-step input gradients summed over time (see module docstring).
+    """SNN-Grad2D saliency maps: per-step input gradients summed over time (module docstring).
+
+    The maps themselves; :func:`svebi_jax.attribution.grad2d` is the attribution function.
 
     .. math::
         M_{h,w} = \\operatorname{reduce}_c \\left| \\sum_{t=1}^{T}
@@ -295,7 +306,7 @@ def grad2d(
         accepted).
       params: the model's parameter pytree.
       images: ``[B, H, W, C]`` float images.
-      classes: ``[B]`` int (or one int) target classes; default: the predicted classes.
+      target: ``[B]`` int (or one int) classes to explain; default: the predicted classes.
       num_steps: ``T``, the network's timesteps (int ≥ 1); default ``apply_fn.info.num_steps``.
       output: ``"logit"`` (default: readout potential / T) or ``"probability"``.
       absolute: take the absolute value of the time-summed gradient (default ``True``).
@@ -308,12 +319,12 @@ def grad2d(
       ``[B, H, W]`` float32 saliency (``[B, H, W, C]`` when ``channel_reduction="none"``).
 
     Raises:
-      ValueError: on bad ``images``, ``classes``, ``num_steps``, ``output`` or
+      ValueError: on bad ``images``, ``target``, ``num_steps``, ``output`` or
         ``channel_reduction``.
     """
     _check_choice("channel_reduction", channel_reduction, CHANNEL_REDUCTIONS)
     absolute = _check_bool("absolute", absolute)
     grads = per_step_gradients(
-        apply_fn, params, images, classes, num_steps=num_steps, output=output, mesh=mesh
+        apply_fn, params, images, target, num_steps=num_steps, output=output, mesh=mesh
     )
     return reduce_channels(grads.sum(axis=0), channel_reduction, absolute=absolute)

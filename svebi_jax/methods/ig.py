@@ -34,7 +34,7 @@ as ``path_steps`` grows. The SNN's forward pass is piecewise constant in the inp
 spikes) while its backward pass uses a surrogate derivative, so the path integral of the
 surrogate gradient is *not* the output difference: the gap
 :math:`\\sum A - (y_c(x) - y_c(b))` does not vanish in general. It is reported (not hidden)
-by :func:`integrated_gradients` and :func:`completeness`.
+by :func:`integrated_gradients_result` and :func:`completeness`.
 
 Gradients are computed ``chunk_size`` path points at a time: the chunk's path images are
 stacked into one batch of ``chunk_size * B`` images and differentiated together, and the
@@ -78,7 +78,7 @@ __all__ = [
     "IGResult",
     "completeness",
     "ig_alphas",
-    "integrated_gradients",
+    "integrated_gradients_result",
 ]
 
 Array = jax.Array
@@ -109,7 +109,7 @@ class Completeness(NamedTuple):
 
 
 class IGResult(NamedTuple):
-    """Result of :func:`integrated_gradients`.
+    """Result of :func:`integrated_gradients_result`.
 
     Attributes:
       attributions: ``[B, H, W]`` float32 map after ``absolute`` / ``channel_reduction``
@@ -240,11 +240,11 @@ def _check_baseline(baseline, images: Array) -> Array:
     return baseline
 
 
-def integrated_gradients(
+def integrated_gradients_result(
     apply_fn: ApplyFn,
     params,
     images: Array,
-    classes: Array | int | None = None,
+    target: Array | int | None = None,
     *,
     num_steps: int | None = None,
     path_steps: int = 50,
@@ -258,6 +258,9 @@ def integrated_gradients(
 ) -> IGResult:
     """SNN-IG2D attributions and their completeness gap (see the module docstring).
 
+    The full :class:`IGResult`; :func:`svebi_jax.attribution.integrated_gradients` is the
+    attribution function (its ``attributions`` maps).
+
     Defaults: zeros baseline, 50 midpoint-Riemann points, the target logit, *signed*
     attributions summed over channels. Summing keeps IG's additivity (the map sums to the
     attribution total used by the completeness check); for MNIST (``C = 1``) the reduction is
@@ -268,7 +271,7 @@ def integrated_gradients(
         ``[T, N, H, W, C]`` inputs and treat the images of a batch independently.
       params: the model's parameter pytree.
       images: ``[B, H, W, C]`` float images.
-      classes: ``[B]`` int (or one int) target classes; default: the classes predicted on
+      target: ``[B]`` int (or one int) classes to explain; default: the classes predicted on
         ``images``.
       num_steps: ``T``, the network's timesteps (int ≥ 1); default
         ``apply_fn.info.num_steps``.
@@ -290,7 +293,7 @@ def integrated_gradients(
       :class:`IGResult` (maps, signed attributions, classes, completeness).
 
     Raises:
-      ValueError: on bad ``images``, ``classes``, ``baseline``, ``num_steps``, ``path_steps``,
+      ValueError: on bad ``images``, ``target``, ``baseline``, ``num_steps``, ``path_steps``,
         ``chunk_size``, ``method``, ``output`` or ``channel_reduction``.
     """
     _check_apply_fn(apply_fn)
@@ -302,7 +305,7 @@ def integrated_gradients(
     absolute = _check_bool("absolute", absolute)
     alphas, weights = ig_alphas(path_steps, method)
     baseline = _check_baseline(baseline, images)
-    classes = _check_classes(classes, images.shape[0], _num_classes(apply_fn, params, images))
+    classes = _check_classes(target, images.shape[0], _num_classes(apply_fn, params, images))
 
     chunk_size = min(chunk_size, alphas.shape[0])
     pad = (-alphas.shape[0]) % chunk_size
@@ -321,7 +324,7 @@ def completeness(
     params,
     images: Array,
     attributions: Array,
-    classes: Array | int | None = None,
+    target: Array | int | None = None,
     *,
     baseline: Array | None = None,
     output: str = "logit",
@@ -336,7 +339,7 @@ def completeness(
       params: the model's parameter pytree.
       images: ``[B, H, W, C]`` float images :math:`x`.
       attributions: ``[B, H, W, C]`` (or ``[B, H, W]`` channel-summed) signed attributions.
-      classes: ``[B]`` int target classes; default: the predicted classes.
+      target: ``[B]`` int classes to explain; default: the predicted classes.
       baseline: ``[B, H, W, C]`` or ``[H, W, C]`` baseline :math:`b`; default zeros.
       output: ``"logit"`` or ``"probability"``.
 
@@ -344,7 +347,7 @@ def completeness(
       :class:`Completeness` with ``[B]`` fields.
 
     Raises:
-      ValueError: on bad ``images``, ``attributions``, ``classes``, ``baseline`` or ``output``.
+      ValueError: on bad ``images``, ``attributions``, ``target``, ``baseline`` or ``output``.
     """
     _check_apply_fn(apply_fn)
     images = _check_images(images)
@@ -356,7 +359,7 @@ def completeness(
             f"got {tuple(attributions.shape)}"
         )
     baseline = _check_baseline(baseline, images)
-    classes = _check_classes(classes, images.shape[0], _num_classes(apply_fn, params, images))
+    classes = _check_classes(target, images.shape[0], _num_classes(apply_fn, params, images))
     classes = _resolve_classes(apply_fn, params, images, classes)
     f_x = _scores(_logits(apply_fn, params, images), classes, output)
     f_b = _scores(_logits(apply_fn, params, baseline), classes, output)

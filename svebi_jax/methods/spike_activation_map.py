@@ -68,8 +68,8 @@ __all__ = [
     "minmax_normalize",
     "neuronal_contribution_score",
     "resize_maps",
-    "sam",
-    "sam_from_spikes",
+    "sam_maps",
+    "sam_maps_from_spikes",
     "sam_heatmaps",
 ]
 
@@ -221,7 +221,7 @@ def _reduce_time(heat: Array, time_reduction) -> Array:
     return heat[time_reduction]
 
 
-def sam_from_spikes(
+def sam_maps_from_spikes(
     spikes: Array,
     *,
     size: tuple[int, int],
@@ -269,7 +269,7 @@ def _record_spikes(apply_fn, params, images, *, layer):
     return apply_fn(params, images, record="spikes").spikes[layer]
 
 
-def sam(
+def sam_maps(
     apply_fn: ApplyFn,
     params,
     images: Array,
@@ -283,7 +283,7 @@ def sam(
     """SAM saliency of one spiking layer (Kim & Panda, 2021); no gradients, no class label.
 
     Runs ``apply_fn(params, images, record="spikes")`` to get the layer's ``[T, B, h, w, C]``
-    spike trains, then :func:`sam_from_spikes`.
+    spike trains, then :func:`sam_maps_from_spikes`.
 
     Args:
       apply_fn: the model, ``apply_fn(params, images, *, record="spikes") -> SNNOutput`` whose
@@ -320,7 +320,7 @@ def sam(
             f"{tuple(recorded[layer].shape)}"
         )
     spikes = _record_spikes(apply_fn, params, images, layer=layer)
-    return sam_from_spikes(
+    return sam_maps_from_spikes(
         spikes,
         size=tuple(images.shape[1:3]),
         gamma=gamma,

@@ -14,12 +14,12 @@ import jax.numpy as jnp
 
 from svebi_jax.methods.grad import _check_images
 
-__all__ = ["centered_gaussian", "input_intensity", "random_map"]
+__all__ = ["centered_gaussian_maps", "input_intensity_maps", "random_maps"]
 
 Array = jax.Array
 
 
-def random_map(key: Array, images: Array) -> Array:
+def random_maps(key: Array, images: Array) -> Array:
     """Uniform noise in [0, 1), one independent map per image.
 
     Args:
@@ -33,7 +33,7 @@ def random_map(key: Array, images: Array) -> Array:
     return jax.random.uniform(key, images.shape[:3], jnp.float32)
 
 
-def input_intensity(images: Array) -> Array:
+def input_intensity_maps(images: Array) -> Array:
     """The image itself: the channel mean of each pixel.
 
     Args:
@@ -46,7 +46,7 @@ def input_intensity(images: Array) -> Array:
     return images.mean(axis=-1)
 
 
-def centered_gaussian(images: Array, sigma_fraction: float = 0.25) -> Array:
+def centered_gaussian_maps(images: Array, sigma_fraction: float = 0.25) -> Array:
     """A Gaussian bump at the image centre (the "centre bias" baseline).
 
     .. math::

@@ -31,7 +31,7 @@ from svebi_jax import layers as L
 from svebi_jax import sharding as S
 from svebi_jax import train
 from svebi_jax.lasso import mu_lasso
-from svebi_jax.methods import grad2d, integrated_gradients
+from svebi_jax.methods import grad2d_maps, integrated_gradients_result
 from svebi_jax.metrics.ablation import ablation_curve
 from svebi_jax.metrics.insdel import insertion_deletion
 from svebi_jax.models import ShallowSNN, functional
@@ -132,12 +132,12 @@ def test_responses_and_lasso_identical(mesh, model):
 def test_grad2d_and_ig2d_maps(mesh, model):
     apply_fn, params, images, _ = model
     x = images[:10]  # 10 rows: padded to 16 over 8 devices
-    g1 = grad2d(apply_fn, params, x)
-    g8 = grad2d(apply_fn, params, x, mesh=mesh)
+    g1 = grad2d_maps(apply_fn, params, x)
+    g8 = grad2d_maps(apply_fn, params, x, mesh=mesh)
     assert g8.shape == (10, 16, 16) and float(jnp.abs(g1).max()) > 0
     np.testing.assert_allclose(np.asarray(g8), np.asarray(g1), rtol=1e-5, atol=1e-6)
-    i1 = integrated_gradients(apply_fn, params, x, path_steps=4, chunk_size=2)
-    i8 = integrated_gradients(apply_fn, params, x, path_steps=4, chunk_size=2, mesh=mesh)
+    i1 = integrated_gradients_result(apply_fn, params, x, path_steps=4, chunk_size=2)
+    i8 = integrated_gradients_result(apply_fn, params, x, path_steps=4, chunk_size=2, mesh=mesh)
     np.testing.assert_allclose(
         np.asarray(i8.attributions), np.asarray(i1.attributions), rtol=1e-5, atol=1e-6
     )
