@@ -38,11 +38,20 @@ from svebi_jax import _validation as V
 from svebi_jax import heatmaps as H
 from svebi_jax import layers as L
 from svebi_jax.methods import _trace as TR
-from svebi_jax.methods.grad import OUTPUTS, _scores
 
 __all__ = ["gradcam", "gradcam_steps", "gradcam_weights", "make_attr_fn"]
 
 Array = jax.Array
+
+#: The explained score :math:`y^c`: the logit or its softmax probability.
+OUTPUTS: tuple[str, ...] = ("logit", "probability")
+
+
+def _scores(logits: Array, classes: Array, output: str) -> Array:
+    """``[B]`` scores: the class's logit or its softmax probability."""
+    if output == "probability":
+        logits = jax.nn.softmax(logits, axis=-1)
+    return jnp.take_along_axis(logits, classes[:, None], axis=-1)[:, 0]
 
 
 def _check_time_reduction(time_reduction, num_steps: int):
