@@ -27,8 +27,8 @@ filter set :math:`\\mathcal R_j^\\ell` (a 0/1 row ``mask[j]``), the layer's heat
   ``"clamp"`` is the above) the map outside the region the cells' centres cover is defined
   differently: instead of holding the edge value, the edge cell is spread over
   its receptive field with a linear (tent) weight that falls from 1 at its centre to 0 at the
-  receptive field's edge, :math:`(A_H)_{y i} \\leftarrow \tau_y (A_H)_{y i}`,
-  :math:`\tau_y = \\operatorname{clip}(1 - d_y / (r/2), 0, 1)` with :math:`d_y` the distance
+  receptive field's edge, :math:`(A_H)_{y i} \\leftarrow \\tau_y (A_H)_{y i}`,
+  :math:`\\tau_y = \\operatorname{clip}(1 - d_y / (r/2), 0, 1)` with :math:`d_y` the distance
   of pixel :math:`y` beyond the outermost centre and :math:`r` the receptive-field side.
 - ``"stretch"`` (the authors' code): ``jax.image.resize(M, (H, W), "bilinear")`` of the whole
   map, i.e. the map is stretched over the image regardless of where its receptive fields lie.
@@ -117,8 +117,8 @@ def interpolation_matrix(
     tapered there (``border="taper"``): row ``y`` is multiplied by
 
     .. math::
-        \tau_y = \\operatorname{clip}\\Big(1 - \frac{d_y}{r / 2},\\ 0,\\ 1\\Big),\\qquad
-        d_y = \\max\big(0,\\ s - y,\\ y - s - (n_\text{in} - 1) J\big),
+        \\tau_y = \\operatorname{clip}\\Big(1 - \\frac{d_y}{r / 2},\\ 0,\\ 1\\Big),\\qquad
+        d_y = \\max\\big(0,\\ s - y,\\ y - s - (n_\\text{in} - 1) J\\big),
 
     i.e. the edge cell covers its receptive field (side :math:`r`) with a tent weight.
 
@@ -245,15 +245,15 @@ def svebi_heatmaps(
 ) -> dict[str, Array]:
     """SVEBI heatmaps of a batch, one per layer (pure, vmapped over images, jittable).
 
-    The layer map before upsampling is :math:`\\sum_f a_{n,f}\\,\bar S_{n,f}` with the
+    The layer map before upsampling is :math:`\\sum_f a_{n,f}\\,\\bar S_{n,f}` with the
     filter weights :math:`a_{n,f}` of ``filter_weighting`` (``m = mask[j]``, :math:`j` the
     explained class):
 
     .. math::
-        \text{binary (paper):}\\ a_{n,f} = [m_f > 0],\\qquad
-        \text{lasso:}\\ a_{n,f} = m_f,\\qquad
-        \text{response:}\\ a_{n,f} = [m_f > 0]\\,
-            \frac{\\lVert \bar S_{n,f} \rVert^2}{\\sum_{f'} \\lVert \bar S_{n,f'} \rVert^2}
+        \\text{binary (paper):}\\ a_{n,f} = [m_f > 0],\\qquad
+        \\text{lasso:}\\ a_{n,f} = m_f,\\qquad
+        \\text{response:}\\ a_{n,f} = [m_f > 0]\\,
+            \\frac{\\lVert \\bar S_{n,f} \\rVert^2}{\\sum_{f'} \\lVert \\bar S_{n,f'} \\rVert^2}
 
     (``lasso`` needs masks that carry the lasso weights, e.g.
     ``masks_from_weights(W, index, keep_weights=True)``; ``response`` is the image's own
@@ -362,10 +362,10 @@ def temporal_reduce(spikes: Array, decay: float = 1.0) -> Array:
     """Weighted time average of spike trains: earlier steps weigh more when ``decay < 1``.
 
     .. math::
-        \tilde S = \\sum_{t=0}^{T-1} w_t\\, S[t],\\qquad
-        w_t = \frac{\\gamma^t}{\\sum_{t'=0}^{T-1} \\gamma^{t'}}
+        \\tilde S = \\sum_{t=0}^{T-1} w_t\\, S[t],\\qquad
+        w_t = \\frac{\\gamma^t}{\\sum_{t'=0}^{T-1} \\gamma^{t'}}
 
-    With :math:`\\gamma = 1` (default) this is the paper's time mean :math:`\bar S`.
+    With :math:`\\gamma = 1` (default) this is the paper's time mean :math:`\\bar S`.
 
     Args:
       spikes: ``[T, ...]`` time-major spike trains.
@@ -387,9 +387,9 @@ def combine(
     """Combined heatmap: min–max normalized fusion of the per-layer heatmaps.
 
     .. math::
-        \text{mean:}\\ E = \\operatorname{minmax}\\Big(\tfrac{1}{L}\\sum_\\ell E^\\ell\\Big)
-        \\ (= \\operatorname{minmax}(\textstyle\\sum_\\ell E^\\ell)),\\qquad
-        \text{product:}\\ E = \\operatorname{minmax}\\Big(\\prod_\\ell E^\\ell\\Big)
+        \\text{mean:}\\ E = \\operatorname{minmax}\\Big(\\tfrac{1}{L}\\sum_\\ell E^\\ell\\Big)
+        \\ (= \\operatorname{minmax}(\\textstyle\\sum_\\ell E^\\ell)),\\qquad
+        \\text{product:}\\ E = \\operatorname{minmax}\\Big(\\prod_\\ell E^\\ell\\Big)
 
     (the product keeps only what every layer marks; a layer with an all-zero map zeroes it).
 
