@@ -135,14 +135,16 @@ def display_rule(sign: str, *, cmap: str | None = None, normalize: bool = True) 
     scale = " ÷ each map's max |value|" if normalize else ""
     if sign == "all":
         name = cmap or DIVERGING_CMAP
-        return f"signed map{scale} ({name}): white = 0, red > 0, blue < 0"
+        colours = "white = 0, red > 0, blue < 0" if name == "RdBu_r" else "centre colour = 0"
+        return f"signed map{scale}; {name}: {colours}"
     name = cmap or SEQUENTIAL_CMAP
     part = {
-        "positive": "map ≥ 0 part",
+        "positive": "positive part of map",
         "absolute_value": "|map|",
         "negative": "|negative part| of map",
     }[sign]
-    return f"{part}{scale} ({name}): black = 0"
+    colours = "black = 0, yellow = 1" if name == "inferno" else "first colour = 0"
+    return f"{part}{scale}; {name}: {colours}"
 
 
 def map_display(
