@@ -43,7 +43,13 @@ def score_seed(seed: int, train_ds, test_ds, mu: float) -> dict:
     row = {"seed": seed, "test_accuracy": float(acc), "methods": {}}
     for name, attr_fn in methods.items():
         res = insdel.insertion_deletion(
-            attr_fn, apply_fn, params, test_ds.images, step=28, substrate="zeros", batch_size=100
+            attr_fn,
+            apply_fn,
+            params,
+            test_ds.images,
+            pixels_per_step=28,
+            substrate="zeros",
+            batch_size=100,
         )
         row["methods"][name] = {
             "insertion": float(res.insertion.mean_auc),

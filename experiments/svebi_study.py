@@ -192,17 +192,15 @@ def score(m: Model, attr_fn, images: np.ndarray, args, key: int) -> dict:
     maps = batching.map_batches(lambda x: attr_fn(m.params, x, None), images, args.map_batch)
     t1 = time.perf_counter()
     x = jnp.asarray(images)
-    ins = insdel.insertion_deletion_from_maps(
-        m.predict, x, maps, mode="insertion", step=STEP, substrate="zeros"
+    games = insdel.insertion_deletion(
+        maps, m.apply_fn, m.params, x, pixels_per_step=STEP, substrate="zeros"
     )
-    dele = insdel.insertion_deletion_from_maps(
-        m.predict, x, maps, mode="deletion", step=STEP, substrate="zeros"
-    )
-    rd = road.road_from_maps(
-        m.predict_p,
-        None,
-        x,
+    ins, dele = games.insertion, games.deletion
+    rd = road.road(
         maps,
+        m.apply_fn,
+        m.params,
+        x,
         key=jax.random.key(key),
         fractions=FRACTIONS,
         num_iters=args.road_iters,

@@ -10,12 +10,40 @@ from scipy import ndimage
 
 from svebi_jax.metrics.insdel import (
     CausalMetricResult,
+    InsertionDeletion,
     auc,
+    auto_substrate,
     gaussian_blur,
     gaussian_kernel,
-    insertion_deletion_from_maps,
+    insertion_deletion,
     pixel_order,
 )
+
+
+class _Model:
+    """``predict_fn(images) -> logits`` seen as ``apply_fn(params, images)`` (hashable by
+    ``predict_fn``, so equal wrappers reuse the compiled games)."""
+
+    def __init__(self, predict_fn):
+        self.predict_fn = predict_fn
+
+    def __call__(self, params, images):
+        return self.predict_fn(images)
+
+    def __hash__(self):
+        return hash(self.predict_fn)
+
+    def __eq__(self, other):
+        return isinstance(other, _Model) and other.predict_fn == self.predict_fn
+
+
+def game(predict_fn, images, maps, *, mode, substrate="auto", **kw):
+    """One game of ``insertion_deletion`` on precomputed maps."""
+    model = _Model(predict_fn) if callable(predict_fn) else predict_fn
+    res = insertion_deletion(maps, model, None, images, substrate=substrate, games=(mode,), **kw)
+    assert getattr(res, "deletion" if mode == "insertion" else "insertion") is None
+    return getattr(res, mode)
+
 
 # ----------------------------------------------------------------------------------------------
 # Independent references (NumPy / SciPy), written after RISE's evaluation.py.
@@ -185,7 +213,7 @@ def sigmoid(z):
 
 
 def test_toy_deletion_step1():
-    res = insertion_deletion_from_maps(toy_logits, TOY_X, TOY_SAL, mode="deletion", step=1)
+    res = game(toy_logits, TOY_X, TOY_SAL, mode="deletion", pixels_per_step=1)
     assert isinstance(res, CausalMetricResult)
     # Delete pixel 1 (-2), pixel 2 (+3), pixel 3 (-8), pixel 0 (-0.5).
     sums = [7.5, 5.5, 8.5, 0.5, 0.0]
@@ -199,9 +227,7 @@ def test_toy_deletion_step1():
 
 
 def test_toy_insertion_step1_zeros():
-    res = insertion_deletion_from_maps(
-        toy_logits, TOY_X, TOY_SAL, mode="insertion", step=1, substrate="zeros"
-    )
+    res = game(toy_logits, TOY_X, TOY_SAL, mode="insertion", pixels_per_step=1, substrate="zeros")
     sums = [0.0, 2.0, -1.0, 7.0, 7.5]
     expected = sigmoid(sums)
     np.testing.assert_allclose(res.curves[0], expected, atol=1e-6)
@@ -212,12 +238,10 @@ def test_toy_insertion_step1_zeros():
 
 def test_toy_step_not_dividing_and_other_class():
     # step 3 on 4 pixels: n_steps = 2, points at 0, 3, 4 (all) pixels changed.
-    res = insertion_deletion_from_maps(toy_logits, TOY_X, TOY_SAL, mode="deletion", step=3)
+    res = game(toy_logits, TOY_X, TOY_SAL, mode="deletion", pixels_per_step=3)
     np.testing.assert_allclose(res.curves[0], sigmoid([7.5, 0.5, 0.0]), atol=1e-6)
     # Negative gain: class 1 is predicted, its probability is sigmoid(-k * s).
-    res = insertion_deletion_from_maps(
-        lambda x: toy_logits(x, k=-0.5), TOY_X, TOY_SAL, mode="deletion", step=1
-    )
+    res = game(lambda x: toy_logits(x, k=-0.5), TOY_X, TOY_SAL, mode="deletion", pixels_per_step=1)
     assert int(res.classes[0]) == 1
     np.testing.assert_allclose(
         res.curves[0], sigmoid(0.5 * np.array([7.5, 5.5, 8.5, 0.5, 0.0])), atol=1e-6
@@ -229,8 +253,14 @@ def test_toy_probabilities_without_softmax_and_array_substrate():
         return jax.nn.softmax(toy_logits(x), axis=-1)
 
     sub = np.full_like(TOY_X, 1.0)  # substrate: every pixel = 1
-    res = insertion_deletion_from_maps(
-        probs, TOY_X, TOY_SAL, mode="deletion", step=1, substrate=sub, apply_softmax=False
+    res = game(
+        probs,
+        TOY_X,
+        TOY_SAL,
+        mode="deletion",
+        pixels_per_step=1,
+        substrate=sub,
+        apply_softmax=False,
     )
     # Pixel p becomes 1: contribution w_p. Delete 1 (2 -> 1), 2 (-3 -> -1), 3 (8 -> 2), 0.
     sums = [7.5, 6.5, 8.5, 2.5, 2.5]
@@ -248,7 +278,7 @@ def test_channels_move_together():
         return jnp.stack([s, jnp.zeros_like(s)], axis=1)
 
     sal = np.array([[[0.5, 0.1], [0.2, 0.9]]], np.float32)  # order: 3, 0, 2, 1
-    res = insertion_deletion_from_maps(logits, x, sal, mode="deletion", step=1)
+    res = game(logits, x, sal, mode="deletion", pixels_per_step=1)
     np.testing.assert_allclose(res.curves[0], sigmoid([3.0, 3.0, 0.0, 0.0, 0.0]), atol=1e-6)
 
 
@@ -290,8 +320,8 @@ def test_matches_rise_reference(mode, substrate):
             for i in range(b)
         ]
     )
-    res = insertion_deletion_from_maps(
-        jax_logits, images, sal, mode=mode, step=step, substrate=sub_arg, chunk_size=8
+    res = game(
+        jax_logits, images, sal, mode=mode, pixels_per_step=step, substrate=sub_arg, chunk_size=8
     )
     assert res.curves.shape == (b, 10)
     np.testing.assert_allclose(res.curves, ref, atol=1e-5)
@@ -307,9 +337,7 @@ def test_mnist_sized_point_count():
     images = rng.random(size=(2, 28, 28, 1)).astype(np.float32)
     sal = rng.random(size=(2, 28, 28)).astype(np.float32)
     _, jax_logits = make_mlp(rng, 784, hidden=8, k=10)
-    res = insertion_deletion_from_maps(
-        jax_logits, images, sal, mode="insertion", step=28, substrate="zeros"
-    )
+    res = game(jax_logits, images, sal, mode="insertion", pixels_per_step=28, substrate="zeros")
     assert res.curves.shape == (2, 29)
     # Insertion ends on the full image: last point is the original top-class probability.
     top = jax.nn.softmax(jax_logits(jnp.asarray(images)), axis=-1).max(axis=-1)
@@ -332,8 +360,8 @@ def test_each_image_costs_one_forward_pass_per_curve_point(mode):
         traced.append(x.shape[0])  # runs at trace time: one entry per batched call site
         return jax_logits(x)
 
-    res = insertion_deletion_from_maps(
-        counting, images, sal, mode=mode, step=step, substrate="zeros", chunk_size=10_000
+    res = game(
+        counting, images, sal, mode=mode, pixels_per_step=step, substrate="zeros", chunk_size=10_000
     )
     assert sorted(traced) == [b, b * 28]  # one call of B originals, one of B·28 perturbed
     assert res.curves.shape == (b, 29)
@@ -364,17 +392,18 @@ def test_batched_equals_one_at_a_time_and_chunk_invariant():
     sal = rng.normal(size=(b, h, w)).astype(np.float32)
     _, jax_logits = make_mlp(rng, h * w * c)
     for mode in ("deletion", "insertion"):
-        full = insertion_deletion_from_maps(
-            jax_logits, images, sal, mode=mode, step=5, chunk_size=16
-        )
+        full = game(jax_logits, images, sal, mode=mode, pixels_per_step=5, chunk_size=16)
         for chunk in (1, 7, 1000):
-            other = insertion_deletion_from_maps(
-                jax_logits, images, sal, mode=mode, step=5, chunk_size=chunk
-            )
+            other = game(jax_logits, images, sal, mode=mode, pixels_per_step=5, chunk_size=chunk)
             np.testing.assert_allclose(other.curves, full.curves, atol=1e-6)
         for i in range(b):
-            single = insertion_deletion_from_maps(
-                jax_logits, images[i : i + 1], sal[i : i + 1], mode=mode, step=5, chunk_size=16
+            single = game(
+                jax_logits,
+                images[i : i + 1],
+                sal[i : i + 1],
+                mode=mode,
+                pixels_per_step=5,
+                chunk_size=16,
             )
             np.testing.assert_allclose(single.curves[0], full.curves[i], atol=1e-6)
             np.testing.assert_allclose(single.auc[0], full.auc[i], atol=1e-6)
@@ -390,27 +419,55 @@ def test_works_under_jit():
 
     @jax.jit
     def run(x, s):
-        return insertion_deletion_from_maps(
-            jax_logits, x, s, mode="insertion", step=3, substrate="blur"
-        )
+        return game(jax_logits, x, s, mode="insertion", pixels_per_step=3, substrate="blur")
 
-    eager = insertion_deletion_from_maps(
-        jax_logits, images, sal, mode="insertion", step=3, substrate="blur"
-    )
+    eager = game(jax_logits, images, sal, mode="insertion", pixels_per_step=3, substrate="blur")
     jitted = run(images, sal)
     np.testing.assert_allclose(jitted.curves, eager.curves, atol=1e-6)
     np.testing.assert_allclose(jitted.auc_of_mean_curve, eager.auc_of_mean_curve, atol=1e-6)
 
 
-def test_default_substrates_follow_rise():
+def test_auto_substrate_fits_the_background_and_is_reported():
     rng = np.random.default_rng(5)
-    images = rng.normal(size=(1, 5, 5, 1)).astype(np.float32)
-    sal = rng.normal(size=(1, 5, 5)).astype(np.float32)
+    photo = rng.normal(size=(2, 5, 5, 1)).astype(np.float32)
+    digit = np.zeros((2, 5, 5, 1), np.float32)
+    digit[:, 1:4, 2] = 1.0  # ink inside a black border
+    sal = rng.normal(size=(2, 5, 5)).astype(np.float32)
     _, f = make_mlp(rng, 25)
-    for mode, sub in (("deletion", "zeros"), ("insertion", "blur")):
-        default = insertion_deletion_from_maps(f, images, sal, mode=mode, step=2)
-        explicit = insertion_deletion_from_maps(f, images, sal, mode=mode, step=2, substrate=sub)
-        np.testing.assert_allclose(default.curves, explicit.curves, atol=0)
+    assert auto_substrate(photo, "insertion") == "blur"
+    assert auto_substrate(digit, "insertion") == "zeros"
+    assert auto_substrate(photo, "deletion") == auto_substrate(digit, "deletion") == "zeros"
+    for images, ins in ((photo, "blur"), (digit, "zeros")):
+        for mode, sub in (("deletion", "zeros"), ("insertion", ins)):
+            default = game(f, images, sal, mode=mode, pixels_per_step=2)
+            explicit = game(f, images, sal, mode=mode, pixels_per_step=2, substrate=sub)
+            np.testing.assert_array_equal(default.curves, explicit.curves)
+            assert default.substrate == explicit.substrate == sub
+            assert default.pixels_per_step == 2
+    arr = game(f, photo, sal, mode="insertion", pixels_per_step=2, substrate=np.ones_like(photo))
+    assert arr.substrate == "array"
+    # under jit the rule cannot read the images: refused, naming the way out
+    with pytest.raises(ValueError, match="substrate='auto'.*traced"):
+        jax.jit(lambda x: game(f, x, sal, mode="insertion").curves)(photo)
+
+
+def test_both_games_from_an_attr_fn_or_from_maps():
+    rng = np.random.default_rng(9)
+    images = rng.normal(size=(3, 4, 6, 1)).astype(np.float32)
+    sal = rng.normal(size=(3, 4, 6)).astype(np.float32)
+    _, f = make_mlp(rng, 24)
+    model = _Model(f)
+    from_maps = insertion_deletion(sal, model, None, images)
+    from_fn = insertion_deletion(lambda p, x, t: jnp.asarray(sal), model, None, images)
+    assert isinstance(from_maps, InsertionDeletion)
+    for mode in ("insertion", "deletion"):
+        a, b = getattr(from_maps, mode), getattr(from_fn, mode)
+        np.testing.assert_array_equal(a.curves, b.curves)
+        # default pixels_per_step: one image row (W = 6): ceil(24 / 6) + 1 = 5 points
+        assert a.pixels_per_step == 6 and a.curves.shape == (3, 5)
+        one = game(f, images, sal, mode=mode, pixels_per_step=6)
+        np.testing.assert_array_equal(a.curves, one.curves)
+    np.testing.assert_array_equal(from_maps.maps, sal)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -420,33 +477,35 @@ def test_default_substrates_follow_rise():
 @pytest.mark.parametrize(
     ("kwargs", "exc", "name"),
     [
-        ({"saliency": np.zeros((1, 2, 3), np.float32)}, ValueError, "saliency"),
-        ({"saliency": np.zeros((2, 2), np.float32)}, ValueError, "saliency"),
-        ({"saliency": np.array([[[np.nan, 0.0], [0.0, 1.0]]], np.float32)}, ValueError, "saliency"),
+        ({"maps": np.zeros((1, 2, 3), np.float32)}, ValueError, "attributions"),
+        ({"maps": np.zeros((2, 2), np.float32)}, ValueError, "attributions"),
+        ({"maps": np.array([[[np.nan, 0.0], [0.0, 1.0]]], np.float32)}, ValueError, "attributions"),
         ({"images": np.full((1, 2, 2, 1), np.nan, np.float32)}, ValueError, "images"),
         ({"images": np.zeros((2, 2, 1), np.float32)}, ValueError, "images"),
         ({"images": np.zeros((1, 2, 2, 1), np.int32)}, ValueError, "images must be a float"),
-        ({"step": 0}, ValueError, "step"),
-        ({"step": -3}, ValueError, "step"),
-        ({"step": 5}, ValueError, "step"),
-        ({"step": 1.5}, ValueError, "step"),
-        ({"mode": "del"}, ValueError, "mode"),
+        ({"pixels_per_step": 0}, ValueError, "pixels_per_step"),
+        ({"pixels_per_step": -3}, ValueError, "pixels_per_step"),
+        ({"pixels_per_step": 5}, ValueError, "pixels_per_step"),
+        ({"pixels_per_step": 1.5}, ValueError, "pixels_per_step"),
+        ({"games": ("del",)}, ValueError, "games"),
+        ({"games": ()}, ValueError, "games"),
         ({"substrate": "noise"}, ValueError, "substrate"),
+        ({"substrate": None}, ValueError, "substrate"),
         ({"substrate": np.zeros((1, 2, 2, 3), np.float32)}, ValueError, "substrate"),
         ({"substrate": np.full((1, 2, 2, 1), np.inf, np.float32)}, ValueError, "substrate"),
+        ({"substrate": {"insertion": "zeros"}}, ValueError, "substrate"),
         ({"chunk_size": 0}, ValueError, "chunk_size"),
-        ({"predict_fn": "not a function"}, TypeError, "predict_fn"),
+        ({"apply_fn": "not a function"}, TypeError, "apply_fn"),
     ],
 )
 def test_bad_inputs_name_the_argument(kwargs, exc, name):
     args = {
-        "predict_fn": toy_logits,
+        "apply_fn": _Model(toy_logits),
         "images": TOY_X,
-        "saliency": TOY_SAL,
-        "mode": "deletion",
-        "step": 1,
+        "maps": TOY_SAL,
+        "pixels_per_step": 1,
     }
     args.update(kwargs)
-    predict_fn, images, saliency = args.pop("predict_fn"), args.pop("images"), args.pop("saliency")
+    apply_fn, images, maps = args.pop("apply_fn"), args.pop("images"), args.pop("maps")
     with pytest.raises(exc, match=name):
-        insertion_deletion_from_maps(predict_fn, images, saliency, **args)
+        insertion_deletion(maps, apply_fn, None, images, **args)

@@ -60,7 +60,7 @@ def test_insertion_deletion_does_not_recompile(net):
     apply_fn = net[0]
     attr = attribution.input_intensity()
     _no_recompile(
-        lambda p, x: insdel.insertion_deletion(attr, apply_fn, p, x, step=8).deletion.auc, net
+        lambda p, x: insdel.insertion_deletion(attr, apply_fn, p, x, pixels_per_step=8).deletion.auc, net
     )
 
 

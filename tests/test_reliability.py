@@ -48,7 +48,7 @@ def net():
         lambda a, p, x, m: attribution.sam(a, layer="c1")(p, x, None),
         lambda a, p, x, m: a(p, x),
         lambda a, p, x, m: insdel.insertion_deletion(
-            attribution.input_intensity(), a, p, x, step=8
+            attribution.input_intensity(), a, p, x, pixels_per_step=8
         ),
     ],
     ids=["explain", "compute_responses", "grad2d", "sam", "apply_fn", "insertion_deletion"],
@@ -314,6 +314,6 @@ def test_nan_weights_under_jit_give_nan_maps_not_empty_ones(net):
 def test_metric_refuses_maps_of_the_wrong_shape(net):
     _, apply_fn, params, images, _ = net
     with pytest.raises(ValueError, match=r"attr_fn must return \[B, H, W\]"):
-        insdel.insertion_deletion(lambda p, x, t: x, apply_fn, params, images, step=8)
+        insdel.insertion_deletion(lambda p, x, t: x, apply_fn, params, images, pixels_per_step=8)
     with pytest.raises(ValueError, match="channel_reduction"):
         attribution.grad2d(apply_fn, channel_reduction="none")

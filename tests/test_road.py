@@ -84,16 +84,14 @@ def _linear_model(weights):
     return predict, jnp.asarray(weights)
 
 
-def test_road_from_maps_by_hand():
+def test_road_of_precomputed_maps_by_hand():
     # 1x4 image [1, 1, 1, 1]; the model counts pixels 0 and 1 only. With one pixel removed
     # (fraction 0.25) the imputed value equals its neighbours' mean = 1: nothing changes;
     # so use an image whose removed pixel imputes to something else: [4, 0, 0, 0].
     predict, w = _linear_model(np.array([[1.0, 0, 0, 0]], np.float32))
     img = np.array([4.0, 0, 0, 0], np.float32).reshape(1, 1, 4, 1)
     sal = np.array([[[3.0, 2.0, 1.0, 0.0]]], np.float32)
-    res = R.road_from_maps(
-        predict, w, img, sal, key=jax.random.key(0), fractions=(0.25, 0.5), noise=0.0
-    )
+    res = R.road(sal, predict, w, img, key=jax.random.key(0), fractions=(0.25, 0.5), noise=0.0)
     # MoRF 0.25: pixel 0 -> neighbour pixel 1 = 0, logit 0 -> p = 0.5
     # MoRF 0.5: pixels 0, 1 -> both impute to pixel 2's 0 -> p = 0.5
     # LeRF: pixel 0 is never removed -> logit 4 -> p = sigmoid(4)
@@ -103,7 +101,21 @@ def test_road_from_maps_by_hand():
     assert float(res.gap) == pytest.approx(float(jax.nn.sigmoid(4.0)) - 0.5, rel=1e-5)
     assert res.classes.tolist() == [0]
     with pytest.raises(ValueError, match="fractions"):
-        R.road_from_maps(predict, w, img, sal, key=jax.random.key(0), fractions=(1.0,))
+        R.road(sal, predict, w, img, key=jax.random.key(0), fractions=(1.0,))
+    with pytest.raises(ValueError, match="attributions must be"):
+        R.road(sal[:, :, :3], predict, w, img, key=jax.random.key(0))
+    # the same maps through an attr_fn give the same numbers
+    again = R.road(
+        lambda p, x, t: jnp.asarray(sal),
+        predict,
+        w,
+        img,
+        key=jax.random.key(0),
+        fractions=(0.25, 0.5),
+        noise=0.0,
+    )
+    np.testing.assert_array_equal(again.morf, res.morf)
+    np.testing.assert_array_equal(res.maps, sal)
 
 
 def test_road_attr_fn_vectorised_and_deterministic():

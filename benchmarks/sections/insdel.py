@@ -26,6 +26,13 @@ from harness import (
 import svebi_jax.metrics as metrics
 
 
+@functools.cache
+def _as_apply_fn(predict_fn):
+    """``predict_fn(images) -> logits`` as ``apply_fn(params, images)``, one object per
+    ``predict_fn`` (the compiled games are cached by it)."""
+    return lambda params, images: predict_fn(images)
+
+
 def bench_insdel(apply_fn, params, images, cfg) -> dict[str, Any]:
     """Section 4: vectorised insertion/deletion vs a RISE-style loop."""
     x = jnp.asarray(images) * GAIN
@@ -55,14 +62,18 @@ def bench_insdel(apply_fn, params, images, cfg) -> dict[str, Any]:
     for mode in ("insertion", "deletion"):
 
         def vec(mode=mode, chunk_size=256):
-            return metrics.insertion_deletion_from_maps(
-                logits_fn,
-                x,
-                saliency,
-                mode=mode,
-                step=step,
-                substrate="zeros",
-                chunk_size=chunk_size,
+            return getattr(
+                metrics.insertion_deletion(
+                    saliency,
+                    _as_apply_fn(logits_fn),
+                    None,
+                    x,
+                    pixels_per_step=step,
+                    substrate="zeros",
+                    games=(mode,),
+                    chunk_size=chunk_size,
+                ),
+                mode,
             )
 
         run_vec, vbox = capture(vec)

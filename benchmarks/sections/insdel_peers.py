@@ -6,7 +6,7 @@ insertion from the 11x11, sigma = 5 blurred image, deletion to zeros, ``step = 2
 step (29 curve points on 28x28 digits; ``--quick``: 112, 8 points), the probability of the
 class predicted on the unperturbed image, RISE's trapezoid AUC.
 
-- svebi_jax: :func:`svebi_jax.metrics.insertion_deletion_from_maps` for both games with the
+- svebi_jax: :func:`svebi_jax.metrics.insertion_deletion` for both games with the
   library's defaults (one compiled call per game; every perturbed image of a chunk built with
   a rank mask and scored by one batched forward pass).
 - Peer: ``CausalMetric(model, mode, step, substrate_fn).evaluate(images, maps, batch_size)``
@@ -66,12 +66,22 @@ def saliency_maps(images: np.ndarray, seed: int = 1) -> np.ndarray:
 
 def svebi_games(predict_fn, x, sal, step: int) -> dict[str, metrics.CausalMetricResult]:
     """Both games with svebi_jax (the library's defaults, RISE's substrates)."""
-    return {
-        mode: metrics.insertion_deletion_from_maps(
-            predict_fn, x, sal, mode=mode, step=step, substrate=sub
-        )
-        for mode, sub in (("insertion", "blur"), ("deletion", "zeros"))
-    }
+    res = metrics.insertion_deletion(
+        sal,
+        _as_apply_fn(predict_fn),
+        None,
+        x,
+        pixels_per_step=step,
+        substrate={"insertion": "blur", "deletion": "zeros"},
+    )
+    return {"insertion": res.insertion, "deletion": res.deletion}
+
+
+@functools.cache
+def _as_apply_fn(predict_fn):
+    """``predict_fn(images) -> logits`` as ``apply_fn(params, images)``, one object per
+    ``predict_fn`` (the compiled games are cached by it)."""
+    return lambda params, images: predict_fn(images)
 
 
 def peer_games(

@@ -269,7 +269,7 @@ def _pipeline(cfg, prep: Prepared, out: pathlib.Path, timer, results: dict, mesh
             eval_stream,
             methods,
             rel.masks,
-            step=cfg.step,
+            pixels_per_step=cfg.step,
             map_batch=cfg.batch_size,
             eval_batch=cfg.batch_size,
             substrate=SUBSTRATES,

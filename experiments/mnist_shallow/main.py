@@ -117,7 +117,13 @@ def _pipeline(cfg, train_ds, test_ds, out: pathlib.Path, timer, results: dict) -
     )
     with timer("insertion_deletion"):
         scored = stages.scores(
-            apply_fn, params, eval_ds, methods, rel.masks, step=cfg.insdel_step, map_batch=_CHUNK
+            apply_fn,
+            params,
+            eval_ds,
+            methods,
+            rel.masks,
+            pixels_per_step=cfg.insdel_step,
+            map_batch=_CHUNK,
         )
     stages.write_scores(out, scored, results, eval_ds.images[: cfg.num_figure_images])
 

@@ -10,15 +10,14 @@ from svebi_jax.metrics.insdel import (
     CausalMetricResult,
     InsertionDeletion,
     auc,
+    auto_substrate,
     gaussian_blur,
     insertion_deletion,
-    insertion_deletion_from_maps,
 )
 from svebi_jax.metrics.remove_and_debias import (
     ROADResult,
     noisy_linear_impute,
     road,
-    road_from_maps,
 )
 from svebi_jax.metrics.sanity import (
     RandomizationCheck,
@@ -36,13 +35,12 @@ __all__ = [
     "ablation_curve",
     "auc",
     "gaussian_blur",
+    "auto_substrate",
     "insertion_deletion",
-    "insertion_deletion_from_maps",
     "model_randomization_check",
     "noisy_linear_impute",
     "random_like_masks",
     "randomize_params",
     "road",
-    "road_from_maps",
     "spearman_rank_correlation",
 ]

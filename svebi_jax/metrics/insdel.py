@@ -4,15 +4,11 @@ This module replicates ``CausalMetric`` from RISE (Petsiuk et al., 2018, ``evalu
 ``eclique/RISE``) step for step, but builds every perturbed image of a chunk at once with a rank
 mask and runs one batched, jit-compiled forward pass per chunk instead of a Python loop.
 
-Two entry points:
-
-- :func:`insertion_deletion` takes an attribution function
-  (``attr_fn(params, images, target) -> [B, H, W]``, :mod:`svebi_jax.attribution`) and the
-  model (``apply_fn``, ``params``), computes the maps and scores both games. Parameters are
-  arguments of the compiled computation: new ``params`` (e.g. another seed's model) and new
-  images of the same shape reuse it.
-- :func:`insertion_deletion_from_maps` scores maps computed elsewhere with a
-  ``predict_fn(images) -> logits``.
+One entry point, :func:`insertion_deletion`: it takes an attribution function
+(``attr_fn(params, images, target) -> [B, H, W]``, :mod:`svebi_jax.attribution`) or maps
+computed elsewhere (``[B, H, W]``), and the model (``apply_fn``, ``params``), and scores both
+games (or the ones asked for). Parameters are arguments of the compiled computation: new
+``params`` (e.g. another seed's model) and new images of the same shape reuse it.
 
 Results say which direction is better (:attr:`CausalMetricResult.higher_is_better`: insertion
 ↑, deletion ↓). Other causal metrics (e.g. ROAD's remove-and-debias) follow the same shape: a
@@ -20,13 +16,13 @@ function of ``(attr_fn, apply_fn, params, images)`` returning per-image scores, 
 the direction.
 
 For an image :math:`x` with :math:`P = HW` pixels, a saliency map :math:`s`, a substrate
-:math:`z` and ``step`` pixels per step, the pixels are ranked by decreasing saliency
-(:math:`r_p \\in \\{0, \\dots, P-1\\}`) and the curve has :math:`n + 1` points with
-:math:`n = \\lceil P / \\text{step} \\rceil`:
+:math:`z` and :math:`k` = ``pixels_per_step`` pixels per step, the pixels are ranked by
+decreasing saliency (:math:`r_p \\in \\{0, \\dots, P-1\\}`) and the curve has :math:`n + 1`
+points with :math:`n = \\lceil P / k \\rceil`:
 
 .. math::
 
-  x^{(i)}_{p} = \\begin{cases} f_p & r_p < i \\cdot \\text{step} \\\\ s_p & \\text{otherwise}
+  x^{(i)}_{p} = \\begin{cases} f_p & r_p < i \\cdot k \\\\ s_p & \\text{otherwise}
   \\end{cases}, \\qquad
   \\text{curve}_i = \\mathrm{softmax}(g(x^{(i)}))_{c}, \\qquad
   c = \\arg\\max_k g(x)_k, \\qquad i = 0, \\dots, n,
@@ -45,7 +41,7 @@ from __future__ import annotations
 
 import functools
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import jax
@@ -66,13 +62,13 @@ __all__ = [
     "auc",
     "gaussian_blur",
     "gaussian_kernel",
+    "auto_substrate",
     "insertion_deletion",
-    "insertion_deletion_from_maps",
     "pixel_order",
 ]
 
 _MODES = ("insertion", "deletion")
-_SUBSTRATES = ("zeros", "blur")
+_SUBSTRATES = ("auto", "zeros", "blur")
 
 
 @struct.dataclass
@@ -80,8 +76,8 @@ class CausalMetricResult:
     """Result of one causal game (a pytree; ``metric`` and ``higher_is_better`` are static).
 
     Attributes:
-      curves: ``[B, n_steps + 1]`` float32, score of the original class after ``i * step``
-        pixels have been deleted (inserted), ``i = 0, ..., n_steps``.
+      curves: ``[B, n_steps + 1]`` float32, score of the original class after
+        ``i * pixels_per_step`` pixels have been deleted (inserted), ``i = 0, ..., n_steps``.
       auc: ``[B]`` float32, per-image normalised AUC of ``curves`` (RISE's :func:`auc`).
       mean_auc: ``[]`` float32, mean of ``auc`` over images.
       auc_of_mean_curve: ``[]`` float32, AUC of the mean curve ``curves.mean(0)``; this is the
@@ -92,6 +88,9 @@ class CausalMetricResult:
       metric: ``"insertion"`` or ``"deletion"``.
       higher_is_better: ``True`` for insertion (the class should come back fast), ``False``
         for deletion (it should go away fast).
+      substrate: the substrate that was used: ``"zeros"``, ``"blur"`` or ``"array"`` (a
+        given array); ``"auto"`` is reported as the one it chose.
+      pixels_per_step: pixels changed per step of the curve.
     """
 
     curves: jax.Array
@@ -101,6 +100,8 @@ class CausalMetricResult:
     classes: jax.Array
     metric: str = struct.field(pytree_node=False, default="insertion")
     higher_is_better: bool = struct.field(pytree_node=False, default=True)
+    substrate: str = struct.field(pytree_node=False, default="zeros")
+    pixels_per_step: int = struct.field(pytree_node=False, default=1)
 
 
 @struct.dataclass
@@ -108,13 +109,14 @@ class InsertionDeletion:
     """Both games for one attribution method (a pytree).
 
     Attributes:
-      insertion: :class:`CausalMetricResult` of insertion (higher is better).
-      deletion: :class:`CausalMetricResult` of deletion (lower is better).
+      insertion: :class:`CausalMetricResult` of insertion (higher is better), or ``None``
+        when not played (``games``).
+      deletion: :class:`CausalMetricResult` of deletion (lower is better), or ``None``.
       maps: ``[B, H, W]`` float32 the attribution maps that were scored.
     """
 
-    insertion: CausalMetricResult
-    deletion: CausalMetricResult
+    insertion: CausalMetricResult | None
+    deletion: CausalMetricResult | None
     maps: jax.Array
 
 
@@ -289,30 +291,16 @@ def _chunked_map(fn: Callable[[jax.Array], Any], n: int, chunk_size: int) -> Any
     return jax.tree.map(lambda a: a.reshape(n_chunks * chunk_size, *a.shape[2:])[:n], out)
 
 
-class _FixedParams:
-    """A ``predict_fn(images)`` seen as ``fn(params, images)`` (hashes like ``predict_fn``)."""
-
-    def __init__(self, predict_fn):
-        self.predict_fn = predict_fn
-
-    def __call__(self, params, images):
-        return self.predict_fn(images)
-
-    def __hash__(self):
-        return hash(self.predict_fn)
-
-    def __eq__(self, other):
-        return isinstance(other, _FixedParams) and other.predict_fn == self.predict_fn
-
-
 class _Logits:
-    """``apply_fn`` seen as ``fn(params, images) -> logits`` (hashes like ``apply_fn``)."""
+    """``apply_fn`` seen as ``fn(params, images) -> logits`` (hashes like ``apply_fn``); an
+    ``apply_fn`` may return the logits array itself."""
 
     def __init__(self, apply_fn):
         self.apply_fn = apply_fn
 
     def __call__(self, params, images):
-        return logits_of(self.apply_fn(params, images))
+        out = self.apply_fn(params, images)
+        return out if isinstance(out, jax.Array | np.ndarray) else logits_of(out)
 
     def __hash__(self):
         return hash(self.apply_fn)
@@ -404,73 +392,6 @@ def _result(curves: jax.Array, classes: jax.Array, mode: str) -> CausalMetricRes
     )
 
 
-def insertion_deletion_from_maps(
-    predict_fn: Callable[[jax.Array], jax.Array],
-    images: jax.Array,
-    saliency: jax.Array,
-    *,
-    mode: str,
-    step: int,
-    substrate: str | jax.Array | None = None,
-    chunk_size: int = 256,
-    apply_softmax: bool = True,
-) -> CausalMetricResult:
-    """Insertion or deletion curves and AUCs, exactly as RISE's ``CausalMetric``.
-
-    Deletion starts from the image and, at each step, replaces the next ``step`` most salient
-    pixels (all channels together) by the substrate; insertion starts from the substrate and
-    puts the image's pixels back in the same order. The curve records, at each of the
-    ``n_steps + 1 = ceil(H * W / step) + 1`` points (both ends included), the probability of the
-    class predicted on the unperturbed image. For 28x28 images and ``step=28``: 29 points.
-
-    Pixel ranks come from :func:`pixel_order` (RISE's ``flip(argsort(.))`` with a stable sort,
-    see there for ties). The unperturbed images are scored first (they give the classes, and
-    deletion's first / insertion's last point); every other (image, point) pair becomes one
-    perturbed image, built with a rank mask ``rank < i * step``. The pairs are evaluated
-    ``chunk_size`` at a time by one jit-compiled, batched call of ``predict_fn`` per chunk
-    (``lax.map`` over chunks): ``B · (n_steps + 1)`` images in all, one per curve point (RISE's
-    ``evaluate`` scores the unperturbed images twice, ``B · (n_steps + 2)``).
-
-    ``predict_fn`` must be a pure function whose outputs for one image do not depend on the
-    other images of its batch (no batch statistics). It is a static argument of the compiled
-    computation: pass the same function object to reuse the compilation.
-
-    Args:
-      predict_fn: pure function mapping ``[N, H, W, C]`` float images to ``[N, K]`` class
-        logits (``apply_softmax=True``) or probabilities (``apply_softmax=False``). It is called
-        with ``N = chunk_size``.
-      images: ``[B, H, W, C]`` float array, the unperturbed (model-ready) images.
-      saliency: ``[B, H, W]`` real array, one map per image; higher means more important.
-      mode: ``"insertion"`` or ``"deletion"``.
-      step: int in ``[1, H * W]``, pixels changed per step.
-      substrate: what deleted pixels become / insertion starts from: ``"zeros"`` (black),
-        ``"blur"`` (:func:`gaussian_blur` of the images, 11x11 kernel, sigma 5, zero padding,
-        per channel), or a ``[B, H, W, C]`` float array. Default ``None`` follows RISE:
-        ``"zeros"`` for deletion, ``"blur"`` for insertion. For MNIST-like data whose
-        insertion game starts from a black image, pass ``substrate="zeros"`` explicitly.
-      chunk_size: positive int, number of perturbed images per forward pass (bounds memory to
-        about ``3 * chunk_size`` images plus the model's activations).
-      apply_softmax: whether to apply a softmax to ``predict_fn``'s outputs before reading the
-        score (RISE's model ends with a softmax, so its scores are probabilities).
-
-    Returns:
-      A :class:`CausalMetricResult` with ``curves`` ``[B, n_steps + 1]``, ``auc`` ``[B]``,
-      ``mean_auc`` ``[]``, ``auc_of_mean_curve`` ``[]``, ``classes`` ``[B]`` and the
-      direction (``higher_is_better``: insertion ``True``, deletion ``False``).
-
-    Raises:
-      ValueError: on a bad ``mode``, ``step``, ``substrate``, ``chunk_size``, on shapes that do
-        not match (``images`` ``[B, H, W, C]``, ``saliency`` ``[B, H, W]``), or on NaN in
-        ``saliency`` / non-finite values in ``images`` or a substrate array (checked when the
-        values are concrete, i.e. outside ``jit``).
-      TypeError: if ``predict_fn`` is not callable or ``images`` is not floating point.
-    """
-    if not callable(predict_fn):
-        raise TypeError(f"predict_fn must be callable, got {type(predict_fn).__name__}")
-    args = _check_game(images, saliency, mode, step, substrate, chunk_size, apply_softmax)
-    return _insdel(None, *args[:3], predict_fn=_FixedParams(predict_fn), **args[3])
-
-
 def _check_game(images, saliency, mode, step, substrate, chunk_size, apply_softmax):
     """Validated ``(images, saliency, substrate, static kwargs)`` of one game."""
     V.check_choice("mode", mode, _MODES)
@@ -481,34 +402,72 @@ def _check_game(images, saliency, mode, step, substrate, chunk_size, apply_softm
     b, h, w, _ = images.shape
     if saliency.shape != (b, h, w):
         raise ValueError(
-            f"saliency must have shape [B, H, W] = {(b, h, w)} to match images, "
+            f"attributions must be [B, H, W] = {(b, h, w)} maps to match images, "
             f"got shape {saliency.shape}"
         )
     if jnp.issubdtype(saliency.dtype, jnp.complexfloating) or saliency.dtype == jnp.bool_:
-        raise TypeError(f"saliency must be a real numeric array, got dtype {saliency.dtype}")
-    step = _check_positive_int("step", step, upper=h * w)
+        raise TypeError(f"attributions must be real numeric maps, got dtype {saliency.dtype}")
+    step = _check_positive_int("pixels_per_step", step, upper=h * w)
     chunk_size = _check_positive_int("chunk_size", chunk_size)
     if (
         not _is_tracer(saliency)
         and jnp.issubdtype(saliency.dtype, jnp.inexact)
         and bool(jnp.any(jnp.isnan(saliency)))
     ):
-        raise ValueError("saliency must not contain NaN")
-    sub = _substrate(images, substrate, mode)
+        raise ValueError("attributions: the maps must not contain NaN")
+    sub, name = _substrate(images, substrate, mode)
     static = dict(mode=mode, step=step, chunk_size=chunk_size, apply_softmax=apply_softmax)
-    return images, saliency, sub, static
+    return images, saliency, sub, static, name
 
 
-def _substrate(images, substrate, mode):
-    if substrate is None:
-        substrate = "zeros" if mode == "deletion" else "blur"
+def auto_substrate(images, mode: str) -> str:
+    """The substrate ``substrate="auto"`` chooses: ``"zeros"`` or ``"blur"``.
+
+    Deletion: ``"zeros"`` (RISE's). Insertion: ``"zeros"`` when every image's border (its
+    outermost ring of pixels, all channels) is exactly 0, i.e. the images lie on a black
+    background (MNIST-like digits in ``[0, 1]``), where the blurred image would still show the
+    object and start the game with most of the class evidence; ``"blur"`` (RISE's substrate
+    for photographs) otherwise.
+
+    Args:
+      images: ``[B, H, W, C]`` concrete float images.
+      mode: ``"insertion"`` or ``"deletion"``.
+
+    Raises:
+      ValueError: traced ``images`` (the rule reads their values; pass ``"zeros"`` or
+        ``"blur"`` under ``jit``).
+    """
+    V.check_choice("mode", mode, _MODES)
+    if mode == "deletion":
+        return "zeros"
+    if _is_tracer(images):
+        raise ValueError(
+            "substrate='auto' reads the images' border values, which are traced here (under "
+            "jit); pass substrate='zeros' or 'blur'"
+        )
+    x = np.asarray(images)
+    border = np.concatenate(
+        [x[:, 0].reshape(-1), x[:, -1].reshape(-1), x[:, :, 0].reshape(-1), x[:, :, -1].reshape(-1)]
+    )
+    return "zeros" if not np.any(border) else "blur"
+
+
+def _substrate(images, substrate, mode) -> tuple[jax.Array, str]:
+    """``(substrate array, its name)`` of one game."""
     if isinstance(substrate, str):
         if substrate not in _SUBSTRATES:
             raise ValueError(
                 f"substrate must be one of {_SUBSTRATES} or an array of shape {images.shape}, "
                 f"got {substrate!r}"
             )
-        return jnp.zeros_like(images) if substrate == "zeros" else gaussian_blur(images)
+        if substrate == "auto":
+            substrate = auto_substrate(images, mode)
+        sub = jnp.zeros_like(images) if substrate == "zeros" else gaussian_blur(images)
+        return sub, substrate
+    if substrate is None:
+        raise ValueError(
+            f"substrate must be one of {_SUBSTRATES} or an array of shape {images.shape}, got None"
+        )
     try:
         sub = jnp.asarray(substrate)
     except TypeError as err:
@@ -522,7 +481,7 @@ def _substrate(images, substrate, mode):
         )
     if not _is_tracer(sub) and not bool(jnp.all(jnp.isfinite(sub))):
         raise ValueError("substrate array must be finite (no NaN or inf)")
-    return sub.astype(images.dtype)
+    return sub.astype(images.dtype), "array"
 
 
 @functools.lru_cache(maxsize=16)
@@ -567,14 +526,15 @@ def _play(params, images, saliency, substrate, *, predict_fn, mesh, **static):
 
 
 def insertion_deletion(
-    attr_fn: Callable,
+    attributions: Callable | jax.Array,
     apply_fn: ApplyFn,
     params,
     images: jax.Array,
     *,
-    step: int,
-    substrate: str | jax.Array | dict[str, str | jax.Array] | None = None,
     target: jax.Array | None = None,
+    pixels_per_step: int | None = None,
+    substrate: str | jax.Array | dict[str, str | jax.Array] = "auto",
+    games: Sequence[str] = _MODES,
     batch_size: int | None = None,
     chunk_size: int = 256,
     apply_softmax: bool = True,
@@ -582,25 +542,46 @@ def insertion_deletion(
 ) -> InsertionDeletion:
     """Insertion and deletion of an attribution method, exactly as RISE's ``CausalMetric``.
 
-    Computes ``maps = attr_fn(params, images, target)`` (in batches of ``batch_size``), then
-    plays both games of :func:`insertion_deletion_from_maps` on them with the model's
-    logits (``apply_fn(params, x).logits``). ``params`` are an argument of the compiled
-    games, so scoring another model of the same architecture (another seed, a randomized
-    copy) or other images of the same shape does not recompile.
+    Takes the maps (``attributions(params, images, target)`` in batches of ``batch_size``,
+    or ``attributions`` itself when it is a ``[B, H, W]`` array) and plays the games of the
+    module docstring on them with the model's logits (``apply_fn(params, x).logits``).
+
+    Deletion starts from the image and, at each step, replaces the next ``pixels_per_step``
+    most salient pixels (all channels together) by the substrate; insertion starts from the
+    substrate and puts the image's pixels back in the same order. The curve records, at each
+    of the ``n_steps + 1 = ceil(H * W / pixels_per_step) + 1`` points (both ends included), the
+    probability of the class predicted on the unperturbed image. Pixel ranks come from
+    :func:`pixel_order` (RISE's ``flip(argsort(.))`` with a stable sort). Every (image, point)
+    pair is one perturbed image, evaluated ``chunk_size`` at a time by one jit-compiled,
+    batched forward pass per chunk: ``B · (n_steps + 1)`` images per game. ``params`` are an
+    argument of the compiled games, so scoring another model of the same architecture
+    (another seed, a randomized copy) or other images of the same shape does not recompile.
 
     Args:
-      attr_fn: ``attr_fn(params, images, target) -> [B, H, W]`` (:mod:`svebi_jax.attribution`).
-      apply_fn: the model (:class:`svebi_jax.protocols.ApplyFn`).
+      attributions: ``attr_fn(params, images, target) -> [B, H, W]``
+        (:mod:`svebi_jax.attribution`), or precomputed ``[B, H, W]`` maps (higher means more
+        important).
+      apply_fn: the model (:class:`svebi_jax.protocols.ApplyFn`); any
+        ``apply_fn(params, images)`` returning logits (or an object with ``.logits``) works.
+        It is a static argument of the compiled games: pass the same object to reuse them.
       params: its parameters.
       images: ``[B, H, W, C]`` float images.
-      step: pixels changed per step, in ``[1, H * W]``.
-      substrate: ``"zeros"``, ``"blur"``, a ``[B, H, W, C]`` array, or a dict
-        ``{"insertion": ..., "deletion": ...}``; default RISE's (blur for insertion, zeros
-        for deletion). For MNIST-like data pass ``"zeros"``.
-      target: ``[B]`` classes the maps explain; default ``None``: each image's predicted
-        class (the class whose probability the curves follow).
+      target: ``[B]`` classes the maps explain (passed to ``attr_fn``); default ``None``: each
+        image's predicted class. The curves follow the class predicted on the unperturbed
+        image (RISE).
+      pixels_per_step: pixels changed per step, in ``[1, H * W]``; default ``W``, one image
+        row per step (``H + 1`` curve points; RISE's 224 for 224 × 224 images, 28 for MNIST).
+      substrate: what deleted pixels become / insertion starts from: ``"auto"`` (default,
+        :func:`auto_substrate`: zeros for deletion; for insertion zeros when every image's
+        border is 0, i.e. a black background as in MNIST, and RISE's blur otherwise),
+        ``"zeros"`` (black), ``"blur"`` (:func:`gaussian_blur`, RISE's for photographs), a
+        ``[B, H, W, C]`` array, or a dict ``{"insertion": ..., "deletion": ...}``. Each
+        result reports the substrate used (:attr:`CausalMetricResult.substrate`).
+      games: the games to play, a subset of ``("insertion", "deletion")`` (default both);
+        a game not played is ``None`` in the result.
       batch_size: images per call of ``attr_fn`` (bounds its memory); default all at once.
-      chunk_size: perturbed images per forward pass of the games.
+      chunk_size: perturbed images per forward pass of the games (bounds memory to about
+        ``3 * chunk_size`` images plus the model's activations).
       apply_softmax: score probabilities (``True``, RISE) or raw logits.
       mesh: optional :class:`jax.sharding.Mesh` (:func:`svebi_jax.sharding.make_mesh`): the
         games are played data-parallel, each device scoring the curves of its share of the
@@ -609,23 +590,36 @@ def insertion_deletion(
         :func:`svebi_jax.attribution.grad2d`). ``None``: one device.
 
     Returns:
-      :class:`InsertionDeletion` (``insertion`` ↑ and ``deletion`` ↓ results, ``maps``).
+      :class:`InsertionDeletion` (``insertion`` ↑ and ``deletion`` ↓ results, each with
+      ``curves [B, n_steps + 1]``, ``auc [B]``, ``mean_auc``, ``auc_of_mean_curve``,
+      ``classes [B]``, ``substrate`` and ``pixels_per_step``; and the scored ``maps``).
 
     Raises:
-      ValueError/TypeError: as :func:`insertion_deletion_from_maps`, and when ``attr_fn``
-        does not return ``[B, H, W]`` maps.
+      ValueError: bad ``pixels_per_step``, ``substrate``, ``games``, ``chunk_size``, maps
+        that are not ``[B, H, W]``, NaN in the maps or non-finite images / substrate arrays
+        (checked when concrete, i.e. outside ``jit``).
+      TypeError: ``apply_fn`` not callable, or images / maps of the wrong dtype.
     """
-    if not callable(attr_fn):
-        raise TypeError(f"attr_fn must be callable, got {type(attr_fn).__name__}")
     if not callable(apply_fn):
         raise TypeError(f"apply_fn must be callable, got {type(apply_fn).__name__}")
     images = jnp.asarray(V.check_images(images))
     subs = substrate if isinstance(substrate, dict) else {m: substrate for m in _MODES}
     if set(subs) != set(_MODES):
         raise ValueError(f"substrate dict must have the keys {_MODES}, got {sorted(subs)}")
-    maps = attribution_maps(attr_fn, params, images, target=target, batch_size=batch_size)
-    games = {}
-    for mode in _MODES:
-        args = _check_game(images, maps, mode, step, subs[mode], chunk_size, apply_softmax)
-        games[mode] = _play(params, *args[:3], predict_fn=_Logits(apply_fn), mesh=mesh, **args[3])
-    return InsertionDeletion(games["insertion"], games["deletion"], maps)
+    games = (games,) if isinstance(games, str) else tuple(games)
+    if not games or len(set(games)) != len(games) or not set(games) <= set(_MODES):
+        raise ValueError(f"games must be a non-empty subset of {_MODES}, got {games!r}")
+    if pixels_per_step is None:
+        pixels_per_step = int(images.shape[2])
+    if callable(attributions):
+        maps = attribution_maps(attributions, params, images, target=target, batch_size=batch_size)
+    else:
+        maps = jnp.asarray(attributions)
+    played = {m: None for m in _MODES}
+    for mode in games:
+        *args, static, name = _check_game(
+            images, maps, mode, pixels_per_step, subs[mode], chunk_size, apply_softmax
+        )
+        res = _play(params, *args, predict_fn=_Logits(apply_fn), mesh=mesh, **static)
+        played[mode] = res.replace(substrate=name, pixels_per_step=static["step"])
+    return InsertionDeletion(played["insertion"], played["deletion"], maps)

@@ -40,7 +40,6 @@ from __future__ import annotations
 
 import functools
 from collections.abc import Callable, Sequence
-from typing import Any
 
 import jax
 import jax.numpy as jnp
@@ -59,7 +58,6 @@ __all__ = [
     "ROADResult",
     "noisy_linear_impute",
     "road",
-    "road_from_maps",
 ]
 
 Array = jax.Array
@@ -182,7 +180,7 @@ class ROADResult:
       mean_morf, mean_lerf: ``[]`` their means over images.
       gap: ``[]`` ``mean_lerf - mean_morf`` (higher is better).
       classes: ``[B]`` int32 class predicted on the unperturbed images.
-      maps: ``[B, H, W]`` the scored maps (``road``) or ``None``.
+      maps: ``[B, H, W]`` the scored maps.
     """
 
     fractions: Array
@@ -277,62 +275,8 @@ def _counts(fractions, hw: int) -> tuple[tuple[int, ...], np.ndarray]:
     return counts, fr.astype(np.float32)
 
 
-def road_from_maps(
-    predict_fn: Callable[[Any, Array], Array],
-    params,
-    images: Array,
-    saliency: Array,
-    *,
-    key: Array,
-    fractions: Sequence[float] = FRACTIONS,
-    noise: float = 0.01,
-    num_iters: int = 200,
-    chunk_size: int = 128,
-) -> ROADResult:
-    """ROAD (MoRF and LeRF with noisy linear imputation) of given maps.
-
-    Args:
-      predict_fn: pure ``predict_fn(params, images [N, H, W, C]) -> [N, K]`` logits (a
-        static argument: pass the same object to reuse the compilation).
-      params: its parameters.
-      images: ``[B, H, W, C]`` float images.
-      saliency: ``[B, H, W]`` maps, higher = more relevant.
-      key: PRNG key (random tie-breaking of equal saliency, imputation noise).
-      fractions: removal fractions in ``(0, 1)``; ``round(p · H · W)`` pixels are removed.
-      noise: :math:`\\sigma` of the imputation noise (ROAD: 0.01).
-      num_iters: conjugate-gradient steps of the imputation.
-      chunk_size: perturbed images per forward pass.
-
-    Returns:
-      :class:`ROADResult` (``maps`` is ``None``).
-    """
-    images = jnp.asarray(V.check_images(images))
-    saliency = jnp.asarray(saliency, jnp.float32)
-    b, h, w, _ = images.shape
-    if saliency.shape != (b, h, w):
-        raise ValueError(
-            f"saliency must be [B, H, W] = {(b, h, w)} to match images, got {saliency.shape}"
-        )
-    if not V.is_tracer(saliency) and bool(jnp.any(jnp.isnan(saliency))):
-        raise ValueError("saliency must not contain NaN")
-    counts, fr = _counts(fractions, h * w)
-    noise = V.check_number("noise", noise, low=0.0)
-    out = _road(
-        params,
-        images,
-        saliency,
-        key,
-        predict_fn=predict_fn,
-        counts=counts,
-        noise=float(noise),
-        num_iters=V.check_positive_int("num_iters", num_iters),
-        chunk_size=V.check_positive_int("chunk_size", chunk_size),
-    )
-    return ROADResult(fractions=jnp.asarray(fr), **out)
-
-
 def road(
-    attr_fn: Callable,
+    attributions: Callable | Array,
     apply_fn: ApplyFn,
     params,
     images: Array,
@@ -345,33 +289,63 @@ def road(
     num_iters: int = 200,
     chunk_size: int = 128,
 ) -> ROADResult:
-    """ROAD of an attribution method: ``maps = attr_fn(params, images, target)``, then both orders.
+    """ROAD of an attribution method: MoRF and LeRF with noisy linear imputation.
+
+    The maps are ``attributions(params, images, target)`` (in batches of ``batch_size``), or
+    ``attributions`` itself when it is a ``[B, H, W]`` array of maps computed elsewhere.
 
     Args:
-      attr_fn: ``attr_fn(params, images, target) -> [B, H, W]`` (:mod:`svebi_jax.attribution`).
-      apply_fn: the model; its logits are scored.
+      attributions: ``attr_fn(params, images, target) -> [B, H, W]``
+        (:mod:`svebi_jax.attribution`), or ``[B, H, W]`` maps (higher = more relevant).
+      apply_fn: the model; its logits are scored (``apply_fn(params, images)`` returning the
+        logits or an object with ``.logits``; a static argument of the compiled computation:
+        pass the same object to reuse it).
       params: its parameters (an argument of the compiled computation: another seed's model
         does not recompile).
       images: ``[B, H, W, C]`` float images.
-      key: PRNG key (ties and noise); the same key gives the same result.
-      target: ``[B]`` classes the maps explain (default: the predicted ones).
+      key: PRNG key (random tie-breaking of equal saliency, imputation noise); the same key
+        gives the same result.
+      target: ``[B]`` classes the maps explain (passed to ``attr_fn``; default: the predicted
+        ones).
       batch_size: images per call of ``attr_fn`` (default: all).
-      fractions, noise, num_iters, chunk_size: see :func:`road_from_maps`.
+      fractions: removal fractions in ``(0, 1)``; ``round(p · H · W)`` pixels are removed.
+      noise: :math:`\\sigma` of the imputation noise (ROAD: 0.01).
+      num_iters: conjugate-gradient steps of the imputation.
+      chunk_size: perturbed images per forward pass.
 
     Returns:
       :class:`ROADResult` with the scored ``maps``.
+
+    Raises:
+      ValueError: maps that are not ``[B, H, W]`` or hold NaN, bad images, ``fractions``,
+        ``noise``, ``num_iters`` or ``chunk_size``.
     """
+    if not callable(apply_fn):
+        raise TypeError(f"apply_fn must be callable, got {type(apply_fn).__name__}")
     images = jnp.asarray(V.check_images(images))
-    maps = attribution_maps(attr_fn, params, images, target=target, batch_size=batch_size)
-    res = road_from_maps(
-        _Logits(apply_fn),
+    if callable(attributions):
+        maps = attribution_maps(attributions, params, images, target=target, batch_size=batch_size)
+    else:
+        maps = attributions
+    maps = jnp.asarray(maps, jnp.float32)
+    b, h, w, _ = images.shape
+    if maps.shape != (b, h, w):
+        raise ValueError(
+            f"attributions must be [B, H, W] = {(b, h, w)} maps to match images, got {maps.shape}"
+        )
+    if not V.is_tracer(maps) and bool(jnp.any(jnp.isnan(maps))):
+        raise ValueError("attributions: the maps must not contain NaN")
+    counts, fr = _counts(fractions, h * w)
+    noise = V.check_number("noise", noise, low=0.0)
+    out = _road(
         params,
         images,
         maps,
-        key=key,
-        fractions=fractions,
-        noise=noise,
-        num_iters=num_iters,
-        chunk_size=chunk_size,
+        key,
+        predict_fn=_Logits(apply_fn),
+        counts=counts,
+        noise=float(noise),
+        num_iters=V.check_positive_int("num_iters", num_iters),
+        chunk_size=V.check_positive_int("chunk_size", chunk_size),
     )
-    return res.replace(maps=maps)
+    return ROADResult(fractions=jnp.asarray(fr), maps=maps, **out)

@@ -154,7 +154,7 @@ def test_insertion_deletion(mesh, model):
     def attr_fn(p, imgs, target=None):  # a fixed, tie-free map: the games alone are compared
         return jnp.asarray(imgs[..., 0]) + jnp.linspace(0, 1e-3, 256).reshape(16, 16)
 
-    kw = dict(step=32, substrate="zeros", chunk_size=16)
+    kw = dict(pixels_per_step=32, substrate="zeros", chunk_size=16)
     r1 = insertion_deletion(attr_fn, apply_fn, params, x, **kw)
     r8 = insertion_deletion(attr_fn, apply_fn, params, x, mesh=mesh, **kw)
     for g1, g8 in ((r1.insertion, r8.insertion), (r1.deletion, r8.deletion)):
