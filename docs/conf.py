@@ -1,0 +1,155 @@
+"""Sphinx configuration of the svebi_jax documentation.
+
+Build: ``sphinx-build -W --keep-going -b html docs docs/_build/html`` (warnings are errors).
+"""
+
+from __future__ import annotations
+
+import pathlib
+import re
+import shutil
+import sys
+
+DOCS = pathlib.Path(__file__).resolve().parent
+ROOT = DOCS.parent
+sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(DOCS))
+
+import _api  # noqa: E402
+
+import svebi_jax  # noqa: E402
+
+# -- Project -------------------------------------------------------------------------------------
+project = "svebi_jax"
+author = "The svebi_jax developers"
+copyright = "The svebi_jax developers"  # noqa: A001
+release = svebi_jax.__version__  # the one version: svebi_jax/__init__.py
+version = release
+# The repository URL is defined once, in pyproject.toml's [project.urls].
+REPO_URL = re.search(
+    r'^Repository = "([^"]+)"', (ROOT / "pyproject.toml").read_text(), flags=re.M
+).group(1)
+
+# -- Generated sources: API pages and the notebooks ----------------------------------------------
+_api.write_pages(DOCS / "api" / "modules")
+_NB_DIR = DOCS / "notebooks"
+_NB_DIR.mkdir(exist_ok=True)
+for _nb in sorted((ROOT / "notebooks").glob("*.ipynb")):
+    _dst = _NB_DIR / _nb.name
+    if not _dst.exists() or _dst.read_bytes() != _nb.read_bytes():
+        shutil.copyfile(_nb, _dst)
+
+
+def _write_cli_help(path: pathlib.Path) -> None:
+    """``svebi --help`` and every command's help, as the reference of the CLI guide."""
+    import argparse
+    import os
+
+    os.environ["COLUMNS"] = "100"  # argparse wraps at the terminal width: make it fixed
+    from svebi_jax import cli
+
+    parser = cli.build_parser()
+    blocks = [("svebi --help", parser.format_help())]
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            for name, sub in action.choices.items():
+                blocks.append((f"svebi {name} --help", sub.format_help()))
+    text = "".join(f"### `{title}`\n\n```text\n{body.rstrip()}\n```\n\n" for title, body in blocks)
+    if not path.exists() or path.read_text() != text:
+        path.write_text(text)
+
+
+_write_cli_help(DOCS / "guides" / "_cli_help.md")
+
+
+def _write_benchmark_table(path: pathlib.Path) -> None:
+    """The latest one-run peer table, from the JSON the benchmark wrote (date, machine, command)."""
+    import json
+
+    src = "benchmarks/results_peers_one_run.json"
+    run = json.loads((ROOT / src).read_text())
+    m = run["machine"]
+    # Output paths of the recorded command are the benchmarker's; show the reproducible part.
+    command = re.sub(r" --(out|markdown) \S+", "", run["command"])
+    lines = [
+        f"**Date:** {m['date']} · **machine:** {m['cpu_count']} CPU cores ({m['cpu_model']}), "
+        f"backend `{m['backend']}`, no accelerator · JAX {m['jax']}, svebi_jax {m['svebi_jax']} "
+        f"· load average at start {m['loadavg_start']} · float32 matmul peak "
+        f"{m['peak']['gflops']:.0f} GFLOP/s",
+        "",
+        f"**Command:** `{command}` · all numbers: {{download}}`{src.split('/')[-1]} <../{src}>`",
+        "",
+        "| benchmark | svebi_jax (median) | alternative (median) | speed-up | "
+        "svebi_jax GFLOP/s (of peak) | agreement |",
+        "|---|---|---|---|---|---|",
+    ]
+
+    def fmt(s: float) -> str:
+        return f"{s * 1e3:.2f} ms" if s < 1 else f"{s:.2f} s"
+
+    for r in run["rows"]:
+        name = r["name"].removeprefix("P. ")
+        gf = f"{r['gflops']:.1f} ({100 * r['peak_frac']:.0f} %)" if r.get("gflops") else ""
+        agreement = r["agreement"].replace("|", "\\|")
+        lines.append(
+            f"| {name} | {fmt(r['svebi_s'])} | {fmt(r['peer_s'])} | {r['ratio']:.2f}× | {gf} "
+            f"| {agreement} |"
+        )
+    text = "\n".join(lines) + "\n"
+    if not path.exists() or path.read_text() != text:
+        path.write_text(text)
+
+
+_write_benchmark_table(DOCS / "_benchmarks_table.md")
+
+# -- Extensions ----------------------------------------------------------------------------------
+extensions = [
+    "myst_nb",  # Markdown pages and executed notebooks (as JAX, Flax and Optax)
+    "sphinx.ext.autodoc",
+    "sphinx.ext.autosummary",
+    "sphinx.ext.napoleon",  # Google-style docstrings
+    "sphinx.ext.mathjax",
+    "sphinx.ext.viewcode",
+    "sphinx_copybutton",
+    "sphinx_design",
+]
+source_suffix = {".rst": "restructuredtext", ".md": "myst-nb", ".ipynb": "myst-nb"}
+exclude_patterns = [
+    "_build",
+    "**.ipynb_checkpoints",
+    "README.md",
+    "guides/_cli_help.md",  # included by guides/cli.md
+    "_benchmarks_table.md",  # included by benchmarks.md
+]
+templates_path = ["_templates"]
+
+myst_enable_extensions = ["dollarmath", "amsmath", "colon_fence", "deflist", "substitution"]
+myst_heading_anchors = 3
+myst_substitutions = {"repo_url": REPO_URL, "version": release}
+
+# Notebooks are stored executed; the site shows those outputs and never re-runs them.
+nb_execution_mode = "off"
+nb_merge_streams = True
+
+autosummary_generate = True
+autosummary_imported_members = True
+autodoc_default_options = {"members": True, "show-inheritance": True}
+autodoc_member_order = "bysource"
+autodoc_typehints = "description"
+autodoc_typehints_format = "short"
+napoleon_google_docstring = True
+napoleon_numpy_docstring = False
+napoleon_use_rtype = False
+napoleon_use_ivar = True  # "Attributes:" as a field list: no duplicate of autodoc's members
+
+
+# -- HTML ----------------------------------------------------------------------------------------
+html_theme = "sphinx_book_theme"
+html_title = f"svebi_jax {release}"
+html_static_path = ["_static"]
+html_theme_options = {
+    "repository_url": REPO_URL,
+    "use_repository_button": True,
+    "show_toc_level": 2,
+    "navigation_with_keys": False,
+}
