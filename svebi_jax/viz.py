@@ -433,7 +433,8 @@ def heatmap_grid(
             mappables.setdefault(d.rule, (im, d))
             if r == 0:
                 label = name + (" (signed)" if d.sign == "all" else "")
-                axes[r, col].set_title(textwrap.fill(label, 18), fontsize=7)
+                title = textwrap.fill(label, 20, break_long_words=False)
+                axes[r, col].set_title(title, fontsize=7)
             col += 1
         if titles is not None:
             axes[r, 0].set_ylabel(titles[r], fontsize=8)
