@@ -136,3 +136,64 @@ def test_weight_contributions_and_errors():
         attribution.tsa(apply_fn, network=net, variant="x")
     with pytest.raises(ValueError, match="beta"):
         attribution.tsa(apply_fn, network=net, beta=1.5)
+
+
+_MESH_SCRIPT = """
+import jax, jax.numpy as jnp, numpy as np
+from svebi_jax import attribution, sharding
+from svebi_jax import layers as L
+from svebi_jax.interop.nir import make_apply_fn
+
+layers = (L.Conv("conv1", 2, 3), L.LIF(), L.MaxPool(2), L.Flatten(), L.Dense("out", 3))
+net = (layers, L.SNNConfig(num_steps=3, beta=0.8, threshold=0.4))
+rng = np.random.default_rng(0)
+params = {"conv1": {"kernel": jnp.asarray(rng.normal(0.2, 0.7, (3, 3, 1, 2)), jnp.float32),
+                    "bias": jnp.zeros(2)},
+          "out": {"kernel": jnp.asarray(rng.normal(0, 1, (2, 3)), jnp.float32),
+                  "bias": jnp.zeros(3)}}
+x = jnp.asarray(rng.uniform(0, 1, (DEVICES + 2, 4, 4, 1)), jnp.float32)
+apply_fn = make_apply_fn(*net, (4, 4, 1))
+mesh = sharding.make_mesh()
+assert len(mesh.devices.ravel()) == DEVICES
+for make in (lambda **k: attribution.gradcam(apply_fn, layer="conv1", network=net, **k),
+             lambda **k: attribution.lrp(apply_fn, network=net, time_resolved=True, **k),
+             lambda **k: attribution.tsa(apply_fn, network=net, **k)):
+    one, many = make()(params, x), make(mesh=mesh)(params, x)
+    np.testing.assert_allclose(np.asarray(many), np.asarray(one), rtol=1e-5, atol=1e-7)
+print("MESH-OK")
+"""
+
+
+def _run_mesh_script(devices):
+    import os
+    import subprocess
+    import sys
+
+    env = dict(os.environ)
+    flags = f"--xla_force_host_platform_device_count={devices}"
+    env["XLA_FLAGS"] = " ".join([env.get("XLA_FLAGS", ""), flags]).strip()
+    env["JAX_PLATFORMS"] = "cpu"
+    script = _MESH_SCRIPT.replace("DEVICES", str(devices))
+    proc = subprocess.run(
+        [sys.executable, "-c", script], env=env, capture_output=True, text=True, timeout=900
+    )
+    assert "MESH-OK" in proc.stdout, proc.stderr[-3000:]
+
+
+def test_mesh_matches_no_mesh_in_process():
+    from svebi_jax import sharding
+
+    layers = (L.Conv("conv1", 2, 3), L.LIF(), L.Flatten(), L.Dense("out", 3))
+    net = (layers, L.SNNConfig(num_steps=2, beta=BETA, threshold=THETA))
+    params = _params(np.random.default_rng(4), {"conv1": (3, 3, 1, 2), "out": (8, 3)})
+    x = np.random.default_rng(5).uniform(0, 1, (3, 4, 4, 1)).astype(np.float32)
+    apply_fn = make_apply_fn(*net, (4, 4, 1))
+    mesh = sharding.make_mesh()
+    one = attribution.tsa(apply_fn, network=net, variant="ns")(params, x)
+    many = attribution.tsa(apply_fn, network=net, variant="ns", mesh=mesh)(params, x)
+    np.testing.assert_allclose(np.asarray(many), np.asarray(one), rtol=1e-6, atol=1e-8)
+
+
+@pytest.mark.slow
+def test_mesh_four_devices_matches_one():
+    _run_mesh_script(4)
