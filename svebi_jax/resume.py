@@ -23,6 +23,15 @@ so a shard is complete or absent) beside ``DIR/meta.json``, which holds a finger
 everything the rows depend on (parameters' SHA-256, layers, normalization, batch and shard
 sizes, image shape). A rerun with the same fingerprint loads the finished shards and computes
 only the rest; a different fingerprint is refused rather than mixed in.
+
+**Several processes** (``jax.distributed.initialize()``, a directory every host sees): orbax
+writes the training checkpoints from all processes together (each its own shards, the
+replicated arrays and the JSON once) and commits a step only when all have written it, so a
+process killed mid-save leaves no step that loads as if whole. The partial-result rows are the
+same on every process (the stages gather their results to every host); process 0 writes each
+shard and every process waits for it (``multihost_utils.sync_global_devices``) before reading.
+A checkpoint written by ``P`` processes restores in any other number of processes (the
+arrays are restored into the shardings of the templates).
 """
 
 from __future__ import annotations
@@ -189,6 +198,20 @@ class TrainCheckpoints:
 
 # ----------------------------------------------------------------------------- shards
 
+
+def _writer() -> bool:
+    """Whether this process writes shared files (process 0 of ``jax.process_count()``)."""
+    return jax.process_index() == 0
+
+
+def _sync(name: str) -> None:
+    """Waits until every process got here (no-op with one process)."""
+    if jax.process_count() > 1:
+        from jax.experimental import multihost_utils
+
+        multihost_utils.sync_global_devices(name)
+
+
 _SHARD_RE = re.compile(r"^shard-(\d{5})\.npz$")
 
 
@@ -227,8 +250,9 @@ class ShardStore:
                     f"checkpoint_dir {str(self.directory)!r} holds shards of another run "
                     f"(differs in {diff or ['format']}); use a new directory or delete it"
                 )
-        else:
+        elif _writer():
             _atomic_write(path, (json.dumps(meta, indent=2, sort_keys=True) + "\n").encode())
+        _sync(f"svebi_jax.ShardStore:{self.directory}:meta")
 
     def path(self, k: int) -> pathlib.Path:
         """Path of shard ``k``."""
@@ -245,11 +269,17 @@ class ShardStore:
         return k
 
     def write(self, k: int, arrays: Mapping[str, np.ndarray]) -> pathlib.Path:
-        """Writes shard ``k`` atomically (temporary file, fsync, rename)."""
-        buf = io.BytesIO()
-        np.savez(buf, **{n: np.asarray(a) for n, a in arrays.items()})
+        """Writes shard ``k`` atomically (temporary file, fsync, rename).
+
+        With several processes every process calls this with the same rows; process 0 writes
+        and all return once the file is there.
+        """
         path = self.path(k)
-        _atomic_write(path, buf.getvalue())
+        if _writer():
+            buf = io.BytesIO()
+            np.savez(buf, **{n: np.asarray(a) for n, a in arrays.items()})
+            _atomic_write(path, buf.getvalue())
+        _sync(f"svebi_jax.ShardStore:{self.directory}:{k}")
         return path
 
     def read(self, k: int) -> dict[str, np.ndarray]:
