@@ -120,6 +120,7 @@ exclude_patterns = [
     "README.md",
     "guides/_cli_help.md",  # included by guides/cli.md
     "_benchmarks_table.md",  # included by benchmarks.md
+    "_static/**",
 ]
 templates_path = ["_templates"]
 
@@ -130,6 +131,9 @@ myst_substitutions = {"repo_url": REPO_URL, "version": release}
 # Notebooks are stored executed; the site shows those outputs and never re-runs them.
 nb_execution_mode = "off"
 nb_merge_streams = True
+
+# MathJax 3 ships with the docs (docs/_static/mathjax): the equations render offline too.
+mathjax_path = "mathjax/tex-chtml.js"
 
 autosummary_generate = True
 autosummary_imported_members = True
