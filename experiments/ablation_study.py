@@ -21,10 +21,10 @@ import numpy as np
 
 from experiments.common.rundir import write_text
 from svebi_jax import _validation as V
-from svebi_jax import checkpoint, data, relevance, responses
-from svebi_jax.lasso import mu_lasso
+from svebi_jax import checkpoint, data
 from svebi_jax.metrics import ablation
 from svebi_jax.models import functional
+from svebi_jax.relevance import fit_relevance
 
 
 def main(argv=None) -> dict:
@@ -57,11 +57,9 @@ def main(argv=None) -> dict:
     test_ds = data.load(a.test_data, split="test", seed=a.seed)
     if 0 < a.samples < len(test_ds):
         test_ds = data.subset(test_ds, a.samples)
-    resp = responses.compute_responses(apply_fn, params, train_ds)
-    num_classes = resp.L.shape[1]
     mus = np.arange(1, a.mu_max + 1, dtype=np.float32)
-    path_W = np.asarray(mu_lasso(resp.X, resp.L, mus).W)
-    stacked = relevance.relevance_masks_path(path_W, resp.index, num_classes)
+    path = fit_relevance(apply_fn, params, train_ds, mus)
+    stacked = {k: np.asarray(v) for k, v in path.masks.items()}
     t0 = time.perf_counter()
     abl = ablation.ablation_curve(
         apply_fn,

@@ -53,13 +53,12 @@ from flax import nnx
 
 from experiments.common.rundir import write_text
 from svebi_jax import _validation as V
-from svebi_jax import attribution, batching, data, relevance, responses, train
+from svebi_jax import attribution, batching, data, relevance, train
 from svebi_jax.attribution import COMBINED, SVEBIOptions
-from svebi_jax.lasso import mu_lasso
 from svebi_jax.metrics import insdel
 from svebi_jax.metrics import remove_and_debias as road
 from svebi_jax.models import ShallowSNN, functional
-from svebi_jax.protocols import logits_of
+from svebi_jax.relevance import Relevance, fit_relevance
 
 SPLIT_SEED = 1234
 VAL_FRACTION = 0.2
@@ -118,17 +117,18 @@ class Model:
     seed: int
     apply_fn: object
     params: object
-    predict: object
-    predict_p: object  # ``(params, x) -> logits`` with params ignored (one compilation)
-    index: responses.FilterIndex
-    mus: np.ndarray
-    mask_path: dict  # {layer: [P, K, C]} lasso weights of the relevant filters along the path
+    path: Relevance  # the relevant filters along the μ path 1..--mu-path-max
     history: dict
     seconds: dict
 
+    @property
+    def mask_path(self) -> dict:
+        """``{layer: [P, K, C]}`` lasso weights of the relevant filters along the path."""
+        return self.path.weighted_masks
+
     def masks(self, mu: float) -> dict:
-        p = int(np.flatnonzero(np.isclose(self.mus, mu))[0])
-        return {k: v[p] for k, v in self.mask_path.items()}
+        """``{layer: [K, C]}`` lasso weights of the relevant filters at ``mu``."""
+        return self.path.at(mu).weighted_masks
 
 
 def build_model(recipe: str, seed: int, train_ds, args) -> Model:
@@ -140,28 +140,15 @@ def build_model(recipe: str, seed: int, train_ds, args) -> Model:
     params, history = train.fit(model, train_ds, config=cfg, progress=False)
     t1 = time.perf_counter()
     apply_fn, _ = functional(model)
-    resp = responses.compute_responses(apply_fn, params, train_ds, batch_size=250)
     mus = np.arange(1, args.mu_path_max + 1, dtype=np.float32)
-    W_path = np.asarray(mu_lasso(resp.X, resp.L, mus).W)
-    path = relevance.masks_from_weights(W_path, resp.index, keep_weights=True)
+    path = fit_relevance(apply_fn, params, train_ds, mus, batch_size=250)
     t2 = time.perf_counter()
-
-    def predict(x, apply_fn=apply_fn, params=params):
-        return logits_of(apply_fn(params, x))
-
-    def predict_p(_, x, predict=predict):
-        return predict(x)
-
     return Model(
         recipe,
         seed,
         apply_fn,
         params,
-        predict,
-        predict_p,
-        resp.index,
-        mus,
-        {k: np.asarray(v) for k, v in path.items()},
+        path,
         {k: [None if x is None else float(x) for x in v] for k, v in history.items()},
         {"train": round(t1 - t0, 1), "relevance": round(t2 - t1, 1)},
     )
@@ -490,6 +477,73 @@ def merge(paths: list[str], out: str) -> int:
     return 0
 
 
+def load_sets(a) -> tuple:
+    """``(train_ds, val_ds, test_full, val_images, test_images)`` of the protocol."""
+    full = data.load(a.data)
+    train_ds, val_ds = data.split(full, VAL_FRACTION, seed=SPLIT_SEED)
+    if a.train_limit:
+        train_ds = data.subset(train_ds, min(a.train_limit, len(train_ds)))
+    test_ds = data.load(a.test_data, split="test")
+    test_full = data.subset(test_ds, a.test_limit) if a.test_limit else test_ds
+    val_images = np.asarray(val_ds.images[: a.val_games], np.float32)
+    test_images = np.asarray(test_ds.images[: a.test_games], np.float32)
+    return train_ds, val_ds, test_full, val_images, test_images
+
+
+def protocol(a, n_train: int, n_val: int, n_test_full: int, n_test: int) -> dict:
+    """The ``protocol`` record: what is run, fixed before any test number is seen."""
+    return {
+        "doc": __doc__,
+        "split": {"seed": SPLIT_SEED, "validation_fraction": VAL_FRACTION},
+        "train_digits": n_train,
+        "validation_digits_scored": n_val,
+        "test_digits_accuracy": n_test_full,
+        "test_digits_games": n_test,
+        "seeds": a.seeds,
+        "recipes": {r: train.recipe(r).to_dict() for r in a.recipes},
+        "epochs_override": a.epochs or None,
+        "mus": a.mus,
+        "mu_path": [1, a.mu_path_max],
+        "layers": a.layers,
+        "stage2_variants": list(STAGE2[: a.stage2_max]),
+        "baselines": a.baselines,
+        "criteria": {
+            "rise": "insertion AUC - deletion AUC (black substrate, 28 px/step)",
+            "road": "ROAD LeRF - MoRF (noisy linear imputation, sigma 0.01)",
+        },
+        "road_fractions": FRACTIONS,
+        "road_cg_iterations": a.road_iters,
+        "ig_steps": a.ig_steps,
+        "quick": a.quick,
+    }
+
+
+def run_model(recipe: str, seed: int, sets: tuple, a, result: dict, test_raw: dict, out, t0):
+    """One trained model: its choices on validation, then the test set once; the JSON is
+    rewritten after each phase (``"complete": false`` until the end)."""
+    train_ds, val_ds, test_full, val_images, test_images = sets
+    m = build_model(recipe, seed, train_ds, a)
+    val_acc = float(train.evaluate(m.apply_fn, m.params, val_ds)[0])
+    result["models"][f"{recipe}/seed{seed}"] = {
+        "validation_accuracy": val_acc,
+        "seconds": m.seconds,
+        "final_train_loss": (m.history.get("train_loss") or [None])[-1],
+    }
+    print(f"[{recipe} seed {seed}] validation accuracy {val_acc:.4f} {m.seconds}", flush=True)
+    # 1. every choice, on validation only
+    rec = validate([m], val_images, a)
+    choices = rec.pop("_choices")
+    result["validation"].setdefault(recipe, {})[f"seed{seed}"] = rec
+    result["seconds"][f"{recipe}/seed{seed}: validation done"] = round(time.perf_counter() - t0, 1)
+    _dump(out, result)
+    # 2. the test set, once for this seed
+    test_raw[recipe][f"seed{seed}"] = run_test(m, choices, test_full, test_images, a)
+    result["test"][recipe] = aggregate(test_raw[recipe])
+    result["test_per_seed"] = test_raw
+    result["seconds"][f"{recipe}/seed{seed}: test done"] = round(time.perf_counter() - t0, 1)
+    _dump(out, result)
+
+
 def main(argv=None) -> int:
     if argv is None:
         import sys
@@ -502,39 +556,10 @@ def main(argv=None) -> int:
         return merge(paths, out)
     a = parse_args(argv)
     t_start = time.perf_counter()
-    full = data.load(a.data)
-    train_ds, val_ds = data.split(full, VAL_FRACTION, seed=SPLIT_SEED)
-    if a.train_limit:
-        train_ds = data.subset(train_ds, min(a.train_limit, len(train_ds)))
-    test_ds = data.load(a.test_data, split="test")
-    test_full = data.subset(test_ds, a.test_limit) if a.test_limit else test_ds
-    val_images = np.asarray(val_ds.images[: a.val_games], np.float32)
-    test_images = np.asarray(test_ds.images[: a.test_games], np.float32)
+    sets = load_sets(a)
+    train_ds, _, test_full, val_images, test_images = sets
     result: dict = {
-        "protocol": {
-            "doc": __doc__,
-            "split": {"seed": SPLIT_SEED, "validation_fraction": VAL_FRACTION},
-            "train_digits": len(train_ds),
-            "validation_digits_scored": len(val_images),
-            "test_digits_accuracy": len(test_full),
-            "test_digits_games": len(test_images),
-            "seeds": a.seeds,
-            "recipes": {r: train.recipe(r).to_dict() for r in a.recipes},
-            "epochs_override": a.epochs or None,
-            "mus": a.mus,
-            "mu_path": [1, a.mu_path_max],
-            "layers": a.layers,
-            "stage2_variants": list(STAGE2[: a.stage2_max]),
-            "baselines": a.baselines,
-            "criteria": {
-                "rise": "insertion AUC - deletion AUC (black substrate, 28 px/step)",
-                "road": "ROAD LeRF - MoRF (noisy linear imputation, sigma 0.01)",
-            },
-            "road_fractions": FRACTIONS,
-            "road_cg_iterations": a.road_iters,
-            "ig_steps": a.ig_steps,
-            "quick": a.quick,
-        },
+        "protocol": protocol(a, len(train_ds), len(val_images), len(test_full), len(test_images)),
         "validation": {},
         "test": {},
         "models": {},
@@ -544,33 +569,11 @@ def main(argv=None) -> int:
     out = pathlib.Path(a.out)
     out.mkdir(parents=True, exist_ok=True)
     # One seed at a time, every recipe: train, choose on this model's validation digits, then
-    # score the test set once; the JSON is rewritten after each phase with "complete": false
-    # until the end, so a stopped run still reports every seed it finished.
+    # score the test set once, so a stopped run still reports every seed it finished.
     test_raw: dict[str, dict] = {r: {} for r in a.recipes}
     for s in a.seeds:
         for r in a.recipes:
-            m = build_model(r, s, train_ds, a)
-            val_acc = float(train.evaluate(m.apply_fn, m.params, val_ds)[0])
-            result["models"][f"{r}/seed{s}"] = {
-                "validation_accuracy": val_acc,
-                "seconds": m.seconds,
-                "final_train_loss": (m.history.get("train_loss") or [None])[-1],
-            }
-            print(f"[{r} seed {s}] validation accuracy {val_acc:.4f} {m.seconds}", flush=True)
-            # 1. every choice, on validation only
-            rec = validate([m], val_images, a)
-            choices = rec.pop("_choices")
-            result["validation"].setdefault(r, {})[f"seed{s}"] = rec
-            result["seconds"][f"{r}/seed{s}: validation done"] = round(
-                time.perf_counter() - t_start, 1
-            )
-            _dump(out, result)
-            # 2. the test set, once for this seed
-            test_raw[r][f"seed{s}"] = run_test(m, choices, test_full, test_images, a)
-            result["test"][r] = aggregate(test_raw[r])
-            result["test_per_seed"] = test_raw
-            result["seconds"][f"{r}/seed{s}: test done"] = round(time.perf_counter() - t_start, 1)
-            _dump(out, result)
+            run_model(r, s, sets, a, result, test_raw, out, t_start)
     result["complete"] = True
     result["seconds"]["total"] = round(time.perf_counter() - t_start, 1)
     _dump(out, result)

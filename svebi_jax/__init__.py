@@ -33,7 +33,7 @@ from svebi_jax import (
     train,
     viz,
 )
-from svebi_jax.heatmaps import combine, explain, svebi_heatmaps, upsample_aligned, upsample_stretch
+from svebi_jax.heatmaps import combine, upsample_aligned, upsample_stretch
 from svebi_jax.interop.nir import NIRNetwork, from_nir, to_nir
 from svebi_jax.interpret import interpret_filters, receptive_field_box, top_k_crops
 from svebi_jax.lasso import LassoResult, mu_lasso
@@ -61,8 +61,6 @@ from svebi_jax.relevance import (
     has_relevant_filters,
     layer_distribution,
     masks_from_weights,
-    relevance_masks,
-    relevance_masks_path,
     relevant_filters,
 )
 from svebi_jax.responses import FilterIndex, Responses, compute_responses, filter_responses
@@ -101,7 +99,6 @@ __all__ = [
     "viz",
     "combine",
     "compute_responses",
-    "explain",
     "filter_responses",
     "fit_relevance",
     "from_nir",
@@ -116,12 +113,9 @@ __all__ = [
     "lif_step",
     "mu_lasso",
     "receptive_field_box",
-    "relevance_masks",
-    "relevance_masks_path",
     "relevant_filters",
     "run_network",
     "spike_function",
-    "svebi_heatmaps",
     "to_nir",
     "top_k_crops",
     "upsample_aligned",

@@ -41,28 +41,22 @@ from __future__ import annotations
 import functools
 import numbers
 from collections.abc import Mapping, Sequence
-from typing import Any, Literal, NamedTuple
+from typing import Any, Literal
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
 from svebi_jax import _validation as V
-from svebi_jax import batching
 from svebi_jax import layers as L
-from svebi_jax import relevance as _relevance
-from svebi_jax._validation import as_class_vector
 from svebi_jax._validation import is_tracer as _is_tracer
-from svebi_jax.protocols import ApplyFn, model_info
 
 __all__ = [
     "BORDERS",
     "FILTER_WEIGHTINGS",
     "FUSIONS",
     "PLACEMENTS",
-    "ExplainResult",
     "combine",
-    "explain",
     "filter_weights",
     "interpolation_matrix",
     "minmax_normalize",
@@ -231,10 +225,17 @@ def _default_layers(masks: Mapping[str, Any], layers) -> tuple[str, ...]:
     return tuple(masks) if layers is None else tuple(layers)
 
 
+def _target_vector(target) -> Array:
+    target = jnp.asarray(target)
+    if target.ndim != 1 or not jnp.issubdtype(target.dtype, jnp.integer):
+        raise ValueError(f"target must be a [B] int array, got {target.dtype} {target.shape}")
+    return target
+
+
 def svebi_heatmaps(
     spike_means: Mapping[str, Array],
-    classes: Array,
-    relevance_masks: Mapping[str, Array],
+    target: Array,
+    masks: Mapping[str, Array],
     *,
     geometry: Mapping[str, L.Geometry],
     image_shape: Sequence[int],
@@ -243,7 +244,11 @@ def svebi_heatmaps(
     filter_weighting: str = "binary",
     border: str = "taper",
 ) -> dict[str, Array]:
-    """SVEBI heatmaps of a batch, one per layer (pure, vmapped over images, jittable).
+    """SVEBI heatmaps of a batch from its spike maps, one per layer (pure, vmapped, jittable).
+
+    The layer-by-layer function under the SVEBI attribution; to explain images with a
+    network, use :meth:`svebi_jax.Relevance.attribution` or
+    :func:`svebi_jax.attribution.svebi` (one forward pass, any layer or the fused map).
 
     The layer map before upsampling is :math:`\\sum_f a_{n,f}\\,\\bar S_{n,f}` with the
     filter weights :math:`a_{n,f}` of ``filter_weighting`` (``m = mask[j]``, :math:`j` the
@@ -261,13 +266,14 @@ def svebi_heatmaps(
 
     Args:
       spike_means: ``{layer: [B, h, w, c]}`` float time-mean spike maps :math:`\\bar S`.
-      classes: ``[B]`` int class explained for each image, in ``[0, K)``.
-      relevance_masks: ``{layer: [K, c]}`` float masks (0/1 from
-        :func:`svebi_jax.relevance.relevance_masks`; real weights give a weighted sum).
+      target: ``[B]`` int class explained for each image, in ``[0, K)``.
+      masks: ``{layer: [K, c]}`` float relevance masks (0/1 from
+        :attr:`svebi_jax.Relevance.masks` / :func:`svebi_jax.relevance.masks_from_weights`;
+        real weights give a weighted sum).
       geometry: ``{layer: Geometry}`` from :func:`svebi_jax.layers.layer_geometry` (static).
       image_shape: ``(H, W)`` or ``(H, W, C)`` of the input (static).
       placement: ``"aligned"`` (default) or ``"stretch"`` (static); see the module docstring.
-      layers: layers to explain (static); default every layer of ``relevance_masks``.
+      layers: layers to explain (static); default every layer of ``masks``.
       filter_weighting: ``"binary"`` (default, the paper's), ``"lasso"`` or ``"response"``.
       border: aligned maps beyond the outermost centres: ``"taper"`` (default; chosen on
         validation data, ``experiments/svebi_study.py``) or ``"clamp"`` (the edge value)
@@ -275,36 +281,38 @@ def svebi_heatmaps(
 
     Returns:
       ``{layer: [B, H, W]}`` float32 heatmaps, each image's map min–max normalized to
-      ``[0, 1]`` (zeros when the class has no relevant filter there or they are silent).
+      ``[0, 1]`` (zeros when the class has no relevant filter there or they are silent). A
+      ``target`` outside ``[0, K)`` that could not be refused because it is traced (under
+      ``jit``) gives that image all-NaN maps, never another class's.
 
     Raises:
-      ValueError: unknown placement or layer, inconsistent shapes, or (when concrete) a class
-        outside ``[0, K)``.
+      ValueError: unknown placement or layer, inconsistent shapes, or (when concrete) a
+        ``target`` outside ``[0, K)``.
     """
     _check_placement(placement)
     V.check_choice("filter_weighting", filter_weighting, FILTER_WEIGHTINGS)
     V.check_choice("border", border, BORDERS)
     hw = _image_hw(image_shape)
-    layers = _default_layers(relevance_masks, layers)
+    layers = _default_layers(masks, layers)
     if not layers:
         raise ValueError("layers must name at least one layer, got ()")
-    classes = as_class_vector(classes)
+    classes = _target_vector(target)
     out = {}
     for name in layers:
         for what, table in (
             ("spike_means", spike_means),
-            ("relevance_masks", relevance_masks),
+            ("masks", masks),
             ("geometry", geometry),
         ):
             if name not in table:
                 raise ValueError(f"layers: unknown layer {name!r}; {what} has {tuple(table)}")
         s = jnp.asarray(spike_means[name], jnp.float32)
-        mask = jnp.asarray(relevance_masks[name], jnp.float32)
+        mask = jnp.asarray(masks[name], jnp.float32)
         geo = L.Geometry(*geometry[name])
         if s.ndim != 4 or s.shape[0] != classes.shape[0]:
             raise ValueError(
                 f"spike_means[{name!r}] must be [B, h, w, c] with B = {classes.shape[0]} "
-                f"(len(classes)), got shape {s.shape}"
+                f"(len(target)), got shape {s.shape}"
             )
         if tuple(s.shape[1:3]) != (geo.height, geo.width):
             raise ValueError(
@@ -312,14 +320,12 @@ def svebi_heatmaps(
                 f"geometry[{name!r}], got shape {s.shape}"
             )
         if mask.ndim != 2 or mask.shape[1] != s.shape[-1]:
-            raise ValueError(
-                f"relevance_masks[{name!r}] must be [K, {s.shape[-1]}], got shape {mask.shape}"
-            )
+            raise ValueError(f"masks[{name!r}] must be [K, {s.shape[-1]}], got shape {mask.shape}")
         if not _is_tracer(classes):
             c = np.asarray(classes)
             if c.size and (c.min() < 0 or c.max() >= mask.shape[0]):
                 raise ValueError(
-                    f"classes must lie in [0, {mask.shape[0]}) (rows of the relevance masks), "
+                    f"target must lie in [0, {mask.shape[0]}) (rows of the relevance masks), "
                     f"got values in [{c.min()}, {c.max()}]"
                 )
         if placement == "aligned":
@@ -329,7 +335,11 @@ def svebi_heatmaps(
             up = lambda m: jax.image.resize(m, hw, "bilinear")
 
         def one(s_n, cls_n, mask=mask, up=up):
-            agg = jnp.einsum("hwc,c->hw", s_n, filter_weights(s_n, mask[cls_n], filter_weighting))
+            # an out-of-range class (only possible when traced) would be clamped by the
+            # indexing to another class's row: flag it with NaN instead
+            ok = (cls_n >= 0) & (cls_n < mask.shape[0])
+            row = jnp.where(ok, mask[jnp.clip(cls_n, 0, mask.shape[0] - 1)], jnp.nan)
+            agg = jnp.einsum("hwc,c->hw", s_n, filter_weights(s_n, row, filter_weighting))
             return minmax_normalize(up(agg))
 
         out[name] = jax.vmap(one)(s, classes)
@@ -411,153 +421,3 @@ def combine(
     stacked = jnp.stack([jnp.asarray(heatmaps[n], jnp.float32) for n in layers])
     fused = stacked.mean(axis=0) if fusion == "mean" else jnp.prod(stacked, axis=0)
     return minmax_normalize(fused)
-
-
-# ----------------------------------------------------------------------------- end to end
-
-
-class ExplainResult(NamedTuple):
-    """Result of :func:`explain` (a pytree).
-
-    Attributes:
-      heatmaps: ``{layer: [B, H, W]}`` float32 SVEBI heatmaps in ``[0, 1]``.
-      classes: ``[B]`` int32 explained classes (the predictions unless given).
-      logits: ``[B, K]`` float32 network outputs.
-      has_filters: ``{layer: [B]}`` bool, whether the explained class has at least one
-        relevant filter in the layer (:func:`svebi_jax.relevance.has_relevant_filters`);
-        where it is ``False`` the layer's heatmap is all zeros and explains nothing.
-    """
-
-    heatmaps: dict[str, Array]
-    classes: Array
-    logits: Array
-    has_filters: dict[str, Array]
-
-
-@functools.lru_cache(maxsize=32)
-def _explain_fn(
-    apply_fn: ApplyFn,
-    layers: tuple[str, ...],
-    geometry: tuple[tuple[str, L.Geometry], ...],
-    image_hw: tuple[int, int],
-    placement: str,
-    given_classes: bool,
-):
-    geo = dict(geometry)
-
-    def fn(params, images, masks, classes):
-        out = apply_fn(params, images, record="mean")
-        if not given_classes:
-            classes = jnp.argmax(out.logits, axis=-1).astype(jnp.int32)
-        maps = svebi_heatmaps(
-            out.spikes,
-            classes,
-            masks,
-            geometry=geo,
-            image_shape=image_hw,
-            placement=placement,
-            layers=layers,
-        )
-        # A non-finite image (possible only under the caller's jit, where it cannot raise)
-        # has NaN logits from the model: its maps are NaN too, not a plausible picture.
-        maps = V.flag_rows(maps, V.rows_finite(out.logits))
-        has = _relevance.has_relevant_filters(masks, classes)
-        return ExplainResult(maps, classes, out.logits, has)
-
-    return jax.jit(fn)
-
-
-def explain(
-    apply_fn: ApplyFn,
-    params: Any,
-    images: Array,
-    masks: Mapping[str, Array],
-    *,
-    geometry: Mapping[str, L.Geometry] | None = None,
-    placement: Placement = "aligned",
-    classes: Array | None = None,
-    layers: Sequence[str] | None = None,
-) -> ExplainResult:
-    """Runs the network once (``record="mean"``) and returns SVEBI heatmaps, jit-compiled.
-
-    The compiled function is cached per ``(apply_fn, layers, geometry, image size,
-    placement)``: new ``params``, images of the same shape, new ``masks`` and ``classes`` are
-    arguments and never recompile. Composes with ``jax.jit`` and ``jax.vmap`` (e.g. over a
-    batch of parameter sets).
-
-    Args:
-      apply_fn: the model, :class:`svebi_jax.protocols.ApplyFn`.
-      params: parameter pytree of ``apply_fn``.
-      images: ``[B, H, W, C]`` float images (or time-major ``[T, B, H, W, C]``).
-      masks: relevance masks ``{layer: [K, c]}``, straight from the lasso weights with
-        :func:`svebi_jax.relevance.masks_from_weights` (0/1; real-valued masks weight each
-        filter's map).
-      geometry: ``{layer: Geometry}`` of the network; default ``apply_fn.info.geometry`` (the
-        ``apply_fn`` of :func:`svebi_jax.models.functional` carries it).
-      placement: ``"aligned"`` (default) or ``"stretch"``.
-      classes: optional ``[B]`` int classes to explain; default the predicted classes.
-      layers: layers to explain; default all layers of ``masks``, in recording order.
-
-    Returns:
-      :class:`ExplainResult` (``heatmaps {layer: [B, H, W]}``, ``classes [B]``,
-      ``logits [B, K]``, ``has_filters {layer: [B]}``). Under the caller's ``jit`` an image
-      with a NaN/inf pixel gets NaN maps.
-
-    Raises:
-      ValueError: bad placement, images (rank, size, integer dtype, NaN/inf when concrete),
-        masks, layers or classes.
-    """
-    _check_placement(placement)
-    if not isinstance(masks, Mapping) or not masks:
-        raise ValueError(
-            "masks must be a non-empty {layer: [K, c]} mapping of relevance masks (from "
-            f"svebi_jax.relevance.masks_from_weights), got {V.describe(masks)}"
-        )
-    if not all(isinstance(k, str) for k in masks):
-        raise ValueError(
-            f"masks must be keyed by layer name, got keys {list(masks)!r}; build them with "
-            "svebi_jax.relevance.masks_from_weights(W, index)"
-        )
-    info = model_info(apply_fn)
-    if geometry is None:
-        if info is None:
-            raise ValueError("geometry is required for an apply_fn without .info")
-        geometry = info.geometry
-    images = jnp.asarray(
-        V.check_images(
-            images,
-            time_major=True,
-            image_shape=None if info is None else info.input_shape,
-            num_steps=None if info is None else info.num_steps,
-        )
-    )
-    image_hw = (int(images.shape[-3]), int(images.shape[-2]))
-    batch = int(images.shape[-4])
-    abstract = jax.eval_shape(lambda p, x: apply_fn(p, x, record="mean"), params, images)
-    num_classes = int(abstract.logits.shape[-1])
-    for n in masks:
-        if n not in abstract.spikes or n not in geometry:
-            raise ValueError(
-                f"masks: unknown layer {n!r}; recorded conv layers: {tuple(abstract.spikes)}"
-            )
-    explainable = tuple(n for n in abstract.spikes if n in masks)
-    layers = explainable if layers is None else tuple(layers)
-    for n in layers:
-        if n not in explainable:
-            raise ValueError(f"layers: unknown layer {n!r}; explainable layers: {explainable}")
-    masks = {n: masks[n] for n in layers}
-    for n in layers:
-        c = abstract.spikes[n].shape[-1]
-        if tuple(np.shape(masks[n])) != (num_classes, c):
-            raise ValueError(
-                f"masks[{n!r}] must be [K, c] = [{num_classes}, {c}], got {np.shape(masks[n])}"
-            )
-
-    given = classes is not None
-    if given:
-        classes = V.check_classes(classes, batch=batch, num_classes=num_classes)
-    else:
-        classes = jnp.zeros((batch,), jnp.int32)
-    geo = tuple((n, L.Geometry(*geometry[n])) for n in layers)
-    fn = batching.cached_builder(_explain_fn, apply_fn, layers, geo, image_hw, placement, given)
-    return fn(params, images, masks, classes)

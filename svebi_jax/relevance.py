@@ -45,7 +45,6 @@ import jax.numpy as jnp
 import numpy as np
 
 from svebi_jax import _validation as V
-from svebi_jax._validation import as_class_vector
 from svebi_jax.lasso import LassoResult, mu_lasso
 from svebi_jax.protocols import ApplyFn, model_info
 from svebi_jax.responses import FilterIndex, Responses, compute_responses
@@ -58,8 +57,6 @@ __all__ = [
     "has_relevant_filters",
     "layer_distribution",
     "masks_from_weights",
-    "relevance_masks",
-    "relevance_masks_path",
     "relevant_filters",
 ]
 
@@ -137,48 +134,7 @@ def layer_distribution(relevant: Mapping[int, Mapping[str, Sequence[int]]]) -> d
     return counts
 
 
-def relevance_masks(
-    relevant: Mapping[int, Mapping[str, Sequence[int]]],
-    index: FilterIndex,
-    num_classes: int,
-) -> dict[str, np.ndarray]:
-    """Relevant filters as dense 0/1 masks, for vectorized heatmaps and ablations.
-
-    Args:
-      relevant: ``{class: {layer: [channels]}}`` (e.g. :func:`relevant_filters`); classes and
-        layers may be missing (no relevant filter).
-      index: :class:`~svebi_jax.responses.FilterIndex` giving the layers and channel counts.
-      num_classes: ``K``, number of mask rows (positive int).
-
-    Returns:
-      ``{layer: [K, C_l]}`` float32 masks for every layer of ``index``;
-      ``mask[layer][j, c] = 1`` iff channel ``c`` of ``layer`` is relevant to class ``j``.
-
-    Raises:
-      ValueError: a class outside ``[0, num_classes)``, an unknown layer or a channel out of
-        range.
-    """
-    if isinstance(num_classes, bool) or not isinstance(num_classes, numbers.Integral):
-        raise ValueError(f"num_classes must be a positive int, got {num_classes!r}")
-    if num_classes < 1:
-        raise ValueError(f"num_classes must be a positive int, got {num_classes!r}")
-    masks = {
-        n: np.zeros((num_classes, c), np.float32)
-        for n, c in zip(index.layers, index.channels, strict=True)
-    }
-    for j, per_layer in relevant.items():
-        if isinstance(j, bool) or not isinstance(j, numbers.Integral) or not 0 <= j < num_classes:
-            raise ValueError(f"relevant: class must be an int in [0, {num_classes}), got {j!r}")
-        for layer, chans in per_layer.items():
-            for c in chans:
-                index.column(layer, c)  # validates the layer name and the channel range
-            masks[layer][int(j), np.asarray(chans, dtype=np.int64)] = 1.0
-    return masks
-
-
-def has_relevant_filters(
-    relevance_masks: Mapping[str, jax.Array], classes: jax.Array
-) -> dict[str, jax.Array]:
+def has_relevant_filters(masks: Mapping[str, jax.Array], target: jax.Array) -> dict[str, jax.Array]:
     """Which images a layer can explain: their class has at least one relevant filter there.
 
     A class with no relevant filter in a layer gets an all-zero SVEBI heatmap from that layer
@@ -187,25 +143,27 @@ def has_relevant_filters(
     Pure and jittable.
 
     Args:
-      relevance_masks: ``{layer: [K, C_l]}`` float masks (:func:`relevance_masks`).
-      classes: ``[B]`` int classes explained, in ``[0, K)``.
+      masks: ``{layer: [K, C_l]}`` float relevance masks (:attr:`Relevance.masks`).
+      target: ``[B]`` int classes explained, in ``[0, K)`` (a class outside it, possible only
+        when traced, has none).
 
     Returns:
-      ``{layer: [B]}`` bool, ``True`` where ``relevance_masks[layer][classes[b]]`` has a
-      positive entry.
+      ``{layer: [B]}`` bool, ``True`` where ``masks[layer][target[b]]`` has a positive entry.
 
     Raises:
-      ValueError: ``classes`` not a 1-D int array, or a mask that is not ``[K, C]``.
+      ValueError: ``target`` not a 1-D int array, or a mask that is not ``[K, C]``.
     """
-    classes = as_class_vector(classes)
+    target = jnp.asarray(target)
+    if target.ndim != 1 or not jnp.issubdtype(target.dtype, jnp.integer):
+        raise ValueError(f"target must be a [B] int array, got {target.dtype} {target.shape}")
     out = {}
-    for layer, mask in relevance_masks.items():
+    for layer, mask in masks.items():
         mask = jnp.asarray(mask)
         if mask.ndim != 2:
-            raise ValueError(
-                f"relevance_masks[{layer!r}] must be [K, C], got shape {tuple(mask.shape)}"
-            )
-        out[layer] = jnp.any(mask[classes] > 0, axis=-1)
+            raise ValueError(f"masks[{layer!r}] must be [K, C], got shape {tuple(mask.shape)}")
+        k = mask.shape[0]
+        inside = (target >= 0) & (target < k)
+        out[layer] = inside & jnp.any(mask[jnp.clip(target, 0, k - 1)] > 0, axis=-1)
     return out
 
 
@@ -217,13 +175,14 @@ def masks_from_weights(
     .. math::
         \\text{mask}_\\ell[\\dots, j, c] = [\\,W[\\dots, \\text{col}_\\ell(c), j] > \\tau\\,]
 
-    the same 0/1 masks as ``relevance_masks(relevant_filters(W, index), index, K)``, without
-    the detour through Python lists, so they can be built inside ``jit`` and for a whole μ
-    path (or a batch of models) at once. A NaN weight gives a NaN mask entry (the flag of a
-    failed solve, e.g. a ``mu_lasso`` result under ``jit`` with invalid input), which makes
-    the heatmaps that use it NaN instead of silently empty. With ``keep_weights=True`` the
-    masks carry the lasso weights of the relevant filters instead of 1
-    (:math:`W[\\dots] \\cdot [W[\\dots] > \tau]`), for lasso-weighted heatmaps.
+    the 0/1 masks of the filters :func:`relevant_filters` lists, built without the detour
+    through Python lists, so they can be built inside ``jit`` and for a whole μ path (or a
+    batch of models) at once; :attr:`Relevance.masks` is this function of its weights. A NaN
+    weight gives a NaN mask entry (the flag of a failed solve, e.g. a ``mu_lasso`` result
+    under ``jit`` with invalid input), which makes the heatmaps that use it NaN instead of
+    silently empty. With ``keep_weights=True`` the masks carry the lasso weights of the
+    relevant filters instead of 1 (:math:`W[\\dots] \\cdot [W[\\dots] > \tau]`), for
+    lasso-weighted heatmaps.
 
     Args:
       W: ``[..., m, K]`` float lasso weights (``mu_lasso(...).W``; ``[P, m, K]`` for a path).
@@ -301,35 +260,6 @@ def fill_empty_from_path(
         empty = ~jnp.any(m > 0, axis=-1) & ~jnp.any(jnp.isnan(m), axis=-1)
         out[layer] = jnp.where((empty & jnp.any(has, axis=0))[:, None], fallback, m)
     return out
-
-
-def relevance_masks_path(
-    W_path, index: FilterIndex, num_classes: int, *, threshold: float = 0.0
-) -> dict[str, np.ndarray]:
-    """Relevance masks along a μ path, stacked (the input of the ablation curve).
-
-    Args:
-      W_path: ``[P, m, K]`` lasso weights, one ``[m, K]`` per μ (``mu_lasso(X, L, mus).W``).
-      index: :class:`~svebi_jax.responses.FilterIndex` of the ``m`` columns.
-      num_classes: ``K`` (positive int).
-      threshold: weight above which a filter is relevant (see :func:`relevant_filters`).
-
-    Returns:
-      ``{layer: [P, K, C_l]}`` float32 0/1 masks; slice ``p`` equals
-      ``relevance_masks(relevant_filters(W_path[p], index), index, num_classes)``.
-
-    Raises:
-      ValueError: ``W_path`` not ``[P, m, K]`` with ``m`` = ``index``'s column count and
-        ``K = num_classes``, NaN/inf weights or a bad ``threshold``.
-    """
-    num_classes = V.check_positive_int("num_classes", num_classes)
-    if np.ndim(W_path) != 3 or np.shape(W_path)[0] < 1 or np.shape(W_path)[2] != num_classes:
-        raise ValueError(
-            f"W_path must be [P, m, K] with P >= 1 and K = {num_classes}, got shape "
-            f"{np.shape(W_path)}"
-        )
-    masks = masks_from_weights(np.asarray(W_path), index, threshold=threshold)
-    return {name: np.asarray(m) for name, m in masks.items()}
 
 
 # ----------------------------------------------------------------------------- Relevance

@@ -8,9 +8,9 @@ import numpy as np
 import pytest
 from flax import nnx
 
+from svebi_jax import attribution
 from svebi_jax.heatmaps import (
     combine,
-    explain,
     interpolation_matrix,
     minmax_normalize,
     svebi_heatmaps,
@@ -19,7 +19,7 @@ from svebi_jax.heatmaps import (
 )
 from svebi_jax.layers import Geometry
 from svebi_jax.models import ShallowSNN, functional
-from svebi_jax.relevance import relevance_masks
+from svebi_jax.relevance import masks_from_weights
 from svebi_jax.responses import FilterIndex
 
 GEO = {"a": Geometry(height=2, width=2, channels=2, rf=2, jump=2, start=0.5)}
@@ -127,7 +127,7 @@ def test_heatmaps_jit_and_errors():
     )
     np.testing.assert_allclose(fn(spikes, classes, masks)["a"][0], EXPECTED_CLASS1, atol=1e-6)
     kw = dict(geometry=GEO, image_shape=(4, 4))
-    with pytest.raises(ValueError, match=r"classes must lie in \[0, 3\)"):
+    with pytest.raises(ValueError, match=r"target must lie in \[0, 3\)"):
         svebi_heatmaps(spikes, jnp.array([0, 3, 1]), masks, **kw)
     with pytest.raises(ValueError, match="unknown layer 'b'"):
         svebi_heatmaps(spikes, classes, masks, layers=["b"], **kw)
@@ -151,43 +151,63 @@ def net():
     return model, apply_fn, params, images
 
 
-def test_explain_end_to_end_matches_pieces(net):
+RELEVANT = {0: {"conv1": [2, 0], "conv2": [5]}, 1: {"conv1": [1], "conv2": [0, 3]}}
+
+
+def _hand_masks(index):
+    """Masks of classes 0 (conv1 [2, 0], conv2 [5]) and 1 (conv1 [1], conv2 [0, 3]) of 10."""
+    W = np.zeros((index.num_filters, 10), np.float32)
+    for j, per_layer in RELEVANT.items():
+        for layer, chans in per_layer.items():
+            for c in chans:
+                W[index.column(layer, c), j] = 0.5
+    return masks_from_weights(W, index)
+
+
+def test_svebi_attribution_matches_pieces(net):
     model, apply_fn, params, images = net
-    relevant = {0: {"conv1": [2, 0], "conv2": [5]}, 1: {"conv1": [1], "conv2": [0, 3]}}
     out = jax.jit(lambda p, x: apply_fn(p, x, record="mean"))(params, images)
     pred = np.asarray(out.logits).argmax(-1)
     index = FilterIndex.from_geometry(model.geometry, ("conv1", "conv2"))
-    masks = relevance_masks(relevant, index, 10)
-    res = explain(apply_fn, params, images, masks)  # geometry from apply_fn.info
-    np.testing.assert_array_equal(res.classes, pred)
-    np.testing.assert_allclose(res.logits, out.logits, atol=1e-5)
+    masks = _hand_masks(index)
     ref = jax.jit(functools.partial(svebi_heatmaps, geometry=model.geometry, image_shape=(28, 28)))(
         out.spikes, jnp.asarray(pred), masks
     )
-    for name in ("conv1", "conv2"):
-        np.testing.assert_allclose(res.heatmaps[name], ref[name], atol=1e-5)
-    # masks input, given classes, stretch placement
+    for name in ("conv1", "conv2"):  # geometry from apply_fn.info, the predicted classes
+        got = attribution.svebi(apply_fn, masks, layer=name)(params, images, None)
+        np.testing.assert_allclose(got, ref[name], atol=1e-5)
+    # given classes, stretch placement: the hand-written sum of the relevant filters' maps
     cls = np.array([1, 1, 0, 1], np.int32)
-    res2 = explain(
-        apply_fn, params, images, masks, geometry=model.geometry, classes=cls, placement="stretch"
-    )
+    opts = attribution.SVEBIOptions(placement="stretch")
+    got = attribution.svebi(apply_fn, masks, layer="conv1", options=opts)(params, images, cls)
     s = np.asarray(out.spikes["conv1"])
-    agg = np.einsum("bhwc,bc->bhw", s, masks["conv1"][cls])
+    agg = np.einsum("bhwc,bc->bhw", s, np.asarray(masks["conv1"])[cls])
     ref2 = minmax_normalize(jax.image.resize(agg, (4, 28, 28), "bilinear"))
-    np.testing.assert_allclose(res2.heatmaps["conv1"], ref2, atol=1e-5)
-    np.testing.assert_array_equal(res2.classes, cls)
-    # classes 0 and 1 have filters in both layers; a class without any gets zero maps
-    assert all(bool(np.all(res2.has_filters[n])) for n in ("conv1", "conv2"))
-    res3 = explain(
-        apply_fn, params, images, masks, geometry=model.geometry, classes=np.array([0, 5, 1, 5])
-    )
-    np.testing.assert_array_equal(res3.has_filters["conv1"], [True, False, True, False])
-    np.testing.assert_array_equal(res3.heatmaps["conv1"][1], np.zeros((28, 28)))
-    with pytest.raises(ValueError, match="classes"):
-        explain(apply_fn, params, images, masks, geometry=model.geometry, classes=[0, 0, 0, 10])
+    np.testing.assert_allclose(got, ref2, atol=1e-5)
+    # a class without any relevant filter gets a zero map
+    got = attribution.svebi(apply_fn, masks, layer="conv1")(params, images, np.array([0, 5, 1, 5]))
+    np.testing.assert_array_equal(got[1], np.zeros((28, 28)))
+    with pytest.raises(ValueError, match="target"):
+        attribution.svebi(apply_fn, masks)(params, images, np.array([0, 0, 0, 10]))
     with pytest.raises(ValueError, match="unknown layer 'fc9'"):
-        explain(apply_fn, params, images, {"fc9": np.zeros((10, 1))})
-    with pytest.raises(ValueError, match="keyed by layer name.*masks_from_weights"):
-        explain(apply_fn, params, images, relevant)  # a {class: ...} dict is not masks
-    with pytest.raises(ValueError, match=r"masks\['conv1'\] must be \[K, c\] = \[10, 4\]"):
-        explain(apply_fn, params, images, {"conv1": np.zeros((9, 4))})
+        attribution.svebi(apply_fn, {"fc9": np.zeros((10, 1))})
+
+
+def test_traced_class_out_of_range_gives_nan_maps_not_another_class(net):
+    """Under jit a class of 99 (10 classes) cannot raise: its maps are NaN, the others exact."""
+    model, apply_fn, params, images = net
+    index = FilterIndex.from_geometry(model.geometry, ("conv1", "conv2"))
+    masks = _hand_masks(index)
+    target = jnp.array([99, 1, -1, 0], jnp.int32)
+    attr = attribution.svebi(apply_fn, masks)
+    got = np.asarray(jax.jit(lambda t: attr(params, images, t))(target))
+    assert np.all(np.isnan(got[0])) and np.all(np.isnan(got[2]))
+    ok = np.asarray(attr(params, images, np.array([0, 1, 0, 0])))
+    np.testing.assert_allclose(got[[1, 3]], ok[[1, 3]], atol=1e-6)
+    # the per-layer function too
+    out = apply_fn(params, images, record="mean")
+    hm = jax.jit(functools.partial(svebi_heatmaps, geometry=model.geometry, image_shape=(28, 28)))(
+        out.spikes, target, masks
+    )
+    for name in ("conv1", "conv2"):
+        assert np.all(np.isnan(hm[name][0])) and not np.any(np.isnan(hm[name][1]))

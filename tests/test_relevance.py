@@ -8,8 +8,7 @@ import pytest
 from svebi_jax.relevance import (
     has_relevant_filters,
     layer_distribution,
-    relevance_masks,
-    relevance_masks_path,
+    masks_from_weights,
     relevant_filters,
 )
 from svebi_jax.responses import FilterIndex
@@ -50,42 +49,45 @@ def test_layer_distribution_counts_over_classes():
     assert layer_distribution({}) == {}
 
 
-def test_relevance_masks_exact():
-    masks = relevance_masks(relevant_filters(W, INDEX), INDEX, 4)
+def test_masks_exact():
+    masks = masks_from_weights(W, INDEX)
     np.testing.assert_array_equal(masks["conv1"], [[1, 1], [0, 0], [0, 1], [0, 0]])
     np.testing.assert_array_equal(masks["conv2"], [[0, 1, 1], [1, 0, 1], [0, 0, 0], [0, 0, 0]])
     assert masks["conv1"].dtype == np.float32
-    # missing classes and layers are allowed
-    m = relevance_masks({2: {"conv2": [2]}}, INDEX, 3)
-    np.testing.assert_array_equal(m["conv1"], np.zeros((3, 2)))
-    np.testing.assert_array_equal(m["conv2"], [[0, 0, 0], [0, 0, 0], [0, 0, 1]])
+    # the masks mark exactly the filters relevant_filters lists
+    for j, per_layer in relevant_filters(W, INDEX).items():
+        for layer, chans in per_layer.items():
+            assert sorted(np.flatnonzero(np.asarray(masks[layer][j])).tolist()) == sorted(chans)
 
 
 def test_has_relevant_filters_per_image():
-    masks = relevance_masks(relevant_filters(W, INDEX), INDEX, 4)
-    classes = np.array([0, 1, 2, 3, 1, 0])
-    got = has_relevant_filters(masks, classes)
+    masks = masks_from_weights(W, INDEX)
+    target = np.array([0, 1, 2, 3, 1, 0])
+    got = has_relevant_filters(masks, target)
     # conv1: classes 0, 2 have filters; conv2: classes 0, 1
     np.testing.assert_array_equal(got["conv1"], [True, False, True, False, False, True])
     np.testing.assert_array_equal(got["conv2"], [True, True, False, False, True, True])
-    jitted = jax.jit(has_relevant_filters)(masks, jnp.asarray(classes))
+    jitted = jax.jit(has_relevant_filters)(masks, jnp.asarray(target))
     np.testing.assert_array_equal(jitted["conv1"], got["conv1"])
-    with pytest.raises(ValueError, match="classes"):
+    # a traced class outside [0, K) has no filter (not the clamped class 3's or 0's)
+    out = jax.jit(has_relevant_filters)(masks, jnp.array([99, -1, 0]))
+    np.testing.assert_array_equal(out["conv1"], [False, False, True])
+    with pytest.raises(ValueError, match="target"):
         has_relevant_filters(masks, np.array([0.0, 1.0]))
-    with pytest.raises(ValueError, match=r"relevance_masks\['conv1'\]"):
-        has_relevant_filters({"conv1": np.zeros(3)}, classes)
+    with pytest.raises(ValueError, match=r"masks\['conv1'\]"):
+        has_relevant_filters({"conv1": np.zeros(3)}, target)
 
 
-def test_relevance_masks_path_stacks_per_mu_masks():
+def test_masks_of_a_path_stack_per_mu_masks():
     W2 = np.where(W > 0.25, W, 0.0)  # a sparser second "μ"
-    got = relevance_masks_path(np.stack([W, W2]), INDEX, 4)
+    got = masks_from_weights(np.stack([W, W2]), INDEX)
     for p, w in enumerate((W, W2)):
-        ref = relevance_masks(relevant_filters(w, INDEX), INDEX, 4)
+        ref = masks_from_weights(w, INDEX)
         for name in ("conv1", "conv2"):
             np.testing.assert_array_equal(got[name][p], ref[name])
     np.testing.assert_array_equal(got["conv1"][1], [[0, 1], [0, 0], [0, 0], [0, 0]])
-    with pytest.raises(ValueError, match="W_path"):
-        relevance_masks_path(W, INDEX, 4)
+    with pytest.raises(ValueError, match="W must be"):
+        masks_from_weights(W[:, 0], INDEX)
 
 
 def test_errors():
@@ -97,11 +99,3 @@ def test_errors():
         relevant_filters(np.where(W > 0.6, np.nan, W), INDEX)
     with pytest.raises(ValueError, match="threshold"):
         relevant_filters(W, INDEX, threshold=-1.0)
-    with pytest.raises(ValueError, match=r"class must be an int in \[0, 3\)"):
-        relevance_masks({3: {"conv1": [0]}}, INDEX, 3)
-    with pytest.raises(ValueError, match="unknown layer 'fc'"):
-        relevance_masks({0: {"fc": [0]}}, INDEX, 3)
-    with pytest.raises(ValueError, match="channel"):
-        relevance_masks({0: {"conv1": [2]}}, INDEX, 3)
-    with pytest.raises(ValueError, match="num_classes"):
-        relevance_masks({}, INDEX, 0)

@@ -42,7 +42,7 @@ def net():
 @pytest.mark.parametrize(
     "call",
     [
-        lambda a, p, x, m: sv.explain(a, p, x, m),
+        lambda a, p, x, m: attribution.svebi(a, m)(p, x, None),
         lambda a, p, x, m: sv.compute_responses(a, p, x),
         lambda a, p, x, m: attribution.grad2d(a)(p, x, None),
         lambda a, p, x, m: attribution.sam(a, layer="c1")(p, x, None),
@@ -51,7 +51,7 @@ def net():
             attribution.input_intensity(), a, p, x, pixels_per_step=8
         ),
     ],
-    ids=["explain", "compute_responses", "grad2d", "sam", "apply_fn", "insertion_deletion"],
+    ids=["svebi", "compute_responses", "grad2d", "sam", "apply_fn", "insertion_deletion"],
 )
 def test_uint8_images_are_refused_not_cast(net, call):
     _, apply_fn, params, images, masks = net
@@ -65,18 +65,17 @@ def test_non_finite_pixels_raise_eagerly_and_are_flagged_under_jit(net):
     bad = images.copy()
     bad[1, 3, 4, 0] = np.nan
     bad[2, 0, 0, 0] = np.inf
+    attr = attribution.svebi(apply_fn, masks, layer="c1")
     with pytest.raises(ValueError, match="images must be finite: 2 image"):
-        sv.explain(apply_fn, params, bad, masks)
+        attr(params, bad, None)
     with pytest.raises(ValueError, match="images must be finite"):
         sv.compute_responses(apply_fn, params, bad)
     # Under the caller's jit the values are unknown: the bad images' outputs are NaN, the
     # others are exactly the eager results.
-    eager = sv.explain(apply_fn, params, images, masks)
-    jitted = jax.jit(lambda x: sv.explain(apply_fn, params, x, masks))(bad)
-    for name in ("c1",):
-        hm = np.asarray(jitted.heatmaps[name])
-        assert np.all(np.isnan(hm[1])) and np.all(np.isnan(hm[2]))
-        np.testing.assert_array_equal(hm[[0, 3]], np.asarray(eager.heatmaps[name])[[0, 3]])
+    eager = np.asarray(attr(params, images, None))
+    hm = np.asarray(jax.jit(lambda x: attr(params, x, None))(bad))
+    assert np.all(np.isnan(hm[1])) and np.all(np.isnan(hm[2]))
+    np.testing.assert_array_equal(hm[[0, 3]], eager[[0, 3]])
     logits = np.asarray(jax.jit(lambda x: apply_fn(params, x).logits)(bad))
     assert np.isnan(logits[1]).all() and np.isnan(logits[2]).all() and np.isfinite(logits[0]).all()
     grads = np.asarray(jax.jit(lambda x: attribution.grad2d(apply_fn)(params, x, None))(bad))
@@ -95,7 +94,7 @@ def test_non_finite_pixels_raise_eagerly_and_are_flagged_under_jit(net):
 def test_image_shapes_and_dtypes(net, images, match):
     _, apply_fn, params, _, masks = net
     with pytest.raises(ValueError, match=match):
-        sv.explain(apply_fn, params, images, masks)
+        attribution.svebi(apply_fn, masks)(params, images, None)
 
 
 # ----------------------------------------------------------------------------- labels
@@ -290,10 +289,10 @@ def test_malformed_config_names_file_and_field(tmp_path, net, text, match):
 # ----------------------------------------------------------------------------- API misuse
 
 
-def test_explain_takes_masks_not_relevant_dicts(net):
+def test_svebi_takes_masks_not_relevant_dicts(net):
     _, apply_fn, params, images, _ = net
-    with pytest.raises(ValueError, match="keyed by layer name.*masks_from_weights"):
-        sv.explain(apply_fn, params, images, {0: {"c1": [1]}})
+    with pytest.raises(ValueError, match=r"masks must be a non-empty \{layer: \[K, c\]\}"):
+        attribution.svebi(apply_fn, {0: {"c1": [1]}})
 
 
 def test_nan_weights_under_jit_give_nan_maps_not_empty_ones(net):
@@ -305,10 +304,12 @@ def test_nan_weights_under_jit_give_nan_maps_not_empty_ones(net):
         sv.masks_from_weights(np.full_like(W, np.nan), index)
 
     def maps(w):
-        return sv.explain(apply_fn, params, images, sv.masks_from_weights(w, index)).heatmaps
+        return attribution.svebi(apply_fn, sv.masks_from_weights(w, index), layer="c1")(
+            params, images, None
+        )
 
-    assert np.isnan(np.asarray(jax.jit(maps)(np.full_like(W, np.nan))["c1"])).all()
-    np.testing.assert_array_equal(jax.jit(maps)(W)["c1"], maps(W)["c1"])
+    assert np.isnan(np.asarray(jax.jit(maps)(np.full_like(W, np.nan)))).all()
+    np.testing.assert_array_equal(jax.jit(maps)(W), maps(W))
 
 
 def test_metric_refuses_maps_of_the_wrong_shape(net):

@@ -154,7 +154,13 @@ def test_attribution_options_match_pieces(net):
     target = np.array([0, 3, 1], np.int32)
     out = apply_fn(params, images, record="spikes")
     default = attribution.svebi(apply_fn, masks, layer="conv1")(params, images, target)
-    ref = heatmaps.explain(apply_fn, params, images, masks, classes=target).heatmaps["conv1"]
+    ref = heatmaps.svebi_heatmaps(
+        apply_fn(params, images, record="mean").spikes,
+        jnp.asarray(target),
+        masks,
+        geometry=model.geometry,
+        image_shape=(28, 28),
+    )["conv1"]
     np.testing.assert_allclose(default, ref, atol=1e-6)  # the paper's maps stay the default
     # earlier spikes weigh more: the reduction of the recorded trains, then the usual map
     opts = SVEBIOptions(temporal_decay=0.7, filter_weighting="lasso", border="taper")

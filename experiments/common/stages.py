@@ -30,21 +30,20 @@ from svebi_jax import (
     batching,
     checkpoint,
     data,
-    heatmaps,
     interpret,
     relevance,
     responses,
     train,
     viz,
 )
-from svebi_jax.attribution import AttrFn
-from svebi_jax.lasso import mu_lasso
+from svebi_jax.attribution import AttrFn, svebi_variants
 from svebi_jax.methods import ig
 from svebi_jax.metrics import ablation, insdel, sanity
 from svebi_jax.models import ShallowSNN, SpikingNetwork
+from svebi_jax.relevance import Relevance, fit_relevance
 
 __all__ = [
-    "Relevance",
+    "RelevanceStage",
     "ablation_stage",
     "accuracy",
     "explanation_figure",
@@ -198,27 +197,37 @@ def accuracy(apply_fn, params, test_data, *, batch_size: int = 500) -> float:
 
 
 @dataclasses.dataclass
-class Relevance:
+class RelevanceStage:
     """What the relevance stage finds.
 
     Attributes:
       responses: the training set's :class:`~svebi_jax.responses.Responses`.
-      W: ``[m, K]`` lasso weights at ``mu``.
-      W_path: ``[P, m, K]`` weights along ``mus``.
-      mus: ``[P]`` the path's μ values.
-      masks: ``{layer: [K, C]}`` relevance masks at ``mu`` (straight from ``W``).
-      relevant: ``{class: {layer: [channels]}}`` for reports.
+      relevance: the :class:`svebi_jax.Relevance` at ``mu``.
+      path: the :class:`svebi_jax.Relevance` of the μ path (``relevance`` itself as a
+        one-μ path when no path was asked for).
       summary: the JSON-able part of ``results.json`` (``mu``, ``relevant_filters``,
         ``layer_distribution``, ``lasso``).
     """
 
     responses: responses.Responses
-    W: np.ndarray
-    W_path: np.ndarray
-    mus: np.ndarray
-    masks: dict[str, np.ndarray]
-    relevant: dict
+    relevance: Relevance
+    path: Relevance
     summary: dict
+
+    @property
+    def masks(self) -> dict[str, np.ndarray]:
+        """``{layer: [K, C]}`` relevance masks at ``mu``."""
+        return {k: np.asarray(v) for k, v in self.relevance.masks.items()}
+
+    @property
+    def relevant(self) -> dict:
+        """``{class: {layer: [channels]}}`` at ``mu``."""
+        return self.relevance.filters
+
+    @property
+    def mus(self) -> np.ndarray:
+        """``[P]`` the path's μ values."""
+        return np.asarray(self.path.mu)
 
 
 def relevance_stage(
@@ -232,12 +241,14 @@ def relevance_stage(
     timer,
     mesh=None,
     checkpoint_dir: str | None = None,
-) -> Relevance:
-    """Responses X, L of the training data → μ-lasso at ``mu`` and on ``1..mu_path_max``.
+) -> RelevanceStage:
+    """Responses X, L of the training data → :func:`svebi_jax.fit_relevance` at ``mu`` and
+    on the path ``1..mu_path_max``.
 
-    ``mu_path_max = 0`` skips the path (no ablation follows): ``W_path`` is then ``W[None]``.
+    ``mu_path_max = 0`` skips the path (no ablation follows): the path is then ``mu`` alone.
     ``mesh`` and ``checkpoint_dir`` are :func:`~svebi_jax.responses.compute_responses`'
-    (data-parallel extraction; resumable shards of X).
+    (data-parallel extraction; resumable shards of X); the responses are computed once and
+    serve both fits and the interpretation crops.
     """
     with timer("responses"):
         resp = responses.compute_responses(
@@ -249,24 +260,23 @@ def relevance_stage(
             checkpoint_dir=checkpoint_dir,
         )
     with timer("mu_lasso"):
-        sol = jax.block_until_ready(mu_lasso(resp.X, resp.L, mu))
-    W = np.asarray(sol.W)
+        rel = fit_relevance(apply_fn, params, resp, mu)
     if mu_path_max:
         with timer("mu_lasso_path"):
             mus = np.arange(1, mu_path_max + 1, dtype=np.float32)
-            path = jax.block_until_ready(mu_lasso(resp.X, resp.L, mus))
-        W_path, path_converged = np.asarray(path.W), bool(np.all(path.converged))
+            path = fit_relevance(apply_fn, params, resp, mus)
+        path_converged = bool(np.all(path.lasso.converged))
     else:
-        mus, W_path, path_converged = np.asarray([mu], np.float32), W[None], None
-    masks = {k: np.asarray(v) for k, v in relevance.masks_from_weights(W, resp.index).items()}
-    rel = relevance.relevant_filters(W, resp.index)
+        path = dataclasses.replace(rel, W=rel.W[None], mu=np.asarray([mu]), lasso=None)
+        path_converged = None
+    sol = rel.lasso
     summary = {
         "mu": mu,
         "relevant_filters": {
             str(c): {layer: [int(ch) for ch in chans] for layer, chans in by_layer.items()}
-            for c, by_layer in rel.items()
+            for c, by_layer in rel.filters.items()
         },
-        "layer_distribution": relevance.layer_distribution(rel),
+        "layer_distribution": rel.layer_distribution(),
         "lasso": {
             "objective": float(np.sum(sol.objective)),
             "objective_per_class": np.asarray(sol.objective).tolist(),
@@ -276,7 +286,7 @@ def relevance_stage(
             "path_converged": path_converged,
         },
     }
-    return Relevance(resp, W, W_path, mus, masks, rel, summary)
+    return RelevanceStage(resp, rel, path, summary)
 
 
 # ----------------------------------------------------------------------------- figures
@@ -284,11 +294,9 @@ def relevance_stage(
 
 def explanation_figure(apply_fn, params, images, masks, path: pathlib.Path) -> None:
     """Fig. 4: per-layer SVEBI heatmaps of ``images``, aligned and stretched."""
-    grids = {}
-    for placement in ("aligned", "stretch"):
-        res = heatmaps.explain(apply_fn, params, images, masks, placement=placement)
-        grids[placement] = {k: np.asarray(v) for k, v in res.heatmaps.items()}
-    cols = {f"{k} ({p})": v for p in grids for k, v in grids[p].items()}
+    placements = ("aligned", "stretch")
+    maps = svebi_variants(apply_fn, masks, placements=placements)(params, jnp.asarray(images))
+    cols = {f"{k} ({p})": np.asarray(maps[(k, p)]) for p in placements for k in masks}
     viz.heatmap_grid(images, cols, path=path)
 
 
@@ -296,7 +304,7 @@ def interpretation_figure(
     apply_fn,
     params,
     train_data,
-    rel: Relevance,
+    rel: RelevanceStage,
     *,
     layer: str,
     top_k: int,
@@ -416,6 +424,11 @@ def scores(
                 last = games[key][-1]
                 games[key][-1] = last.replace(maps=last.maps[: max(0, keep_maps - kept)])
             seconds[key] += timed.seconds
+    return _table(games, seconds, methods, masks, labels)
+
+
+def _table(games, seconds, methods, masks, labels) -> dict[str, Any]:
+    """:func:`scores`' result from every method's per-batch games."""
     table, per_image, maps = {}, {"insertion": {}, "deletion": {}}, {}
     curves = {"insertion": {}, "deletion": {}}
     for key, parts in games.items():
@@ -541,11 +554,10 @@ def sanity_stage(
 
 
 def ablation_stage(
-    apply_fn, params, abl_data, rel: Relevance, *, draws: int, seed: int, batch_size: int
+    apply_fn, params, abl_data, rel: RelevanceStage, *, draws: int, seed: int, batch_size: int
 ) -> ablation.AblationResult:
     """Fig. 3a: relevant vs. random filter ablation along the μ path."""
-    num_classes = rel.responses.L.shape[1]
-    stacked = relevance.relevance_masks_path(rel.W_path, rel.responses.index, num_classes)
+    stacked = {k: np.asarray(v) for k, v in rel.path.masks.items()}
     return ablation.ablation_curve(
         apply_fn,
         params,

@@ -58,6 +58,20 @@ def run(cfg: ExperimentConfig) -> dict:
 
 
 def _pipeline(cfg, train_ds, test_ds, out: pathlib.Path, timer, results: dict) -> None:
+    """The stages in order; each writes its figures into ``out`` and its numbers into
+    ``results``."""
+    model, apply_fn, params = _model(cfg, train_ds, test_ds, out, timer, results)
+    rel = _relevance(cfg, apply_fn, params, train_ds, out, timer, results)
+    _explanations(cfg, model, apply_fn, params, train_ds, test_ds, rel, out, timer)
+    methods = _scores(cfg, model, apply_fn, params, test_ds, rel, out, timer, results)
+    _ablation(cfg, apply_fn, params, test_ds, rel, out, timer, results)
+    results["timings_s"] = timer.seconds
+    write_text(out / "results.json", json.dumps(results, indent=2, default=float))
+    write_text(out / "report.md", report(results, list(methods)))
+
+
+def _model(cfg, train_ds, test_ds, out, timer, results):
+    """Trains (or restores) the network and measures its test accuracy."""
     with timer("train"):
         model, history = stages.train_or_restore(
             train_ds,
@@ -71,7 +85,11 @@ def _pipeline(cfg, train_ds, test_ds, out: pathlib.Path, timer, results: dict) -
         results["test_accuracy"] = stages.accuracy(apply_fn, params, test_ds)
     results["train_history"] = history
     print(f"test accuracy {results['test_accuracy']:.4f} on {len(test_ds)} images")
+    return model, apply_fn, params
 
+
+def _relevance(cfg, apply_fn, params, train_ds, out, timer, results):
+    """The relevant filters (:func:`svebi_jax.fit_relevance` at μ and on the path), Fig. 3c."""
     rel = stages.relevance_stage(
         apply_fn,
         params,
@@ -87,6 +105,11 @@ def _pipeline(cfg, train_ds, test_ds, out: pathlib.Path, timer, results: dict) -
         title=f"Relevant filters per layer (μ={cfg.mu:g})",
         path=out / "fig3c_layer_distribution.png",
     )
+    return rel
+
+
+def _explanations(cfg, model, apply_fn, params, train_ds, test_ds, rel, out, timer) -> None:
+    """Fig. 4 (SVEBI heatmaps) and the interpretation crops."""
     with timer("heatmaps"):
         stages.explanation_figure(
             apply_fn,
@@ -106,6 +129,9 @@ def _pipeline(cfg, train_ds, test_ds, out: pathlib.Path, timer, results: dict) -
             path=out / "fig_interpretation.png",
         )
 
+
+def _scores(cfg, model, apply_fn, params, test_ds, rel, out, timer, results):
+    """Table 1 (insertion/deletion of every method), IG's completeness, the sanity check."""
     eval_ds = stages.take(test_ds, cfg.eval_samples)
     results["n_eval"] = len(eval_ds)
     methods = table_methods(
@@ -126,7 +152,6 @@ def _pipeline(cfg, train_ds, test_ds, out: pathlib.Path, timer, results: dict) -
             map_batch=_CHUNK,
         )
     stages.write_scores(out, scored, results, eval_ds.images[: cfg.num_figure_images])
-
     with timer("ig_completeness"):
         results["ig_completeness"] = stages.ig_completeness(
             apply_fn, params, eval_ds.images[:_CHUNK], path_steps=cfg.ig_steps
@@ -135,6 +160,11 @@ def _pipeline(cfg, train_ds, test_ds, out: pathlib.Path, timer, results: dict) -
         results["sanity"] = stages.sanity_stage(
             params, eval_ds.images[: min(100, len(eval_ds))], methods, seed=cfg.seed
         )
+    return methods
+
+
+def _ablation(cfg, apply_fn, params, test_ds, rel, out, timer, results) -> None:
+    """Fig. 3a: accuracy with the relevant (or random) filters ablated, along the μ path."""
     with timer("ablation"):
         abl_ds = stages.take(test_ds, cfg.ablation_samples)
         abl = stages.ablation_stage(
@@ -156,9 +186,6 @@ def _pipeline(cfg, train_ds, test_ds, out: pathlib.Path, timer, results: dict) -
         title="Filter ablation (class-averaged accuracy)",
         path=out / "fig3a_ablation.png",
     )
-    results["timings_s"] = timer.seconds
-    write_text(out / "results.json", json.dumps(results, indent=2, default=float))
-    write_text(out / "report.md", report(results, list(methods)))
 
 
 def main(argv=None) -> int:
