@@ -1,19 +1,39 @@
 """svebi_jax: JAX-native interpretation and explanation of spiking neural networks (SVEBI).
 
-The functional core (all pure functions over time-major ``[T, B, ...]`` arrays and pytrees):
+One way through, from a trained network to scored explanations:
 
-- :func:`lif_scan`, :func:`integrator_readout` — LIF dynamics (:mod:`svebi_jax.lif`).
-- :func:`run_network` and the layer specs — feed-forward SNNs (:mod:`svebi_jax.layers`).
-- :func:`compute_responses` → :func:`mu_lasso` → :func:`masks_from_weights` →
-  :func:`explain` / :func:`interpret_filters` — the SVEBI pipeline
-  (:func:`relevant_filters` lists the relevant filters for reports).
+.. code-block:: python
+
+    import svebi_jax as sv
+
+    apply_fn, params = sv.functional(model)                   # any ApplyFn works
+    rel = sv.fit_relevance(apply_fn, params, train_images, mu=2.0)   # -> sv.Relevance
+    rel.filters[3]["conv2"]                                   # class 3's relevant channels
+    attr_fn = rel.attribution()                               # attr_fn(params, images, target)
+    scores = sv.metrics.insertion_deletion(attr_fn, apply_fn, params, test_images)
+    rel.save("relevance.npz")        # back: sv.Relevance.load("relevance.npz", apply_fn=apply_fn)
+
+The pieces (all pure functions over time-major ``[T, B, ...]`` arrays and pytrees):
+
+- :func:`fit_relevance` → :class:`Relevance` — the relevant filters of every class (filter
+  responses :func:`compute_responses` → μ-lasso :func:`mu_lasso` → :func:`masks_from_weights`
+  / :func:`relevant_filters`), their SVEBI attribution, a file format;
+  :func:`interpret_filters` shows what a filter responds to.
 - :mod:`svebi_jax.attribution` — every explanation method as
-  ``attr_fn(params, images, target) -> [B, H, W]``; :mod:`svebi_jax.metrics` scores them.
-- :mod:`svebi_jax.methods` — the explanation methods' implementations.
+  ``attr_fn(params, images [B, H, W, C], target [B] | None) -> [B, H, W]`` (the one public
+  way to get a method); :mod:`svebi_jax.metrics` scores them (an ``attr_fn`` or precomputed
+  maps); :mod:`svebi_jax.methods` holds the implementations (map functions named for what
+  they return).
+- :func:`lif_scan`, :func:`integrator_readout` — LIF dynamics (:mod:`svebi_jax.lif`);
+  :func:`run_network` and the layer specs — feed-forward SNNs (:mod:`svebi_jax.layers`).
 - :mod:`svebi_jax.sharding` — one device mesh; ``mesh=`` makes training, responses, maps and
   metrics data parallel. :mod:`svebi_jax.resume` — resumable training and extraction.
 - :func:`from_nir` / :func:`to_nir` — networks from and to other SNN frameworks via NIR
-  (:mod:`svebi_jax.interop.nir`).
+  (:mod:`svebi_jax.interop`).
+
+One vocabulary: ``target`` is the class to explain, ``num_steps`` the network's ``T``,
+``path_steps`` the points of integrated gradients' path, ``pixels_per_step`` the pixels
+insertion/deletion changes per step.
 
 Models are thin Flax NNX definitions (:mod:`svebi_jax.models`); :func:`functional` turns one
 into ``(apply_fn, params)`` (:class:`~svebi_jax.protocols.ApplyFn`) for everything above.
