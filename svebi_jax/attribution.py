@@ -23,7 +23,14 @@ those need not be repeated.
 
 SVEBI's options live in one dataclass, :class:`SVEBIOptions`, so that variants (how the
 relevant filters' maps are weighted, fused across layers, placed on the image) are options of
-one factory rather than forks of it.
+one factory rather than forks of it. The relevant filters come from
+:func:`svebi_jax.fit_relevance`; its :meth:`svebi_jax.Relevance.attribution` is :func:`svebi`
+with the masks filled in:
+
+.. code-block:: python
+
+    rel = svebi_jax.fit_relevance(apply_fn, params, train_images, mu=2.0)
+    attr_fn = rel.attribution("combined", SVEBIOptions(placement="aligned"))
 """
 
 from __future__ import annotations
@@ -205,7 +212,7 @@ class SVEBIOptions:
 def _check_masks(masks, conv_layers) -> dict[str, Array]:
     if not isinstance(masks, Mapping) or not masks or not all(isinstance(k, str) for k in masks):
         raise ValueError(
-            "masks must be a non-empty {layer: [K, c]} mapping (from "
+            "masks must be a non-empty {layer: [K, c]} mapping (Relevance.masks, or "
             f"svebi_jax.relevance.masks_from_weights), got {V.describe(masks)}"
         )
     for name, m in masks.items():
@@ -322,8 +329,8 @@ def svebi(
 
     Args:
       apply_fn: the model.
-      masks: ``{layer: [K, c]}`` relevance masks straight from the lasso weights
-        (:func:`svebi_jax.relevance.masks_from_weights`).
+      masks: ``{layer: [K, c]}`` relevance masks (:attr:`svebi_jax.Relevance.masks`, i.e.
+        :func:`svebi_jax.relevance.masks_from_weights` of the lasso weights).
       layer: a conv layer of ``masks``, or ``"combined"`` (default).
       geometry: ``{layer: Geometry}``; default ``apply_fn.info.geometry``.
       options: :class:`SVEBIOptions` (placement, fusion, filter weighting, temporal
@@ -333,7 +340,8 @@ def svebi(
 
     Returns:
       ``attr_fn(params, images, target=None) -> [B, H, W]`` in ``[0, 1]`` (all zeros where the
-      class has no relevant filter in the layer).
+      class has no relevant filter in the layer; all NaN for a ``target`` outside ``[0, K)``
+      that is traced under ``jit``, where it cannot raise).
     """
     if not isinstance(options, SVEBIOptions):
         raise TypeError(f"options must be an SVEBIOptions, got {type(options).__name__}")
