@@ -304,7 +304,9 @@ def test_methods(m: Model, choices: dict, args) -> dict:
     methods = {name: svebi_fn(m, c) for name, c in svebi_test_rows(choices).items()}
     methods["SNN-Grad2D"] = attribution.grad2d(m.apply_fn)
     if args.baselines == "all":
-        methods["SNN-IG2D"] = attribution.integrated_gradients(m.apply_fn, path_steps=args.ig_steps)
+        methods["SNN-IG2D"] = attribution.integrated_gradients(
+            m.apply_fn, path_steps=args.path_steps
+        )
         for layer in ("conv1", "conv2"):
             methods[f"SAM[{layer}]"] = attribution.sam(m.apply_fn, layer=layer)
         methods["trivial: random"] = attribution.random_map(jax.random.key(m.seed))
@@ -386,7 +388,9 @@ def parse_args(argv=None):
     p.add_argument("--mus", type=float, nargs="+", default=[1.0, 2.0, 4.0])
     p.add_argument("--mu-path-max", type=int, default=20)
     p.add_argument("--layers", nargs="+", default=["conv1", "conv2", COMBINED])
-    p.add_argument("--ig-steps", type=int, default=50)
+    p.add_argument(
+        "--path-steps", type=int, default=50, help="points on integrated gradients' path"
+    )
     p.add_argument("--road-iters", type=int, default=150)
     p.add_argument("--map-batch", type=int, default=100)
     p.add_argument(
@@ -413,7 +417,7 @@ def parse_args(argv=None):
         a.test_limit = a.test_limit or 500
         a.mus = a.mus[:2]
         a.mu_path_max = min(a.mu_path_max, 4)
-        a.ig_steps = min(a.ig_steps, 4)
+        a.path_steps = min(a.path_steps, 4)
         a.road_iters = min(a.road_iters, 30)
         a.map_batch = 16
     try:
@@ -426,7 +430,7 @@ def parse_args(argv=None):
         for flag in ("epochs", "train_limit", "test_limit"):
             V.check_nonnegative_int(f"--{flag.replace('_', '-')}", getattr(a, flag))
         V.check_nonnegative_int("--stage2-max", a.stage2_max)
-        for flag in ("val_games", "test_games", "mu_path_max", "ig_steps", "road_iters"):
+        for flag in ("val_games", "test_games", "mu_path_max", "path_steps", "road_iters"):
             V.check_positive_int(f"--{flag.replace('_', '-')}", getattr(a, flag))
         for mu in a.mus:
             if mu not in np.arange(1, a.mu_path_max + 1):
@@ -513,7 +517,7 @@ def protocol(a, n_train: int, n_val: int, n_test_full: int, n_test: int) -> dict
         },
         "road_fractions": FRACTIONS,
         "road_cg_iterations": a.road_iters,
-        "ig_steps": a.ig_steps,
+        "path_steps": a.path_steps,
         "quick": a.quick,
     }
 

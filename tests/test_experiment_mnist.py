@@ -20,7 +20,7 @@ from svebi_jax.models import ShallowSNN, functional
 
 TINY = [
     "--train-limit", "600", "--epochs", "1", "--eval-samples", "8", "--ablation-samples", "60",
-    "--mu-path-max", "3", "--top-k", "5", "--ig-steps", "2", "--no-progress",
+    "--mu-path-max", "3", "--top-k", "5", "--path-steps", "2", "--no-progress",
 ]  # fmt: skip
 
 

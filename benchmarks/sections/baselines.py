@@ -15,9 +15,11 @@ def bench_baselines(apply_fn, params, images, cfg) -> dict[str, Any]:
     T = cfg["num_steps"]
     xg = jnp.asarray(images[: cfg["grad_images"]]) * GAIN
     xi = jnp.asarray(images[: cfg["ig_images"]]) * GAIN
-    t_g = timer(cfg)(lambda: baselines.grad2d(apply_fn, params, xg, num_steps=T), cfg["repeats"])
+    t_g = timer(cfg)(
+        lambda: baselines.grad2d_maps(apply_fn, params, xg, num_steps=T), cfg["repeats"]
+    )
     t_i = timer(cfg)(
-        lambda: baselines.integrated_gradients(
+        lambda: baselines.integrated_gradients_result(
             apply_fn, params, xi, num_steps=T, path_steps=cfg["ig_steps"]
         ),
         cfg["repeats"],

@@ -65,7 +65,7 @@ def table_methods(
     *,
     conv_layers: Sequence[str],
     seed: int,
-    ig_steps: int,
+    path_steps: int,
     placements: Sequence[str] = ("aligned", "stretch"),
     svebi_layers: Sequence[str] | None = None,
     mesh=None,
@@ -75,7 +75,7 @@ def table_methods(
     SVEBI per layer (``svebi_layers``, default every layer of ``masks``), fused
     (``"combined"``, always over every layer of ``masks``) and per placement (rows sorted by
     label);
-    SNN-Grad2D; SNN-IG2D with ``ig_steps`` path points; SAM per conv layer
+    SNN-Grad2D; SNN-IG2D with ``path_steps`` path points; SAM per conv layer
     (receptive-field-aligned, like SVEBI); and three trivial maps (uniform noise from
     ``seed``, the image itself, a centred Gaussian). ``mesh``: the gradient baselines'
     maps are computed data-parallel over it (:func:`svebi_jax.attribution.grad2d`).
@@ -92,7 +92,7 @@ def table_methods(
         )
     methods[MethodKey(GRAD2D)] = attribution.grad2d(apply_fn, mesh=mesh)
     methods[MethodKey(IG2D)] = attribution.integrated_gradients(
-        apply_fn, path_steps=ig_steps, mesh=mesh
+        apply_fn, path_steps=path_steps, mesh=mesh
     )
     for layer in conv_layers:
         methods[MethodKey(SAM, layer)] = attribution.sam(apply_fn, layer=layer)

@@ -478,6 +478,8 @@ def _concat(parts: list[insdel.CausalMetricResult]) -> insdel.CausalMetricResult
         classes=jnp.concatenate([p.classes for p in parts]),
         metric=parts[0].metric,
         higher_is_better=parts[0].higher_is_better,
+        substrate=parts[0].substrate,
+        pixels_per_step=parts[0].pixels_per_step,
     )
 
 

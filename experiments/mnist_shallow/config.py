@@ -30,8 +30,8 @@ class ExperimentConfig:
     # Random ablations vary a lot from draw to draw when few filters are ablated (sd ~0.02 of
     # class-averaged accuracy at μ = 1 on MNIST); 10 draws keep the mean's standard error ~0.006.
     ablation_random_draws: int = 10
-    ig_steps: int = 50
-    insdel_step: int = 28
+    path_steps: int = 50
+    pixels_per_step: int = 28
     top_k: int = 100
     num_figure_images: int = 8
     batch_size: int = 250
@@ -66,8 +66,8 @@ class ExperimentConfig:
             ("--epochs", self.epochs),
             ("--mu-path-max", self.mu_path_max),
             ("--ablation-random-draws", self.ablation_random_draws),
-            ("--ig-steps", self.ig_steps),
-            ("--insdel-step", self.insdel_step),
+            ("--path-steps", self.path_steps),
+            ("--pixels-per-step", self.pixels_per_step),
             ("--top-k", self.top_k),
             ("--num-figure-images", self.num_figure_images),
             ("--batch-size", self.batch_size),
@@ -116,9 +116,17 @@ def parse_args(argv=None, *, description: str | None = None) -> ExperimentConfig
     p.add_argument("--ablation-samples", type=int, default=d.ablation_samples, help="0 = all")
     p.add_argument("--ablation-random-draws", type=int, default=d.ablation_random_draws)
     p.add_argument(
-        "--ig-steps", type=int, default=d.ig_steps, help="IG path points (not the SNN's T)"
+        "--path-steps",
+        type=int,
+        default=d.path_steps,
+        help="points on integrated gradients' path (not the SNN's T)",
     )
-    p.add_argument("--insdel-step", type=int, default=d.insdel_step, help="pixels per step")
+    p.add_argument(
+        "--pixels-per-step",
+        type=int,
+        default=d.pixels_per_step,
+        help="pixels insertion/deletion changes per step",
+    )
     p.add_argument("--top-k", type=int, default=d.top_k)
     p.add_argument("--batch-size", type=int, default=d.batch_size)
     p.add_argument("--no-progress", action="store_true")

@@ -46,8 +46,10 @@ def run(cfg: ExperimentConfig) -> dict:
         )
         train_ds = stages.take(train_ds, cfg.train_limit)
     h, w, _ = train_ds.image_shape
-    if cfg.insdel_step > h * w:
-        raise ValueError(f"--insdel-step must be <= H * W = {h * w} pixels, got {cfg.insdel_step}")
+    if cfg.pixels_per_step > h * w:
+        raise ValueError(
+            f"--pixels-per-step must be <= H * W = {h * w} pixels, got {cfg.pixels_per_step}"
+        )
     results.update(dataset=cfg.data, n_train=len(train_ds), n_test=len(test_ds))
     results["test_dataset"] = cfg.test_data or f"held-out {cfg.test_fraction:.0%} of {cfg.data}"
 
@@ -139,7 +141,7 @@ def _scores(cfg, model, apply_fn, params, test_ds, rel, out, timer, results):
         rel.masks,
         conv_layers=model.conv_layer_names,
         seed=cfg.seed,
-        ig_steps=cfg.ig_steps,
+        path_steps=cfg.path_steps,
     )
     with timer("insertion_deletion"):
         scored = stages.scores(
@@ -148,13 +150,13 @@ def _scores(cfg, model, apply_fn, params, test_ds, rel, out, timer, results):
             eval_ds,
             methods,
             rel.masks,
-            pixels_per_step=cfg.insdel_step,
+            pixels_per_step=cfg.pixels_per_step,
             map_batch=_CHUNK,
         )
     stages.write_scores(out, scored, results, eval_ds.images[: cfg.num_figure_images])
     with timer("ig_completeness"):
         results["ig_completeness"] = stages.ig_completeness(
-            apply_fn, params, eval_ds.images[:_CHUNK], path_steps=cfg.ig_steps
+            apply_fn, params, eval_ds.images[:_CHUNK], path_steps=cfg.path_steps
         )
     with timer("sanity"):
         results["sanity"] = stages.sanity_stage(
