@@ -68,7 +68,7 @@ def test_quantus_metrics_receive_our_maps(model):
     apply_fn, params, x = model
     nchw = np.transpose(x, (0, 3, 1, 2))
     y = np.asarray(apply_fn(params, x).logits.argmax(-1))
-    attr_fn = attribution.lrp(apply_fn, network=NET, epsilon=0.01)
+    attr_fn = attribution.tsa(apply_fn, network=NET)
     explain = bridge.quantus_explain_func(attr_fn, params)
     received = []
 

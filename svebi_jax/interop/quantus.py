@@ -29,6 +29,8 @@ they can call:
 
 from __future__ import annotations
 
+import functools
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -109,6 +111,12 @@ def _torch():
     return torch
 
 
+@functools.lru_cache(maxsize=16)
+def _jitted_logits(apply_fn):
+    """One compiled ``(params, images) -> logits`` per model, shared by its torch views."""
+    return jax.jit(lambda p, x: logits_of(apply_fn(p, x)))
+
+
 def TorchModel(apply_fn, params, *, channel_first: bool = True):  # noqa: N802 - a class factory
     """A ``torch.nn.Module`` view of a JAX model (see the module docstring).
 
@@ -124,7 +132,7 @@ def TorchModel(apply_fn, params, *, channel_first: bool = True):  # noqa: N802 -
     """
     torch = _torch()
     channel_first = V.check_bool("channel_first", channel_first)
-    logits = jax.jit(lambda p, x: logits_of(apply_fn(p, x)))
+    logits = _jitted_logits(apply_fn)
 
     class _JaxModule(torch.nn.Module):
         """Runs a JAX ``apply_fn`` on NumPy views of torch tensors (forward only)."""
