@@ -149,3 +149,19 @@ def test_the_repository_url_is_defined_once():
             f"colab.research.google.com/github/{slug}/blob/main/notebooks/{path.name}"
             in (sources[0])
         )
+
+
+@pytest.mark.slow
+def test_own_model_guide_runs(capsys):
+    """The worked example of the guide *Explaining your own JAX model*, with fewer steps."""
+    text = (DOCS / "guides" / "own_model.md").read_text()
+    blocks = re.findall(r"^```python\n(.*?)^```", text, flags=re.S | re.M)
+    source = "\n".join(b for b in blocks if "TinySNN" in b or "fit_relevance" in b)
+    assert "for i in range(200):" in source
+    source = source.replace("for i in range(200):", "for i in range(20):")
+    namespace: dict = {"__name__": "__guide__"}
+    exec(compile(source, "own_model.md", "exec"), namespace)  # noqa: S102
+    assert namespace["maps"].shape == (8, 28, 28)
+    rel = namespace["rel"]
+    assert rel.W.shape == (16, 10) and list(rel.filters[0]) == ["conv1"]
+    assert "relevant filters of class 0" in capsys.readouterr().out
