@@ -494,7 +494,7 @@ def cmd_import_nir(args) -> int:
     model = _nir_network(net)
     config = {
         **checkpoint.model_config(model),
-        "source": {"nir": str(path), "reset": args.reset, "dt": args.dt},
+        "source": {"nir": str(path), "reset": net.config.reset, "reset_given": args.reset},
     }
     out = U.save_checkpoint_or_rescue(args.out, model, config=config)
     print(

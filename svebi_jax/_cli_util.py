@@ -234,7 +234,10 @@ def load_inputs(args, input_shape, num_classes: int) -> Inputs:
     if getattr(args, "images", None):
         return read_images(check_image_files(args.images), input_shape)
     ds = data.load(args.data, split=args.split)
+    index = np.arange(len(ds))
     if args.limit is not None and args.limit < len(ds):
+        # data.subset's documented draw: default_rng(seed).permutation(N)[:n]
+        index = np.random.default_rng(args.seed).permutation(len(ds))[: args.limit]
         ds = data.subset(ds, args.limit, seed=args.seed)
     if ds.image_shape != tuple(input_shape):
         raise ValueError(
@@ -246,7 +249,7 @@ def load_inputs(args, input_shape, num_classes: int) -> Inputs:
             f"--data labels must lie in [0, {num_classes}) for this model, got "
             f"{int(ds.labels.max())}"
         )
-    sources = tuple(f"{ds.name}#{i}" for i in range(len(ds)))
+    sources = tuple(f"{args.data} ({args.split}) #{i}" for i in index)
     return Inputs(ds.images, ds.labels, sources, ds.name)
 
 

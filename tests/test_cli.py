@@ -90,8 +90,11 @@ def test_explain_svebi_maps_summary_and_overlays(run):
     summary = json.loads((out / "summary.json").read_text())
     assert summary["method"] == "svebi" and summary["layer"] == "combined"
     assert summary["mu"] == 2.0 and summary["num_images"] == 3
+    full = data.load("mnist-5k")
     for i, row in enumerate(summary["images"]):
         assert row["predicted"] == int(got["predicted"][i]) and row["label"] == int(ds.labels[i])
+        k = int(row["source"].rpartition("#")[2])  # the image's index in mnist-5k
+        np.testing.assert_array_equal(full.images[k], ds.images[i])
         assert row["relevant_filters"] == rel.filters[row["predicted"]]
         with Image.open(out / row["overlay"]) as im:
             assert im.format == "PNG" and min(im.size) > 100
