@@ -78,6 +78,11 @@ def test_tiny_network_by_hand():
     got_s = G.gradcam_steps(apply_fn, params, images, target, layer="conv1", network=net)
     np.testing.assert_allclose(got_a, alpha, rtol=1e-5, atol=1e-7)
     np.testing.assert_allclose(got_s, steps, rtol=1e-5, atol=1e-7)
+    # per-step weights: the readout's gradient is the same at every step, alpha_t = alpha / T
+    per_step = G.gradcam_weights(
+        apply_fn, params, images, target, layer="conv1", network=net, channel_weights="per_step"
+    )
+    np.testing.assert_allclose(per_step, np.broadcast_to(alpha / T, (T, 2, 2)), rtol=1e-5)
     attr_fn = attribution.gradcam(apply_fn, layer="conv1", network=net)
     geo = L.layer_geometry(TINY, (4, 4, 1))["conv1"]
     expected = H.minmax_normalize(H.upsample_aligned(steps.sum(0), geo, (4, 4)))
@@ -128,6 +133,12 @@ def test_spike_gradient_matches_the_runners_mask_gradient(deep):
     by_mask = jax.grad(score)(jnp.ones((3, 4)))
     assert float(jnp.abs(by_mask).max()) > 1e-4
     np.testing.assert_allclose((grads * spikes).sum(axis=(0, 2, 3)), by_mask, atol=2e-6)
+    summed = G.gradcam_weights(apply_fn, params, images, target, layer="conv2", output=output)
+    per_step = G.gradcam_weights(
+        apply_fn, params, images, target, layer="conv2", output=output, channel_weights="per_step"
+    )
+    np.testing.assert_allclose(summed, grads.sum(axis=(0, 2, 3)) / 4, rtol=1e-5, atol=1e-9)
+    np.testing.assert_allclose(per_step.sum(axis=0), summed, rtol=1e-5, atol=1e-9)
 
 
 def test_predicted_target_jit_and_errors(deep):

@@ -16,7 +16,9 @@ and the map of step :math:`t` is the rectified weighted sum of the layer's spike
 .. math::
     G^c_{ij,t} = \\operatorname{ReLU}\\Big(\\sum_k \\alpha^c_k A^k_{ij,t}\\Big).
 
-One map per image aggregates the steps (``time_reduction="sum"``, default:
+(The paper's weights are the same at every step; ``channel_weights="per_step"`` offers
+:math:`\\alpha^c_{k,t}`, the gradient summed over positions only, whose sum over steps is
+:math:`\\alpha^c_k`.) One map per image aggregates the steps (``time_reduction="sum"``, default:
 :math:`\\sum_t G^c_{ij,t}`; or one step), brings it to the image (receptive-field aligned, as
 SVEBI's and SAM's maps, or a bilinear stretch) and min-max normalizes it to [0, 1].
 
@@ -39,7 +41,14 @@ from svebi_jax import heatmaps as H
 from svebi_jax import layers as L
 from svebi_jax.methods import _trace as TR
 
-__all__ = ["gradcam", "gradcam_steps", "gradcam_weights", "make_attr_fn"]
+__all__ = [
+    "CHANNEL_WEIGHTS",
+    "OUTPUTS",
+    "gradcam",
+    "gradcam_steps",
+    "gradcam_weights",
+    "make_attr_fn",
+]
 
 Array = jax.Array
 
@@ -87,9 +96,12 @@ def _spike_grads(network, weights, images, classes, layer, output):
     return spikes, grads, classes
 
 
-def _steps(spikes, grads):
-    """``(alpha [B, K], G [T, B, h, w])``."""
+def _steps(spikes, grads, weights="summed"):
+    """``(alpha [B, K] or [T, B, K], G [T, B, h, w])``."""
     h, w = spikes.shape[2:4]
+    if weights == "per_step":
+        alpha = grads.sum(axis=(2, 3)) / (h * w)
+        return alpha, jax.nn.relu(jnp.einsum("tbhwk,tbk->tbhw", spikes, alpha))
     alpha = grads.sum(axis=(0, 2, 3)) / (h * w)
     return alpha, jax.nn.relu(jnp.einsum("tbhwk,bk->tbhw", spikes, alpha))
 
@@ -100,20 +112,27 @@ def _resolved(apply_fn, params, images, network):
     return network, weights
 
 
-@functools.partial(jax.jit, static_argnames=("apply_fn", "network", "layer", "output"))
-def _steps_core(apply_fn, params, images, classes, *, network, layer, output):
+@functools.partial(
+    jax.jit, static_argnames=("apply_fn", "network", "layer", "output", "channel_weights")
+)
+def _steps_core(apply_fn, params, images, classes, *, network, layer, output, channel_weights):
     net, weights = _resolved(apply_fn, params, images, network)
     spikes, grads, classes = _spike_grads(net, weights, images, classes, layer, output)
-    alpha, steps = _steps(spikes, grads)
+    alpha, steps = _steps(spikes, grads, channel_weights)
     return steps, alpha, classes
 
 
-def _validate(apply_fn, params, images, target, network, layer, output):
+#: How the channel weights treat time: summed over steps (the paper) or one per step.
+CHANNEL_WEIGHTS: tuple[str, ...] = ("summed", "per_step")
+
+
+def _validate(apply_fn, params, images, target, network, layer, output, channel_weights):
     if not callable(apply_fn):
         raise TypeError(f"apply_fn must be callable, got {type(apply_fn).__name__}")
     images = jnp.asarray(V.check_images(images))
     network = TR.check_network(network)
     V.check_choice("output", output, OUTPUTS)
+    V.check_choice("channel_weights", channel_weights, CHANNEL_WEIGHTS)
     net, _ = TR.resolve(apply_fn, params, network)
     conv = L.conv_layer_names(net.layers)
     if not isinstance(layer, str) or layer not in conv:
@@ -125,9 +144,17 @@ def _validate(apply_fn, params, images, target, network, layer, output):
 
 
 def gradcam_weights(
-    apply_fn, params, images, target=None, *, layer: str, network=None, output: str = "logit"
+    apply_fn,
+    params,
+    images,
+    target=None,
+    *,
+    layer: str,
+    network=None,
+    output: str = "logit",
+    channel_weights: str = "summed",
 ) -> Array:
-    """The channel weights :math:`\\alpha^c_k` (module docstring), ``[B, K_layer]``.
+    """The channel weights :math:`\\alpha^c_k` (module docstring).
 
     Args:
       apply_fn: the model (a :func:`svebi_jax.models.functional` model, or any ``apply_fn``
@@ -138,38 +165,93 @@ def gradcam_weights(
       layer: a spiking conv layer.
       network: ``(layers, config)`` for an ``apply_fn`` that does not carry its specs.
       output: ``"logit"`` (default) or ``"probability"``.
+      channel_weights: ``"summed"`` (default, the paper's :math:`\\alpha^c_k`: gradients
+        summed over positions and steps) or ``"per_step"`` (one weight per step,
+        :math:`\\alpha^c_{k,t} = \\frac{1}{Z}\\sum_{i,j} \\partial y^c / \\partial
+        A^k_{ij,t}`, so :math:`\\sum_t \\alpha^c_{k,t} = \\alpha^c_k`).
 
     Returns:
-      ``[B, K_layer]`` float weights.
+      ``[B, K_layer]`` (``[T, B, K_layer]`` for ``"per_step"``) float weights.
     """
-    images, target, network, _ = _validate(apply_fn, params, images, target, network, layer, output)
+    images, target, network, _ = _validate(
+        apply_fn, params, images, target, network, layer, output, channel_weights
+    )
     return _steps_core(
-        apply_fn, params, images, target, network=network, layer=layer, output=output
+        apply_fn,
+        params,
+        images,
+        target,
+        network=network,
+        layer=layer,
+        output=output,
+        channel_weights=channel_weights,
     )[1]
 
 
 def gradcam_steps(
-    apply_fn, params, images, target=None, *, layer: str, network=None, output: str = "logit"
+    apply_fn,
+    params,
+    images,
+    target=None,
+    *,
+    layer: str,
+    network=None,
+    output: str = "logit",
+    channel_weights: str = "summed",
 ) -> Array:
     """Per-step Grad-CAM maps :math:`G^c_{ij,t}` at the layer's resolution, ``[T, B, h, w]``.
 
     Same arguments as :func:`gradcam_weights`; the maps are neither upsampled nor normalized.
     """
-    images, target, network, _ = _validate(apply_fn, params, images, target, network, layer, output)
+    images, target, network, _ = _validate(
+        apply_fn, params, images, target, network, layer, output, channel_weights
+    )
     return _steps_core(
-        apply_fn, params, images, target, network=network, layer=layer, output=output
+        apply_fn,
+        params,
+        images,
+        target,
+        network=network,
+        layer=layer,
+        output=output,
+        channel_weights=channel_weights,
     )[0]
 
 
-@functools.partial(
-    jax.jit,
-    static_argnames=("apply_fn", "network", "layer", "output", "time_reduction", "placement"),
+_MAP_STATIC = (
+    "apply_fn",
+    "network",
+    "layer",
+    "output",
+    "channel_weights",
+    "time_reduction",
+    "placement",
 )
+
+
+@functools.partial(jax.jit, static_argnames=_MAP_STATIC)
 def _map_core(
-    apply_fn, params, images, classes, *, network, layer, output, time_reduction, placement
+    apply_fn,
+    params,
+    images,
+    classes,
+    *,
+    network,
+    layer,
+    output,
+    channel_weights,
+    time_reduction,
+    placement,
 ):
     steps, _, _ = _steps_core.__wrapped__(
-        apply_fn, params, images, classes, network=network, layer=layer, output=output
+        apply_fn,
+        params,
+        images,
+        classes,
+        network=network,
+        layer=layer,
+        output=output,
+        channel_weights=channel_weights,
     )
     m = steps.sum(axis=0) if time_reduction == "sum" else steps[time_reduction]
     net, _ = _resolved(apply_fn, params, images, network)
@@ -183,21 +265,11 @@ def _map_core(
 
 
 @functools.lru_cache(maxsize=16)
-def _sharded(apply_fn, network, layer, output, time_reduction, placement, mesh):
+def _sharded(apply_fn, options, mesh):
     from svebi_jax import sharding as S
 
     def core(params, images, classes):
-        return _map_core(
-            apply_fn,
-            params,
-            images,
-            classes,
-            network=network,
-            layer=layer,
-            output=output,
-            time_reduction=time_reduction,
-            placement=placement,
-        )
+        return _map_core(apply_fn, params, images, classes, **dict(options))
 
     return S.data_parallel(core, mesh, in_axes=(None, 0, 0), out_axes=0)
 
@@ -211,6 +283,7 @@ def gradcam(
     layer: str,
     network=None,
     output: str = "logit",
+    channel_weights: str = "summed",
     time_reduction: str | int = "sum",
     placement: str = "aligned",
     mesh=None,
@@ -227,6 +300,8 @@ def gradcam(
       network: ``(layers, config)`` for an ``apply_fn`` that does not carry its specs (e.g.
         ``(net.layers, net.config)`` of :func:`svebi_jax.interop.nir.from_nir`).
       output: ``"logit"`` (default) or ``"probability"``: the score :math:`y^c`.
+      channel_weights: ``"summed"`` (default, the paper's) or ``"per_step"`` (see
+        :func:`gradcam_weights`).
       time_reduction: ``"sum"`` (default: :math:`\\sum_t G_t`) or an int step index.
       placement: ``"aligned"`` (default: cells at their receptive-field centres,
         :func:`svebi_jax.heatmaps.upsample_aligned`) or ``"stretch"`` (bilinear resize).
@@ -237,30 +312,28 @@ def gradcam(
 
     Raises:
       ValueError: bad ``images``, ``target``, ``layer``, ``network``, ``output``,
-        ``time_reduction`` or ``placement``.
+        ``channel_weights``, ``time_reduction`` or ``placement``.
     """
     images, target, network, net = _validate(
-        apply_fn, params, images, target, network, layer, output
+        apply_fn, params, images, target, network, layer, output, channel_weights
     )
     time_reduction = _check_time_reduction(time_reduction, net.config.num_steps)
     V.check_choice("placement", placement, H.PLACEMENTS)
+    options = dict(
+        network=network,
+        layer=layer,
+        output=output,
+        channel_weights=channel_weights,
+        time_reduction=time_reduction,
+        placement=placement,
+    )
     if mesh is None:
-        return _map_core(
-            apply_fn,
-            params,
-            images,
-            target,
-            network=network,
-            layer=layer,
-            output=output,
-            time_reduction=time_reduction,
-            placement=placement,
-        )
+        return _map_core(apply_fn, params, images, target, **options)
     from svebi_jax import batching
     from svebi_jax import sharding as S
 
     fn = batching.cached_builder(
-        _sharded, apply_fn, network, layer, output, time_reduction, placement, S.check_mesh(mesh)
+        _sharded, apply_fn, tuple(sorted(options.items())), S.check_mesh(mesh)
     )
     return fn(params, images, target)
 
@@ -271,6 +344,7 @@ def make_attr_fn(
     layer: str,
     network=None,
     output: str = "logit",
+    channel_weights: str = "summed",
     time_reduction: str | int = "sum",
     placement: str = "aligned",
     mesh=None,
@@ -286,6 +360,7 @@ def make_attr_fn(
         raise ValueError(f"layer must be a spiking conv layer name, got {layer!r}")
     network = TR.check_network(network)
     V.check_choice("output", output, OUTPUTS)
+    V.check_choice("channel_weights", channel_weights, CHANNEL_WEIGHTS)
     V.check_choice("placement", placement, H.PLACEMENTS)
     if time_reduction != "sum" and (
         isinstance(time_reduction, bool) or not isinstance(time_reduction, int)
@@ -303,6 +378,7 @@ def make_attr_fn(
             layer=layer,
             network=network,
             output=output,
+            channel_weights=channel_weights,
             time_reduction=time_reduction,
             placement=placement,
             mesh=mesh,
