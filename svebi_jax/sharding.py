@@ -296,7 +296,8 @@ def data_parallel(
     sharded results are gathered back to every process as NumPy arrays (:func:`to_host`).
     (Training, where the per-host split matters for input bandwidth, assembles host-local
     rows with :func:`shard_batch`.) The compiled program holds no collective over the batch:
-    ``wrapped.lower(*args).compile().as_text()`` shows it.
+    ``wrapped.lower(*args).compile().as_text()`` shows it, and ``wrapped.sharded(*args)``
+    returns the outputs as they lie on the devices (global arrays, padded, not gathered).
 
     Args:
       fn: ``fn(*args) -> pytree``; a pure function.
@@ -307,8 +308,11 @@ def data_parallel(
         with ints or ``None``).
 
     Returns:
-      ``wrapped(*args)`` returning ``fn``'s pytree with NumPy-convertible ``jax.Array``
-      leaves (merged outputs unpadded to ``B`` rows).
+      ``wrapped(*args)`` returning ``fn``'s pytree of ``jax.Array`` s on the default device
+      (merged outputs unpadded to ``B`` rows): the sharded results are gathered, so what a
+      caller does with them next runs on one device (a small eager operation on arrays
+      sharded over many CPU devices is a multi-device program whose collectives can stall
+      a loaded machine).
     """
     mesh = check_mesh(mesh)
     d = num_shards(mesh)
@@ -374,27 +378,34 @@ def data_parallel(
 
     def wrapped(*args):
         n, size, args = prepare(args)
-        out = compiled(*args)
-        if jax.process_count() > 1:  # sharded over all hosts: gather the result to each
-            out = to_host(out)
-        if size == n:
-            return out
-        return _map_prefix(
-            lambda ax, t: (
-                t
-                if ax is None
-                else jax.tree.map(lambda x: jax.lax.slice_in_dim(x, 0, n, axis=ax), t)
-            ),
-            out_axes,
-            out,
-        )
+        # Gathered to the host (to every process): the caller's follow-up operations then run
+        # on one device and never as small multi-device programs with collectives.
+        out = to_host(compiled(*args))
+        if size != n:
+            out = _map_prefix(
+                lambda ax, t: t if ax is None else jax.tree.map(lambda x: _take_rows(x, n, ax), t),
+                out_axes,
+                out,
+            )
+        return jax.tree.map(jnp.asarray, out)
 
     def lower(*args):
         """The compiled stage's ``jax.stages.Lowered`` for these arguments (inspection)."""
         return compiled.lower(*prepare(args)[2])
 
+    def sharded(*args):
+        """The compiled stage's outputs as global arrays, still sharded over the mesh (padded
+        to a multiple of ``D`` rows, not gathered): what each device holds."""
+        return compiled(*prepare(args)[2])
+
     wrapped.lower = lower
+    wrapped.sharded = sharded
     return wrapped
+
+
+def _take_rows(x: np.ndarray, n: int, axis: int) -> np.ndarray:
+    """The first ``n`` rows of ``x`` along ``axis`` (drops the padding)."""
+    return x[(slice(None),) * axis + (slice(0, n),)]
 
 
 def _merge_at(x: jax.Array, axis: int) -> jax.Array:

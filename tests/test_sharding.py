@@ -1,7 +1,8 @@
-"""svebi_jax.sharding on one device, and the 8-device cases in a subprocess.
+"""svebi_jax.sharding on one device, and the 4-device cases in a subprocess.
 
-The 8-device comparisons (``tests/multidevice/sharded_cases.py``) need
-``XLA_FLAGS=--xla_force_host_platform_device_count=8`` before JAX starts its CPU backend,
+The 4-device comparisons (``tests/multidevice/sharded_cases.py``) need
+``XLA_FLAGS=--xla_force_host_platform_device_count=4`` (and raised collective timeouts,
+see there) before JAX starts its CPU backend,
 which this process has already done; they run once in a fresh interpreter (a session
 fixture) and each case is reported here as its own test, with the subprocess's failure text.
 """
@@ -28,14 +29,20 @@ CASES = [
 ]
 
 
+def _case_flags() -> tuple[str, ...]:
+    """``FLAGS`` of the cases module, read without importing it (it would start JAX)."""
+    for node in ast.parse(CASES_FILE.read_text()).body:
+        if isinstance(node, ast.Assign) and getattr(node.targets[0], "id", None) == "FLAGS":
+            return tuple(ast.literal_eval(node.value))
+    raise AssertionError(f"{CASES_FILE} defines no FLAGS")
+
+
 @pytest.fixture(scope="session")
 def multidevice_report(tmp_path_factory):
-    """Runs the 8-device cases once; ``{case: failure text or None}``."""
+    """Runs the 4-device cases once; ``{case: failure text or None}``."""
     xml = tmp_path_factory.mktemp("multidevice") / "report.xml"
     env = dict(os.environ)
-    env["XLA_FLAGS"] = (
-        env.get("XLA_FLAGS", "") + " --xla_force_host_platform_device_count=8"
-    ).strip()
+    env["XLA_FLAGS"] = " ".join([env.get("XLA_FLAGS", ""), *_case_flags()]).strip()
     env["JAX_PLATFORMS"] = "cpu"
     root = pathlib.Path(__file__).resolve().parents[1]
     env["PYTHONPATH"] = os.pathsep.join([str(root), env.get("PYTHONPATH", "")]).rstrip(os.pathsep)
@@ -57,7 +64,7 @@ def multidevice_report(tmp_path_factory):
         timeout=1800,
     )
     if not xml.exists():
-        pytest.fail(f"the 8-device run produced no report:\n{proc.stdout}\n{proc.stderr}")
+        pytest.fail(f"the 4-device run produced no report:\n{proc.stdout}\n{proc.stderr}")
     out = {}
     for case in ET.parse(xml).getroot().iter("testcase"):
         bad = case.find("failure")
@@ -75,8 +82,8 @@ def multidevice_report(tmp_path_factory):
 
 
 @pytest.mark.parametrize("case", CASES)
-def test_eight_devices(multidevice_report, case):
-    assert case in multidevice_report, f"{case} did not run in the 8-device subprocess"
+def test_four_devices(multidevice_report, case):
+    assert case in multidevice_report, f"{case} did not run in the 4-device subprocess"
     assert multidevice_report[case] is None, multidevice_report[case]
 
 

@@ -1,9 +1,11 @@
 # ruff: noqa: E402  (XLA_FLAGS must be set before the imports below)
-"""Data-parallel stages on 8 simulated CPU devices equal their one-device results.
+"""Data-parallel stages on 4 simulated CPU devices equal their one-device results.
 
 Collected only when named explicitly (``tests/test_sharding.py`` runs it in a subprocess
-with ``XLA_FLAGS=--xla_force_host_platform_device_count=8``). Each case runs a stage with
-``mesh=None`` (one device) and with an 8-device mesh on the same inputs and compares:
+with ``XLA_FLAGS=--xla_force_host_platform_device_count=4`` and XLA's CPU collective
+timeouts raised, so that a loaded machine that starves a device thread for more than XLA's
+default 40 s slows the run down instead of aborting it). Each case runs a stage with
+``mesh=None`` (one device) and with a 4-device mesh on the same inputs and compares:
 
 * exact (``array_equal``): responses ``X``, predictions, ``L``, the μ-lasso ``W`` of that
   ``X``, ablation curves (integer counts), insertion/deletion predicted classes;
@@ -14,12 +16,19 @@ with ``XLA_FLAGS=--xla_force_host_platform_device_count=8``). Each case runs a s
 
 import os
 
-# The 8 simulated devices must be asked for before JAX creates its CPU backend (importing jax
+# The 4 simulated devices must be asked for before JAX creates its CPU backend (importing jax
 # does not create it). The default suite sets this in the subprocess's environment; this line
 # makes `python -m pytest -q tests/multidevice/sharded_cases.py` work on its own too.
-_FLAG = "--xla_force_host_platform_device_count=8"
-if _FLAG not in os.environ.get("XLA_FLAGS", ""):
-    os.environ["XLA_FLAGS"] = (os.environ.get("XLA_FLAGS", "") + " " + _FLAG).strip()
+N_DEV = 4
+#: XLA flags of these cases: the devices, and collective timeouts of 10 minutes.
+FLAGS = (
+    "--xla_force_host_platform_device_count=4",  # N_DEV
+    "--xla_cpu_collective_timeout_seconds=600",
+    "--xla_cpu_collective_call_terminate_timeout_seconds=600",
+)
+for _flag in FLAGS:
+    if _flag.split("=")[0] not in os.environ.get("XLA_FLAGS", ""):
+        os.environ["XLA_FLAGS"] = (os.environ.get("XLA_FLAGS", "") + " " + _flag).strip()
 
 import jax
 import jax.numpy as jnp
@@ -37,13 +46,11 @@ from svebi_jax.metrics.insdel import insertion_deletion
 from svebi_jax.models import ShallowSNN, functional
 from svebi_jax.responses import compute_responses
 
-N_DEV = 8
-
 
 @pytest.fixture(scope="module")
 def mesh():
     assert jax.device_count() == N_DEV, (
-        "run with XLA_FLAGS=--xla_force_host_platform_device_count=8"
+        f"run with XLA_FLAGS=--xla_force_host_platform_device_count={N_DEV}"
     )
     return S.make_mesh()
 
@@ -71,7 +78,7 @@ def test_mesh_spans_all_devices(mesh):
     assert mesh.shape == {"data": N_DEV}
     x = S.shard_batch(mesh, np.arange(16.0).reshape(16, 1))
     assert len(x.addressable_shards) == N_DEV
-    assert x.addressable_shards[3].data.tolist() == [[6.0], [7.0]]  # rows 2d, 2d + 1
+    assert x.addressable_shards[3].data.tolist() == [[12.0], [13.0], [14.0], [15.0]]  # 4d..
     padded, mask = S.pad_batch(np.arange(5), 8)
     assert padded.tolist() == [0, 1, 2, 3, 4, 4, 4, 4] and mask.sum() == 5
 
@@ -131,7 +138,7 @@ def test_responses_and_lasso_identical(mesh, model):
 
 def test_grad2d_and_ig2d_maps(mesh, model):
     apply_fn, params, images, _ = model
-    x = images[:10]  # 10 rows: padded to 16 over 8 devices
+    x = images[:10]  # 10 rows: padded to 12 over 4 devices
     g1 = grad2d_maps(apply_fn, params, x)
     g8 = grad2d_maps(apply_fn, params, x, mesh=mesh)
     assert g8.shape == (10, 16, 16) and float(jnp.abs(g1).max()) > 0
