@@ -453,3 +453,34 @@ def test_sampling_metrics_match_quantus_in_distribution():
     )
     se = np.sqrt(ours.var(0) / 10 + theirs.var(0) / 10)
     assert (np.abs(ours.mean(0) - theirs.mean(0)) < 4 * se + 1e-3).all()
+
+
+@pytest.mark.slow
+def test_uniform_baselines_same_draws(monkeypatch):
+    """perturb_baseline="uniform": one U(0, 1) value per image and step, fed to Quantus."""
+    apply_fn, params, _, x, maps, t = setup()
+    key = jax.random.key(11)
+    ours = F.pixel_flipping(
+        maps, apply_fn, params, x, target=t, perturb_baseline="uniform", key=key
+    )
+    u = np.asarray(jax.random.uniform(key, (3, 64)))  # our draws: [B, steps] from `key`
+    draws = Draws(u[:, j] for j in range(64))
+    monkeypatch.setattr(np.random, "uniform", draws)
+    metric = quantus.PixelFlipping(perturb_baseline="uniform", disable_warnings=True)
+    theirs = run_quantus(metric, apply_fn, params, x, t, a_batch=maps[:, None])
+    assert draws.used_up()
+    np.testing.assert_allclose(ours.curves, theirs, atol=TOL, rtol=0)
+
+    apply_fn, params, _, x, maps, t = setup(12, 12, 1)
+    ours = F.region_perturbation(
+        maps, apply_fn, params, x, target=t, patch_size=4, perturb_baseline="uniform", key=key
+    )
+    u = np.asarray(jax.random.uniform(jax.random.split(key)[1], (3, 9)))  # the fill half
+    draws = Draws(u[:, j] for j in range(9))
+    monkeypatch.setattr(np.random, "uniform", draws)
+    metric = quantus.RegionPerturbation(
+        perturb_baseline="uniform", patch_size=4, disable_warnings=True
+    )
+    theirs = run_quantus(metric, apply_fn, params, x, t, a_batch=maps[:, None])
+    assert draws.used_up()
+    np.testing.assert_allclose(ours.curves, theirs, atol=TOL, rtol=0)
