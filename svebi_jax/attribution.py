@@ -175,7 +175,8 @@ class SVEBIOptions:
         (:func:`svebi_jax.heatmaps.combine`).
       filter_weighting: the filter weights :math:`a_{n,f}`: ``"binary"`` (paper: 1 for each
         relevant filter), ``"lasso"`` (the filter's lasso weight :math:`W_{fj}`; the masks
-        must carry the weights, ``masks_from_weights(..., keep_weights=True)``) or
+        must carry the weights: :meth:`svebi_jax.Relevance.attribution` passes its
+        ``weighted_masks``, else ``masks_from_weights(..., keep_weights=True)``) or
         ``"response"`` (the filter's response to this image,
         :math:`\\lVert\\bar S_{n,f}\\rVert^2 / \\sum_{f'} \\lVert\\bar S_{n,f'}\\rVert^2`);
         see :func:`svebi_jax.heatmaps.svebi_heatmaps`.

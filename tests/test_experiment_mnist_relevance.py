@@ -53,7 +53,7 @@ def test_same_relevant_filters_masks_and_ablation_masks(run):
 
 def test_same_aucs(run):
     apply_fn, params, rel, resp, sol, _ = run
-    images = data.load("mnist-5k").images[100:104]
+    images = data.load("mnist-5k").images[100:102]
     old_masks = {k: np.asarray(v) for k, v in sv.masks_from_weights(sol.W, resp.index).items()}
     key = MethodKey(SVEBI, "combined", "aligned")
     new = stages.scores(
@@ -62,13 +62,13 @@ def test_same_aucs(run):
         images,
         {key: rel.relevance.attribution()},
         rel.masks,
-        pixels_per_step=28,
+        pixels_per_step=392,
     )
     old_maps = attribution.svebi(apply_fn, old_masks)(params, jnp.asarray(images), None)
     for mode in ("insertion", "deletion"):
         old = getattr(
             sv.metrics.insertion_deletion(
-                old_maps, apply_fn, params, images, pixels_per_step=28, substrate="zeros"
+                old_maps, apply_fn, params, images, pixels_per_step=392, substrate="zeros"
             ),
             mode,
         )

@@ -10,6 +10,7 @@ from flax import nnx
 import svebi_jax as sv
 from svebi_jax import attribution, data
 from svebi_jax.data import Dataset
+from svebi_jax.layers import SNNOutput
 from svebi_jax.models import ShallowSNN, functional
 from svebi_jax.relevance import Relevance, fit_relevance
 
@@ -65,9 +66,11 @@ def test_immutable(rel):
 def test_data_forms_agree(net, images, rel, old):
     apply_fn, params = net
     labels = np.zeros(len(images), np.int32)
-    for given in ((images, labels), Dataset(images, labels, 10, "digits"), old[0]):
+    stream = ((images[i : i + 8], labels[i : i + 8]) for i in range(0, len(images), 8))
+    for given in ((images, labels), Dataset(images, labels, 10, "digits"), old[0], stream):
         other = fit_relevance(apply_fn, params, given, mu=0.5, batch_size=8)
         np.testing.assert_array_equal(other.W, rel.W)
+        assert other.input_shape == (28, 28, 1)
 
 
 def test_attribution_is_the_svebi_factory(net, images, rel):
@@ -76,6 +79,12 @@ def test_attribution_is_the_svebi_factory(net, images, rel):
     got = rel.attribution()(params, x, None)
     want = attribution.svebi(apply_fn, rel.masks)(params, x, None)
     np.testing.assert_array_equal(got, want)
+
+
+@pytest.mark.slow  # two more compilations; the default path is tested above
+def test_attribution_with_lasso_weights_uses_the_weighted_masks(net, images, rel):
+    apply_fn, params = net
+    x = jnp.asarray(images[:3])
     opts = attribution.SVEBIOptions(filter_weighting="lasso", placement="stretch")
     got = rel.attribution("conv1", opts)(params, x, jnp.array([1, 2, 3]))
     want = attribution.svebi(
@@ -104,26 +113,46 @@ def test_save_load_round_trip_bit_exact(tmp_path, net, rel):
 
 
 def test_load_refuses_another_network(tmp_path, net, rel):
+    apply_fn, _ = net
     p = rel.save(tmp_path / "rel.npz")
-    wider = functional(ShallowSNN(rngs=nnx.Rngs(0), channels=(4, 7), hidden=16))[0]
+    info = apply_fn.info
+    conv2 = info.geometry["conv2"]._replace(channels=7)
+    wider = _with_info(info._replace(geometry={**info.geometry, "conv2": conv2}))
     with pytest.raises(ValueError, match=r"'conv2' has 7 channels.*but 6"):
         Relevance.load(p, apply_fn=wider)
     with pytest.raises(ValueError, match="'conv2' has 7 channels"):
         Relevance.load(p).attribution(apply_fn=wider)
     with pytest.raises(ValueError, match="apply_fn is required"):
         Relevance.load(p).attribution()
+    with pytest.raises(ValueError, match="the network has 3 classes"):
+        Relevance.load(p, apply_fn=_with_info(info._replace(num_classes=3)))
+    with pytest.raises(ValueError, match="conv layer 'conv2'"):
+        Relevance.load(p, apply_fn=_with_info(info._replace(conv_layers=("conv1", "conv3"))))
+
     # a plain apply_fn (no .info) is checked with params by an abstract forward pass
-    model = ShallowSNN(rngs=nnx.Rngs(0), channels=(5, 6), hidden=16)
-    fn, params = functional(model)
-    plain = lambda p_, x, **kw: fn(p_, x, **kw)  # noqa: E731
+    def plain(params, x, record=None):
+        b = x.shape[0]
+        spikes = {"conv1": jnp.zeros((b, 24, 24, 5)), "conv2": jnp.zeros((b, 8, 8, 6))}
+        return SNNOutput(jnp.zeros((b, 10)), spikes)
+
     with pytest.raises(ValueError, match="'conv1' has 5 channels"):
-        Relevance.load(p, apply_fn=plain, params=params)
+        Relevance.load(p, apply_fn=plain, params={})
     (tmp_path / "junk.npz").write_bytes(b"not a file")
     with pytest.raises(ValueError, match="not a svebi_jax Relevance file"):
         Relevance.load(tmp_path / "junk.npz")
     np.savez(tmp_path / "other.npz", W=np.zeros((2, 2)))
     with pytest.raises(ValueError, match="not a svebi_jax Relevance file"):
         Relevance.load(tmp_path / "other.npz")
+
+
+def _with_info(info):
+    """An apply_fn that only carries ``info`` (the check reads nothing else)."""
+
+    def fn(params, x, **kw):
+        raise AssertionError("not called")
+
+    fn.info = info
+    return fn
 
 
 def test_mu_path(net, images, old, rel):
@@ -143,7 +172,14 @@ def test_mu_path(net, images, old, rel):
         path.attribution()
     with pytest.raises(ValueError, match=r"mu must be one of the path's values"):
         path.at(0.3)
-    # the smallest-mu fallback takes the path
+    with pytest.raises(ValueError, match="path must be a mu-path"):
+        rel.attribution(options=attribution.SVEBIOptions(empty_class="smallest_mu"))
+
+
+@pytest.mark.slow  # two compilations of the SVEBI maps
+def test_smallest_mu_fallback_takes_the_path(net, images, old, rel):
+    apply_fn, params = net
+    path = fit_relevance(apply_fn, params, old[0], mu=[0.25, 0.5, 1.0])
     opts = attribution.SVEBIOptions(empty_class="smallest_mu")
     x = jnp.asarray(images[:2])
     got = rel.attribution(options=opts, path=path)(params, x, None)
@@ -151,8 +187,6 @@ def test_mu_path(net, images, old, rel):
         params, x, None
     )
     np.testing.assert_array_equal(got, want)
-    with pytest.raises(ValueError, match="path must be a mu-path"):
-        rel.attribution(options=opts)
 
 
 def test_empty_data_is_refused_naming_the_images(net):
