@@ -194,6 +194,18 @@ def cmd_evaluate(args) -> int:
 # ----------------------------------------------------------------------------- relevance
 
 
+def _batches_with_progress(inputs, batch_size: int, progress: bool):
+    """``(images, labels)`` batches of ``min(batch_size, N)`` images in order (the batches
+    :func:`~svebi_jax.responses.compute_responses` makes of the arrays), under a progress bar."""
+    from tqdm.auto import tqdm
+
+    n = len(inputs.images)
+    b = min(batch_size, n)
+    labels = np.zeros(n, np.int32) if inputs.labels is None else inputs.labels
+    for s in tqdm(range(0, n, b), desc="responses", unit="batch", disable=not progress):
+        yield inputs.images[s : s + b], labels[s : s + b]
+
+
 def cmd_relevance(args) -> int:
     """``svebi relevance``: the relevant filters of a checkpoint, written as a Relevance."""
     from svebi_jax.relevance import fit_relevance
@@ -207,26 +219,19 @@ def cmd_relevance(args) -> int:
         if unknown:
             raise ValueError(f"--layers: unknown {unknown}; the model has {model.conv_layers}")
     inputs = U.load_inputs(args, model.input_shape, model.num_classes)
-    from svebi_jax.data import Dataset
-
-    ds = Dataset(inputs.images, inputs.labels, model.num_classes, inputs.name)
     rel = fit_relevance(
         model.apply_fn,
         model.params,
-        ds,
+        _batches_with_progress(inputs, args.batch_size, not args.no_progress),
         mu=args.mu,
         layers=None if args.layers is None else tuple(args.layers),
         batch_size=args.batch_size,
     )
-    try:
-        rel.save(out)
-    except OSError as err:
-        msg = f"--out {str(out)!r}: the relevance could not be written ({err})"
-        raise U.SaveFailed(msg) from err
+    out = U.save_file_or_rescue("--out", out, rel.save)
     counts = rel.layer_distribution()
     print(
         f"relevant filters per layer (summed over {model.num_classes} classes, mu {args.mu:g}, "
-        f"{len(ds)} examples of {inputs.name}): {json.dumps(U.to_builtin(counts))}; "
+        f"{len(inputs.images)} examples of {inputs.name}): {json.dumps(U.to_builtin(counts))}; "
         f"written to {out}"
     )
     return 0

@@ -120,6 +120,27 @@ def save_checkpoint_or_rescue(out, params, *, config, metrics=None) -> pathlib.P
     )
 
 
+def save_file_or_rescue(name: str, out: pathlib.Path, save) -> pathlib.Path:
+    """``save(out)``; when that fails, ``save`` into a new temp directory, same file name.
+
+    Raises:
+      SaveFailed: naming ``name``, the reason and where the file was written instead.
+    """
+    try:
+        return pathlib.Path(save(out))
+    except OSError as err:
+        first = err
+    rescue = pathlib.Path(tempfile.mkdtemp(prefix="svebi-rescued-")) / out.name
+    try:
+        save(rescue)
+    except OSError as err:
+        msg = f"{name} {str(out)!r} could not be written ({first}), nor {str(rescue)!r} ({err})"
+        raise SaveFailed(msg) from err
+    raise SaveFailed(
+        f"{name} {str(out)!r} could not be written ({first}); it was saved to {str(rescue)!r}"
+    )
+
+
 def write_json(path: pathlib.Path, obj: Any) -> None:
     """``obj`` as indented JSON (NaN written as ``NaN``), with a final newline."""
     path.write_text(json.dumps(obj, indent=2, allow_nan=True) + "\n")

@@ -349,6 +349,7 @@ def _relevance_parser(sub) -> None:
         "--batch-size", type=int, metavar="N", default=256, help="images per forward pass"
     )
     p.add_argument("--out", required=True, metavar="FILE", help="Relevance file to write")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.set_defaults(func=R.cmd_relevance)
 
 

@@ -12,6 +12,7 @@ import errno
 import json
 import os
 import pathlib
+import shutil
 import tempfile
 
 import jax
@@ -308,3 +309,25 @@ def test_failed_final_save_keeps_the_parameters_and_names_out(tmp_path, monkeypa
     for a, b in zip(jax.tree.leaves(restored), jax.tree.leaves(nnx.to_pure_dict(params)),
                     strict=True):  # fmt: skip
         np.testing.assert_array_equal(a, b)
+
+
+def test_failed_relevance_save_is_kept_in_the_temp_dir(run, same_model, monkeypatch, capsys):
+    out = run["root"] / "full-disk" / "rel.npz"
+    real_save = Relevance.save
+
+    def save(self, path):
+        if pathlib.Path(path) == out:
+            raise OSError(errno.ENOSPC, "No space left on device")
+        return real_save(self, path)
+
+    monkeypatch.setattr(Relevance, "save", save)
+    assert _run("relevance", "--checkpoint", run["ckpt"], "--data", "mnist-5k", "--limit", 200,
+                "--out", out, "--no-progress") == 1  # fmt: skip
+    err = capsys.readouterr().err
+    assert f"--out {str(out)!r}" in err and "No space left on device" in err
+    rescued = pathlib.Path(err.rpartition("saved to ")[2].strip().strip("'"))
+    assert rescued.name == "rel.npz" and rescued.parent.name.startswith("svebi-rescued-")
+    try:
+        np.testing.assert_array_equal(Relevance.load(rescued).W, Relevance.load(run["rel"]).W)
+    finally:
+        shutil.rmtree(rescued.parent)
