@@ -181,7 +181,7 @@ def masks_from_weights(
     weight gives a NaN mask entry (the flag of a failed solve, e.g. a ``mu_lasso`` result
     under ``jit`` with invalid input), which makes the heatmaps that use it NaN instead of
     silently empty. With ``keep_weights=True`` the masks carry the lasso weights of the
-    relevant filters instead of 1 (:math:`W[\\dots] \\cdot [W[\\dots] > \tau]`), for
+    relevant filters instead of 1 (:math:`W[\\dots] \\cdot [W[\\dots] > \\tau]`), for
     lasso-weighted heatmaps.
 
     Args:
@@ -227,8 +227,8 @@ def fill_empty_from_path(
     For each layer and class :math:`j` whose row ``masks[layer][j]`` has no positive entry,
 
     .. math::
-        \text{out}[j] = \text{path}[p^*, j],\\qquad
-        p^* = \\min\\{p : \\exists c,\\ \text{path}[p, j, c] > 0\\}
+        \\text{out}[j] = \\text{path}[p^*, j],\\qquad
+        p^* = \\min\\{p : \\exists c,\\ \\text{path}[p, j, c] > 0\\}
 
     (``mask_path`` ordered by increasing μ); rows with relevant filters, and classes that
     have none anywhere on the path, are kept as they are. Pure and jittable.
