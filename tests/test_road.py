@@ -116,6 +116,7 @@ def test_road_of_precomputed_maps_by_hand():
     )
     np.testing.assert_array_equal(again.morf, res.morf)
     np.testing.assert_array_equal(res.maps, sal)
+    assert res.higher_is_better  # the gap, LeRF - MoRF
 
 
 def test_road_attr_fn_vectorised_and_deterministic():

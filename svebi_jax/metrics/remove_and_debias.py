@@ -181,6 +181,7 @@ class ROADResult:
       gap: ``[]`` ``mean_lerf - mean_morf`` (higher is better).
       classes: ``[B]`` int32 class predicted on the unperturbed images.
       maps: ``[B, H, W]`` the scored maps.
+      higher_is_better: ``True``: the summary, ``gap``, is better when higher (static).
     """
 
     fractions: Array
@@ -195,6 +196,7 @@ class ROADResult:
     gap: Array
     classes: Array
     maps: Array | None = None
+    higher_is_better: bool = struct.field(pytree_node=False, default=True)
 
 
 def _ranks(saliency: Array, key: Array) -> Array:
