@@ -97,8 +97,12 @@ def site(tmp_path_factory) -> pathlib.Path:
 def server(site):
     """Serves the built site on localhost (one origin, so the checker can read the pages)."""
     (site / "_check.html").write_text(CHECKER)
-    handler = functools.partial(http.server.SimpleHTTPRequestHandler, directory=str(site))
-    handler.log_message = lambda *a, **k: None
+
+    class Quiet(http.server.SimpleHTTPRequestHandler):
+        def log_message(self, *args):  # no request log in the test output
+            pass
+
+    handler = functools.partial(Quiet, directory=str(site))
     httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
     thread = threading.Thread(target=httpd.serve_forever, daemon=True)
     thread.start()
