@@ -157,11 +157,47 @@ def test_conv2d_chunks_are_bit_identical_on_the_shallow_snn_shape():
         np.testing.assert_array_equal(run(x, w), whole)
 
 
+def _gamma(k: int) -> float:
+    """``2 γ_k``, ``γ_k = k u / (1 - k u)``, ``u = 2^-24``: two float32 sums of the same ``k``
+    products, each within ``γ_k Σ|terms|`` of the exact sum whatever its order (FMA or not),
+    lie at most ``2 γ_k Σ|terms|`` apart."""
+    u = 2.0**-24
+    return 2 * k * u / (1 - k * u)
+
+
+def _conv_abs_sums(x, w, g, stride, pad):
+    """``Σ|x||w|`` per output and, for the cotangent ``g``, ``Σ|x||g|`` per kernel entry and
+    ``Σ|w||g|`` per input pixel (float64): the magnitudes that scale the rounding of the
+    forward and of both gradients."""
+    with jax.enable_x64(True):
+        x64, w64 = (jnp.abs(jnp.asarray(np.asarray(a), jnp.float64)) for a in (x, w))
+
+        def f(x, w):
+            return jax.lax.conv_general_dilated(
+                x, w, (stride, stride), ((pad, pad), (pad, pad)), dimension_numbers=_kernels._DIMS
+            )
+
+        y, pull = jax.vjp(f, x64, w64)
+        if g is None:
+            return np.asarray(y), None, None
+        dx, dw = pull(jnp.abs(jnp.asarray(np.asarray(g), jnp.float64)))
+        return np.asarray(y), np.asarray(dx), np.asarray(dw)
+
+
+def _assert_within(got, want, bound):
+    diff = np.abs(np.asarray(got, np.float64) - np.asarray(want, np.float64))
+    assert np.all(diff <= bound), f"exceeds the rounding bound by {float(np.max(diff - bound))}"
+
+
 @pytest.mark.parametrize("n", [1, 143])
-def test_single_channel_cpu_conv_is_a_gemm_bit_identical_to_xla_on_conv1(n):
+def test_single_channel_cpu_conv_is_a_gemm_within_rounding_of_xla_on_conv1(n):
     # On CPU a float32 single-channel convolution runs as one GEMM over its im2col patches.
-    # For the shallow SNN's conv1 (28², 5×5, unpadded) it sums the same products in the same
-    # order as XLA's convolution: the same bits at any batch size and chunking.
+    # XLA:CPU picks its own convolution kernel by CPU (AVX2, AVX-512) and batch size, so the
+    # two sum conv1's 25 products in orders that may differ: what is portable is the
+    # floating-point bound 2 γ_25 Σ|x||w| between them (on AVX2 they happen to be
+    # bit-identical for this window; on an AVX-512 EPYC ~80 % of the outputs differ by up to
+    # 9.5e-7). The chunked GEMM (conv2d, chunks of 50) is the same GEMM on row blocks: same
+    # bound against XLA's, and equal to the unchunked GEMM to rounding.
     x = jax.random.uniform(jax.random.key(n), (n, 28, 28, 1))
     w = 0.3 * jax.random.normal(jax.random.key(1), (5, 5, 1, 12))
     ref = jax.jit(
@@ -169,9 +205,14 @@ def test_single_channel_cpu_conv_is_a_gemm_bit_identical_to_xla_on_conv1(n):
             x, w, (1, 1), "VALID", dimension_numbers=("NHWC", "HWIO", "NHWC")
         )
     )(x, w)
-    np.testing.assert_array_equal(jax.jit(lambda x, w: _kernels.conv(x, w, 1, 0))(x, w), ref)
-    fast = jax.jit(lambda x, w: _kernels.conv2d(x, w, 1, 0, jnp.float32, 50))(x, w)
-    np.testing.assert_array_equal(fast, ref)
+    bound = _gamma(25) * _conv_abs_sums(x, w, None, 1, 0)[0]
+    gemm = np.asarray(jax.jit(lambda x, w: _kernels.conv(x, w, 1, 0))(x, w))
+    fast = np.asarray(jax.jit(lambda x, w: _kernels.conv2d(x, w, 1, 0, jnp.float32, 50))(x, w))
+    for got in (gemm, fast):
+        _assert_within(got, ref, bound)
+    _assert_within(fast, gemm, bound)
+    # The bound means something: ~3e-6 of Σ|x||w| (at most ~5 here), for outputs of size ~1.
+    assert 1e-7 < float(bound.max()) < 1e-4 and float(np.abs(ref).max()) > 0.5
 
 
 @pytest.mark.parametrize("k,stride,pad", [(3, 1, 1), (7, 2, 3), (4, 3, 0)])
@@ -193,9 +234,12 @@ def test_single_channel_gemm_conv_matches_xla_conv_and_its_gradients(k, stride, 
 
     g = jax.random.normal(jax.random.key(2), jax.eval_shape(ref, x, w).shape)
     (y, dx, dw), (y_ref, dx_ref, dw_ref) = both(x, w, g)
-    np.testing.assert_allclose(y, y_ref, rtol=1e-6, atol=1e-6)
-    np.testing.assert_allclose(dx, dx_ref, rtol=1e-5, atol=1e-5)
-    np.testing.assert_allclose(dw, dw_ref, rtol=1e-5, atol=1e-5)
+    # Two algorithms (a GEMM and col2im against XLA's convolutions): equal up to the rounding
+    # of sums of the same products in other orders, whatever kernels this CPU gets.
+    sy, sx, sw = _conv_abs_sums(x, w, g, stride, pad)
+    _assert_within(y, y_ref, _gamma(k * k) * sy)
+    _assert_within(dx, dx_ref, _gamma(k * k * w.shape[-1]) * sx)
+    _assert_within(dw, dw_ref, _gamma(int(np.prod(g.shape[:3]))) * sw)
 
 
 @pytest.mark.parametrize("c_in", [1, 3])
