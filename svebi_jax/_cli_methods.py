@@ -66,6 +66,8 @@ def _optional(name: str) -> Callable[[MethodContext], Any] | None:
     if factory is None:
         return None
     takes_layer = "layer" in inspect.signature(factory).parameters
+    if takes_layer:
+        _LAYERED.add(name)
 
     def build(ctx: MethodContext):
         if takes_layer:
@@ -73,6 +75,10 @@ def _optional(name: str) -> Callable[[MethodContext], Any] | None:
         return factory(ctx.apply_fn)
 
     return build
+
+
+#: Optional methods whose factory takes ``layer=`` (filled by :func:`_optional`).
+_LAYERED: set[str] = set()
 
 
 def _registry() -> dict[str, Callable[[MethodContext], Any]]:
@@ -113,6 +119,16 @@ DESCRIPTIONS = {
 
 #: Methods that explain a class (the others ignore ``--target``).
 CLASS_AWARE = frozenset({"svebi", "grad2d", "ig2d", "gradcam", "lrp", "tsa"})
+
+
+def layer_of(ctx: MethodContext, name: str) -> str | None:
+    """The layer method ``name`` explains: ``--layer`` or its default (``None``: the method
+    has no layer, it explains the input)."""
+    if name == "svebi":
+        return ctx.layer or attribution.COMBINED
+    if name == "sam" or (name in METHODS and name in _LAYERED):
+        return _deepest(ctx)
+    return None
 
 
 def methods_help() -> str:

@@ -174,6 +174,8 @@ def _check_data_flags(args) -> None:
     if getattr(args, "limit", None) is not None:
         V.check_positive_int("--limit", args.limit)
     V.check_positive_int("--batch-size", args.batch_size)
+    if getattr(args, "target", None) == "label" and getattr(args, "images", None):
+        raise ValueError("--target label needs --data (image files carry no label)")
 
 
 def cmd_evaluate(args) -> int:
@@ -248,6 +250,11 @@ def _method_setup(args, model, methods):
     M.check_method_flags(
         methods, layer=args.layer, relevance=relevance, conv_layers=model.conv_layers
     )
+    if args.target.isdigit() and int(args.target) >= model.num_classes:
+        raise ValueError(
+            f"--target must be a class in [0, {model.num_classes}) for this model, "
+            f"got {args.target}"
+        )
     ctx = M.MethodContext(
         apply_fn=model.apply_fn,
         conv_layers=model.conv_layers,
@@ -295,7 +302,8 @@ def cmd_explain(args) -> int:
         attr_fn, model.params, inputs.images, target, args.batch_size, not args.no_progress
     )
     out.mkdir(parents=True, exist_ok=True)
-    _write_explain(out, args, inputs, maps, predicted, explained, relevance)
+    layer = M.layer_of(ctx, args.method)
+    _write_explain(out, args, inputs, maps, predicted, explained, relevance, layer)
     print(f"{len(maps)} {args.method} maps written to {out} (maps.npz, summary.json, overlays/)")
     return 0
 
@@ -309,7 +317,7 @@ def _relevant_used(relevance, cls: int, layer: str | None):
     return {layer: list(map(int, per_layer[layer]))}
 
 
-def _write_explain(out, args, inputs, maps, predicted, explained, relevance) -> None:
+def _write_explain(out, args, inputs, maps, predicted, explained, relevance, layer) -> None:
     from tqdm.auto import tqdm
 
     from svebi_jax import viz
@@ -320,7 +328,6 @@ def _write_explain(out, args, inputs, maps, predicted, explained, relevance) -> 
     np.savez_compressed(out / "maps.npz", **arrays)
     (out / "overlays").mkdir(exist_ok=True)
     rows = []
-    layer = args.layer if args.method in ("svebi", "sam", "gradcam") else None
     for i in tqdm(range(len(maps)), desc="overlays", disable=args.no_progress, leave=False):
         name = f"overlays/{i:04d}.png"
         title = f"{args.method}: class {explained[i]} (predicted {predicted[i]})"
@@ -342,11 +349,12 @@ def _write_explain(out, args, inputs, maps, predicted, explained, relevance) -> 
         if inputs.labels is not None:
             row["label"] = int(inputs.labels[i])
         if args.method == "svebi":
-            row["relevant_filters"] = _relevant_used(relevance, explained[i], args.layer)
+            row["relevant_filters"] = _relevant_used(relevance, explained[i], layer)
         rows.append(row)
     summary = {
         "method": args.method,
-        "layer": layer if layer is not None else ("combined" if args.method == "svebi" else None),
+        "layer": layer,
+        "explains_class": args.method in M.CLASS_AWARE,
         "checkpoint": str(args.checkpoint),
         "data": inputs.name,
         "relevance": None if args.relevance is None else str(args.relevance),
