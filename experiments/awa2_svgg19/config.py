@@ -70,9 +70,26 @@ class ExperimentConfig:
     resume: bool = False
     checkpoint_every: int = 500
     progress: bool = True
+    coordinator_address: str | None = None
+    num_processes: int | None = None
+    process_id: int | None = None
+    distributed: bool = False
 
     def validate(self) -> ExperimentConfig:
-        """Raises ``ValueError`` naming the flag of the first bad value; returns ``self``."""
+        """Raises ``ValueError`` naming the flag of the first bad value; returns ``self``.
+
+        Checks files and numbers only: the device count (``--batch-size`` against the
+        mesh) is checked by :meth:`check_devices` once the processes are joined.
+        """
+        self._check_paths()
+        self._check_numbers()
+        self._check_distributed()
+        self._check_sizes()
+        self._check_layers()
+        return self
+
+    def _check_paths(self) -> None:
+        """``--data``, ``--out``, ``--weights`` and ``--checkpoint``."""
         if not isinstance(self.data, str) or not self.data.startswith("folder:"):
             raise ValueError(
                 f"--data must be folder:PATH (AwA2's JPEGImages/ with one folder per class), "
@@ -98,6 +115,9 @@ class ExperimentConfig:
                     f"--checkpoint {self.checkpoint!r} is not a checkpoint directory (needs "
                     "config.json and params.msgpack)"
                 )
+
+    def _check_numbers(self) -> None:
+        """Every numeric flag's range."""
         V.check_number(
             "--test-fraction", self.test_fraction, low=0, high=1, low_open=True, high_open=True
         )
@@ -126,16 +146,35 @@ class ExperimentConfig:
             ("--checkpoint-every", self.checkpoint_every),
         ):
             V.check_positive_int(flag, value)
-        if self.data_parallel:
-            import jax
 
-            d = jax.device_count()
-            if self.batch_size % d:
+    def _check_distributed(self) -> None:
+        """``--coordinator-address``, ``--num-processes``, ``--process-id``: all or none."""
+        given = [
+            self.coordinator_address is not None,
+            self.num_processes is not None,
+            self.process_id is not None,
+        ]
+        if any(given) and not all(given):
+            raise ValueError(
+                "--coordinator-address, --num-processes and --process-id go together (or "
+                "use --distributed for JAX's cluster auto-detection), got "
+                f"{self.coordinator_address!r}, {self.num_processes!r}, {self.process_id!r}"
+            )
+        if all(given):
+            V.check_positive_int("--num-processes", self.num_processes)
+            V.check_nonnegative_int("--process-id", self.process_id)
+            if self.process_id >= self.num_processes:
                 raise ValueError(
-                    f"--batch-size must be a multiple of the {d} devices with --data-parallel "
-                    f"(each device takes batch_size / {d} images of every step), got "
-                    f"{self.batch_size}"
+                    f"--process-id must be < --num-processes = {self.num_processes}, got "
+                    f"{self.process_id}"
                 )
+            if self.distributed:
+                raise ValueError(
+                    "--distributed (auto-detection) and --coordinator-address exclude each other"
+                )
+
+    def _check_sizes(self) -> None:
+        """``--image-size`` against VGG19's pools and ``--insdel-step`` against the image."""
         if self.image_size < MIN_IMAGE_SIZE:
             raise ValueError(
                 f"--image-size must be >= {MIN_IMAGE_SIZE}: SVGG19 halves the map in each of "
@@ -147,6 +186,9 @@ class ExperimentConfig:
                 f"--insdel-step must be <= image_size**2 = {self.image_size**2} pixels, got "
                 f"{self.insdel_step}"
             )
+
+    def _check_layers(self) -> None:
+        """``--svebi-layers`` and ``--interpret-layer`` name SVGG19's conv layers."""
         if self.svebi_layers not in SVEBI_LAYER_CHOICES and not all(
             name in conv_layer_names() for name in self.svebi_layers.split(",")
         ):
@@ -159,7 +201,48 @@ class ExperimentConfig:
                 f"--interpret-layer must be a conv layer of {conv_layer_names()}, got "
                 f"{self.interpret_layer!r}"
             )
-        return self
+
+    @property
+    def multi_process(self) -> bool:
+        """Whether the run joins several processes (flags or ``--distributed``)."""
+        return self.distributed or (self.num_processes or 1) > 1
+
+    def start_processes(self) -> None:
+        """Joins this process to the others (``jax.distributed.initialize``), if asked to.
+
+        With ``--coordinator-address HOST:PORT --num-processes N --process-id I`` the
+        values are passed on; with ``--distributed`` JAX finds them itself (SLURM, Cloud
+        TPU, or the ``JAX_COORDINATOR_ADDRESS`` / ``JAX_NUM_PROCESSES`` / ``JAX_PROCESS_ID``
+        environment variables). Must run before anything else touches JAX's devices.
+        """
+        import jax
+
+        if self.num_processes is not None and self.num_processes > 1:
+            jax.distributed.initialize(
+                self.coordinator_address,
+                num_processes=self.num_processes,
+                process_id=self.process_id,
+            )
+        elif self.distributed:
+            jax.distributed.initialize()
+
+    def check_devices(self) -> None:
+        """``--batch-size`` splits over the mesh's devices (all processes' devices).
+
+        Raises:
+          ValueError: a batch that is not a multiple of the device count.
+        """
+        import jax
+
+        if not (self.data_parallel or jax.process_count() > 1):
+            return
+        d = jax.device_count()
+        if self.batch_size % d:
+            raise ValueError(
+                f"--batch-size must be a multiple of the {d} devices with --data-parallel "
+                f"(each device takes batch_size / {d} images of every step), got "
+                f"{self.batch_size}"
+            )
 
     # ---- derived settings -------------------------------------------------------------------
 
@@ -182,8 +265,12 @@ class ExperimentConfig:
     def identity(self) -> dict[str, Any]:
         """The settings an interrupted run is resumed with (``--resume`` refuses others):
         all flags but where the run goes and how it runs (``--out``, ``--resume``,
-        ``--progress``, ``--num-workers``, ``--data-parallel``, ``--checkpoint-every``)."""
-        how = {"out", "resume", "progress", "num_workers", "data_parallel", "checkpoint_every"}
+        ``--progress``, ``--num-workers``, ``--data-parallel``, ``--checkpoint-every`` and the
+        process flags: a run may be resumed with another process or device count)."""
+        how = {
+            "out", "resume", "progress", "num_workers", "data_parallel", "checkpoint_every",
+            "coordinator_address", "num_processes", "process_id", "distributed",
+        }  # fmt: skip
         return {k: v for k, v in dataclasses.asdict(self).items() if k not in how}
 
     def snn_config(self) -> L.SNNConfig:
@@ -371,6 +458,22 @@ def parse_args(argv=None, *, description: str | None = None) -> ExperimentConfig
         help="training steps between checkpoints (and at every epoch's end)",
     )
     a("--no-progress", action="store_true")
+    g = p.add_argument_group(
+        "several processes (hosts)",
+        "Start the same command once per process; process 0 writes --out. Several processes "
+        "imply --data-parallel over all their devices.",
+    )
+    g.add_argument(
+        "--coordinator-address", default=None, help="HOST:PORT of process 0's coordinator"
+    )
+    g.add_argument("--num-processes", type=int, default=None, help="number of processes")
+    g.add_argument("--process-id", type=int, default=None, help="this process's id, 0..N-1")
+    g.add_argument(
+        "--distributed",
+        action="store_true",
+        help="jax.distributed.initialize() with no arguments: JAX detects SLURM, Cloud TPU or "
+        "the JAX_COORDINATOR_ADDRESS / JAX_NUM_PROCESSES / JAX_PROCESS_ID variables",
+    )
     args = vars(p.parse_args(argv))
     args["progress"] = not args.pop("no_progress")
     cfg = ExperimentConfig(**args)

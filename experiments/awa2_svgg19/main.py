@@ -17,8 +17,11 @@ SNN-IG2D, SAM and trivial maps (Table 1's AwA2 columns). Outputs: ``report.md``,
 when the run is complete.
 
 ``--data-parallel`` runs training, response extraction, the gradient baselines and the games
-on one :class:`jax.sharding.Mesh` over all devices (of all hosts, after
-``jax.distributed.initialize()``): batches sharded, parameters replicated. The run works in
+on one :class:`jax.sharding.Mesh` over all devices: batches sharded, parameters replicated.
+Several processes (hosts) run the same command with ``--coordinator-address HOST:PORT
+--num-processes N --process-id I`` (or ``--distributed``: JAX detects SLURM, Cloud TPU or
+its ``JAX_*`` variables), which implies ``--data-parallel`` over every process's devices;
+process 0 writes ``--out`` (see the guide "Running on many hosts"). The run works in
 ``.OUT.partial`` beside ``--out``; training saves orbax checkpoints every
 ``--checkpoint-every`` steps and the responses are written in shards, so an interrupted run
 continues with ``--resume`` (same flags) where it stopped, with the same X bit for bit.
@@ -32,9 +35,12 @@ perturbation lives in ``[0, 1]`` pixel space.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import pathlib
+import shutil
+import tempfile
 
 import jax
 import jax.numpy as jnp
@@ -48,7 +54,7 @@ from experiments.common import stages
 from experiments.common.methods import table_methods
 from experiments.common.rundir import RunDirectory, write_text
 from experiments.common.timing import StageTimer
-from svebi_jax import sharding, train, viz
+from svebi_jax import checkpoint, sharding, train, viz
 from svebi_jax.models import functional, vgg
 
 #: RISE on photographs: insertion starts from a blurred copy, deletion ends in black.
@@ -58,12 +64,35 @@ TRAIN_STATE, RESPONSE_SHARDS = "train_state", "response_shards"
 
 
 def run(cfg: ExperimentConfig) -> dict:
-    """Runs every stage; returns ``results.json``'s content."""
+    """Runs every stage; returns ``results.json``'s content.
+
+    With several processes (``--coordinator-address``/``--num-processes``/``--process-id``
+    or ``--distributed``) every process runs every stage on one mesh over all devices;
+    training reads each process's rows of every batch, the per-image stages read the whole
+    batch and gather their rows to every process, and only process 0 writes ``--out``
+    (:func:`_directories`).
+    """
     cfg = cfg.validate()
+    cfg.start_processes()
+    cfg.check_devices()
     timer = StageTimer()
     with timer("data"):
         prep = prepare(cfg)
-    results: dict = {
+    results = _initial_results(cfg, prep)
+    multi = jax.process_count() > 1
+    mesh = sharding.make_mesh() if cfg.data_parallel or multi else None
+    results["devices"] = sharding.num_shards(mesh) if mesh is not None else 1
+    results["processes"] = jax.process_count()
+    with _directories(cfg) as (out, state):
+        _pipeline(cfg, prep, out, state, timer, results, mesh)
+    if jax.process_index() == 0:
+        print(f"wrote {pathlib.Path(cfg.out) / 'report.md'} and results.json")
+    return results
+
+
+def _initial_results(cfg: ExperimentConfig, prep: Prepared) -> dict:
+    """What ``results.json`` says about the run before any stage."""
+    return {
         "config": dataclasses.asdict(cfg),
         "dataset": cfg.data,
         "classes": list(prep.source.class_names),
@@ -81,25 +110,44 @@ def run(cfg: ExperimentConfig) -> dict:
         "hidden": cfg.hidden,
         "insdel_step": cfg.step,
     }
-    if jax.process_count() > 1:
-        raise ValueError(
-            f"this command runs on the devices of one host, but JAX has {jax.process_count()} "
-            "processes (jax.distributed.initialize): its figures, results and checkpoints are "
-            "written by one process; on several hosts use the library's mesh-aware functions "
-            "(README: Many devices and hosts)"
-        )
-    mesh = sharding.make_mesh() if cfg.data_parallel else None
-    results["devices"] = sharding.num_shards(mesh) if mesh is not None else 1
+
+
+@contextlib.contextmanager
+def _directories(cfg: ExperimentConfig):
+    """``(out, state)``: where this process writes its outputs and where the resumable state
+    (orbax training checkpoints, response shards) lives.
+
+    One process: both are the run's work directory (:class:`RunDirectory`, renamed to
+    ``--out`` when the run is complete). Several processes: process 0 owns that directory
+    (every process must see it: a shared file system); the others use it for the state only
+    (orbax writes from every process; the response shards are written by process 0) and
+    write their copies of the figures to a private temporary directory, deleted at the end.
+    Every process waits for the others before process 0 renames the directory.
+    """
     run_dir = RunDirectory(
-        cfg.out,
-        resume=cfg.resume,
-        identity=cfg.identity(),
-        scratch=(TRAIN_STATE, RESPONSE_SHARDS),
+        cfg.out, resume=cfg.resume, identity=cfg.identity(), scratch=(TRAIN_STATE, RESPONSE_SHARDS)
     )
-    with run_dir as out:
-        _pipeline(cfg, prep, out, timer, results, mesh)
-    print(f"wrote {pathlib.Path(cfg.out) / 'report.md'} and results.json")
-    return results
+    if jax.process_count() == 1:
+        with run_dir as work:
+            yield work, work
+        return
+    from jax.experimental import multihost_utils
+
+    if jax.process_index() == 0:
+        with run_dir as work:
+            multihost_utils.sync_global_devices("awa2:work directory ready")
+            yield work, work
+            multihost_utils.sync_global_devices("awa2:all processes done")
+        return
+    multihost_utils.sync_global_devices("awa2:work directory ready")
+    work = run_dir.work_dir
+    with tempfile.TemporaryDirectory(prefix=f".awa2-process{jax.process_index()}-") as tmp:
+        out = pathlib.Path(tmp)
+        trained = work / "checkpoint"
+        if (trained / checkpoint.MANIFEST_FILE).is_file():  # a resumed run past training
+            shutil.copytree(trained, out / "checkpoint")
+        yield out, work
+        multihost_utils.sync_global_devices("awa2:all processes done")
 
 
 #: Training images the random initialization is calibrated on (see :mod:`.calibration`).
@@ -161,10 +209,10 @@ def _build(cfg: ExperimentConfig, prep: Prepared, results: dict):
     return build
 
 
-def _fit(cfg: ExperimentConfig, out: pathlib.Path, mesh):
+def _fit(cfg: ExperimentConfig, state: pathlib.Path, mesh):
     """``fit`` for :func:`stages.train_or_restore`: :func:`svebi_jax.train.fit` on the
-    stream, on normalized input, data-parallel over ``mesh`` and resumable from
-    ``out/train_state``."""
+    stream (each process reads its rows of every batch), on normalized input,
+    data-parallel over ``mesh`` and resumable from ``state/train_state``."""
 
     def fit(model, train_data, *, config, progress):
         apply_fn, params = functional(model)
@@ -174,7 +222,7 @@ def _fit(cfg: ExperimentConfig, out: pathlib.Path, mesh):
             config=config,
             progress=progress,
             mesh=mesh,
-            checkpoint_dir=str(out / TRAIN_STATE),
+            checkpoint_dir=str(state / TRAIN_STATE),
             checkpoint_every=cfg.checkpoint_every,
             num_workers=cfg.num_workers,
         )
@@ -182,15 +230,69 @@ def _fit(cfg: ExperimentConfig, out: pathlib.Path, mesh):
     return fit
 
 
-def _pipeline(cfg, prep: Prepared, out: pathlib.Path, timer, results: dict, mesh) -> None:
-    def stream(source, name):
-        return stages.Streamed(
-            source,
-            cfg.batch_size,
-            num_workers=cfg.num_workers,
-            progress=name if cfg.progress else None,
-        )
+def _pipeline(cfg, prep: Prepared, out, state, timer, results: dict, mesh) -> None:
+    """The stages in order; ``out`` gets the outputs, ``state`` the resumable state."""
+    model = _train_stage(cfg, prep, out, state, timer, results, mesh)
+    raw_fn, params = functional(model)
+    apply_fn = vgg.ImagenetInput(raw_fn)
+    conv_layers = model.conv_layer_names
+    test_stream = _accuracy_stage(cfg, prep, apply_fn, params, timer, results)
+    rel, train_stream = _relevance_stage(cfg, prep, apply_fn, params, state, timer, mesh)
+    _relevance_results(cfg, rel, out, results, (test_stream, train_stream))
+    _interpretation_stage(cfg, apply_fn, params, rel, conv_layers, train_stream, out, timer)
+    results["interpret_layer"] = _interpret_layer(cfg, rel, conv_layers)
+    results["interpretation_figure"] = (out / "fig4_interpretation.png").is_file()
+    svebi_layers = _svebi_layers(cfg.svebi_layers, conv_layers)
+    n_fig = min(cfg.num_figure_images, len(prep.test))
+    figure_images = prep.test.gather(np.arange(n_fig)).images
+    with timer("heatmaps"):
+        shown = {k: rel.masks[k] for k in (svebi_layers or conv_layers[-1:])}
+        stages.explanation_figure(apply_fn, params, figure_images, shown, out / "fig5_heatmaps.png")
+    methods = table_methods(
+        apply_fn,
+        rel.masks,
+        conv_layers=svebi_layers or conv_layers[-1:],
+        seed=cfg.seed,
+        path_steps=cfg.ig_steps,
+        svebi_layers=svebi_layers,
+        mesh=mesh,
+    )
+    _score_stage(cfg, prep, apply_fn, params, rel, methods, n_fig, out, timer, results, mesh)
+    results["timings_s"] = timer.seconds
+    write_text(out / "results.json", json.dumps(results, indent=2, default=float))
+    write_text(out / "report.md", report(results, list(methods)))
 
+
+def _stream(cfg, source, name: str):
+    """A pass over ``source`` for a per-image stage: the whole source on every process
+    (the stages split each batch over the mesh and gather the rows back)."""
+    if jax.process_count() > 1:
+        source = _WholeSource(source)
+    return stages.Streamed(
+        source, cfg.batch_size, num_workers=cfg.num_workers, progress=name if cfg.progress else None
+    )
+
+
+class _WholeSource:
+    """``source`` with ``batches(...)`` defaulting to every row on this process
+    (``shard=(0, 1)``), for the per-image stages of a multi-process run."""
+
+    def __init__(self, source):
+        self._source = source
+
+    def batches(self, *args, **kwargs):
+        kwargs.setdefault("shard", (0, 1))
+        return self._source.batches(*args, **kwargs)
+
+    def __getattr__(self, name):
+        return getattr(self._source, name)
+
+    def __len__(self) -> int:
+        return len(self._source)
+
+
+def _train_stage(cfg, prep: Prepared, out, state, timer, results: dict, mesh):
+    """The fine-tuned (or restored) SVGG19; its history into ``results``."""
     with timer("train"):
         model, history = stages.train_or_restore(
             prep.train,
@@ -199,31 +301,41 @@ def _pipeline(cfg, prep: Prepared, out: pathlib.Path, timer, results: dict, mesh
             train_config=cfg.train_config(),
             progress=cfg.progress,
             build_model=_build(cfg, prep, results),
-            fit=_fit(cfg, out, mesh),
+            fit=_fit(cfg, state, mesh),
         )
     results["train_history"] = history
-    raw_fn, params = functional(model)
-    apply_fn = vgg.ImagenetInput(raw_fn)
-    conv_layers = model.conv_layer_names
+    return model
 
+
+def _accuracy_stage(cfg, prep: Prepared, apply_fn, params, timer, results: dict):
+    """Test accuracy on the held-out split; returns its stream (for its skipped files)."""
     with timer("test_accuracy"):
-        test_stream = stream(prep.test, "test accuracy")
+        test_stream = _stream(cfg, prep.test, "test accuracy")
         results["test_accuracy"] = stages.accuracy(
             apply_fn, params, test_stream, batch_size=cfg.batch_size
         )
-    print(f"test accuracy {results['test_accuracy']:.4f} on {len(test_stream.indices)} images")
+    if jax.process_index() == 0:
+        n = len(test_stream.indices)
+        print(f"test accuracy {results['test_accuracy']:.4f} on {n} images")
+    return test_stream
 
-    train_stream = stream(prep.train, "responses")
+
+def _relevance_stage(cfg, prep: Prepared, apply_fn, params, state, timer, mesh):
+    """Responses on the training split (resumable shards in ``state``), μ-lasso, filters."""
+    train_stream = _stream(cfg, prep.train, "responses")
     rel = stages.relevance_stage(
         apply_fn, params, train_stream, mu=cfg.mu, mu_path_max=0, batch_size=cfg.batch_size,
-        timer=timer, mesh=mesh, checkpoint_dir=str(out / RESPONSE_SHARDS),
+        timer=timer, mesh=mesh, checkpoint_dir=str(state / RESPONSE_SHARDS),
     )  # fmt: skip
+    return rel, train_stream
+
+
+def _relevance_results(cfg, rel, out, results: dict, streams) -> None:
+    """Fig. 3c and the relevance numbers of ``results.json``."""
     resp = rel.responses
     results["train_accuracy"] = float(np.mean(resp.predictions == resp.labels))
     results["n_responses"] = int(resp.X.shape[0])
-    results["unreadable"] = {
-        s.path: s.reason for s in (*test_stream.skipped, *train_stream.skipped)
-    }
+    results["unreadable"] = {s.path: s.reason for st in streams for s in st.skipped}
     results.update(rel.summary)
     viz.layer_distribution_plot(
         rel.summary["layer_distribution"],
@@ -231,38 +343,31 @@ def _pipeline(cfg, prep: Prepared, out: pathlib.Path, timer, results: dict, mesh
         path=out / "fig3c_layer_distribution.png",
     )
 
+
+def _interpret_layer(cfg, rel, conv_layers) -> str:
+    """``--interpret-layer``, or the deepest layer with relevant filters."""
     dist = rel.summary["layer_distribution"]
     deepest = [k for k in conv_layers if dist.get(k, 0) > 0][-1:] or list(conv_layers[-1:])
-    layer = cfg.interpret_layer or deepest[0]  # default: the deepest layer with relevant filters
-    results["interpret_layer"] = layer
+    return cfg.interpret_layer or deepest[0]
+
+
+def _interpretation_stage(cfg, apply_fn, params, rel, conv_layers, train_stream, out, timer):
+    """Fig. 4: top-k receptive-field crops of the relevant filters of one layer."""
     with timer("interpretation"):
         stages.interpretation_figure(
-            apply_fn, params, None, rel, layer=layer, top_k=cfg.top_k,
-            path=out / "fig4_interpretation.png", images_of=train_stream.images_of,
-            batch_size=cfg.batch_size,
+            apply_fn, params, None, rel, layer=_interpret_layer(cfg, rel, conv_layers),
+            top_k=cfg.top_k, path=out / "fig4_interpretation.png",
+            images_of=train_stream.images_of, batch_size=cfg.batch_size,
         )  # fmt: skip
-    results["interpretation_figure"] = (out / "fig4_interpretation.png").is_file()
 
-    svebi_layers = _svebi_layers(cfg.svebi_layers, conv_layers)
-    n_fig = min(cfg.num_figure_images, len(prep.test))
-    figure_images = prep.test.gather(np.arange(n_fig)).images
-    with timer("heatmaps"):
-        shown = {k: rel.masks[k] for k in (svebi_layers or conv_layers[-1:])}
-        stages.explanation_figure(apply_fn, params, figure_images, shown, out / "fig5_heatmaps.png")
 
+def _score_stage(cfg, prep, apply_fn, params, rel, methods, n_fig, out, timer, results, mesh):
+    """Table 1: insertion/deletion of every method on the first ``--eval-samples`` test
+    images, written with the per-image scores and the figure images."""
     n_eval = len(prep.test) if cfg.eval_samples == 0 else min(cfg.eval_samples, len(prep.test))
     eval_src = prep.test.take(np.arange(n_eval), name=f"{prep.test.name}[:{n_eval}]")
-    methods = table_methods(
-        apply_fn,
-        rel.masks,
-        conv_layers=svebi_layers or conv_layers[-1:],
-        seed=cfg.seed,
-        ig_steps=cfg.ig_steps,
-        svebi_layers=svebi_layers,
-        mesh=mesh,
-    )
     with timer("insertion_deletion"):
-        eval_stream = stream(eval_src, "insertion/deletion")
+        eval_stream = _stream(cfg, eval_src, "insertion/deletion")
         scored = stages.scores(
             apply_fn,
             params,
@@ -279,10 +384,6 @@ def _pipeline(cfg, prep: Prepared, out: pathlib.Path, timer, results: dict, mesh
         )
     results["n_eval"] = int(len(scored["predicted"]))
     stages.write_scores(out, scored, results, eval_stream.images_of(np.arange(n_fig)))
-
-    results["timings_s"] = timer.seconds
-    write_text(out / "results.json", json.dumps(results, indent=2, default=float))
-    write_text(out / "report.md", report(results, list(methods)))
 
 
 def _svebi_layers(choice: str, conv_layers) -> tuple[str, ...]:
