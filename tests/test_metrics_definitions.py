@@ -198,6 +198,17 @@ def test_max_sensitivity_by_hand():
         R.max_sensitivity(x[..., 0], apply_fn, w, x)
     same = R.max_sensitivity(x[..., 0], apply_fn, w, x, attr_fn=intensity, nr_samples=4, key=key)
     np.testing.assert_allclose(same.scores, r.scores, rtol=1e-6)
+    # return_nan_when_prediction_changes: an image on the decision boundary (logit_0 ~ 0.025
+    # against noise of std ~0.6 on the sum) flips in some of 20 samples -> NaN; one far from
+    # it (logit_0 = 25) never does -> the plain score
+    edge = np.stack([np.full((5, 5, 1), 0.001), np.ones((5, 5, 1))]).astype(np.float32)
+    kw = dict(nr_samples=20, key=key)
+    flagged = R.max_sensitivity(
+        intensity, apply_fn, w, edge, return_nan_when_prediction_changes=True, **kw
+    )
+    plain = R.max_sensitivity(intensity, apply_fn, w, edge, **kw)
+    assert np.isnan(flagged.scores[0]) and np.isfinite(plain.scores[0])
+    assert flagged.scores[1] == pytest.approx(float(plain.scores[1]), rel=1e-6)
 
 
 # ----------------------------------------------------------------------------- randomisation
