@@ -140,7 +140,8 @@ def test_the_repository_url_is_defined_once():
     for path in sorted((REPO / "notebooks").glob("*.ipynb")):
         nb = json.loads(path.read_text())
         sources = ["".join(c["source"]) for c in nb["cells"]]
-        install = [s for s in sources if "%pip install" in s and "svebi" in s]
+        code = ["".join(c["source"]) for c in nb["cells"] if c["cell_type"] == "code"]
+        install = [s for s in code if "%pip install" in s and "svebi" in s]
         assert len(install) == 1, f"{path.name}: expected one install cell"
         assert f'REPO_URL = "{REPO_URL}"' in install[0], path.name
         urls = re.findall(r"https://github\.com/[\w.-]+/[\w.-]+", "\n".join(sources))
