@@ -28,6 +28,7 @@ from collections.abc import Mapping, Sequence
 from typing import NamedTuple
 
 import matplotlib
+import matplotlib.ticker
 import numpy as np
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.colors import Colormap, Normalize
@@ -464,8 +465,13 @@ def layer_distribution_plot(
     fig = _figure(figsize=(max(3.0, 0.6 * len(counts) + 1.5), 3))
     ax = fig.add_subplot()
     names = list(counts)
-    ax.bar(range(len(names)), [counts[n] for n in names], color="tab:blue")
-    ax.set_xticks(range(len(names)), names, rotation=45 if len(names) > 6 else 0, ha="right")
+    bars = ax.bar(range(len(names)), [counts[n] for n in names], color="tab:blue")
+    ax.bar_label(bars, fontsize=8)
+    rotate = len(names) > 6
+    ax.set_xticks(
+        range(len(names)), names, rotation=45 if rotate else 0, ha="right" if rotate else "center"
+    )
+    ax.yaxis.set_major_locator(matplotlib.ticker.MaxNLocator(integer=True))
     ax.set_ylabel("# relevant filters")
     ax.set_title(title)
     return _save(fig, path)
@@ -501,7 +507,7 @@ def interpretation_grid(
         row_titles.update({k: list(v) for k, v in titles.items()})
     nrow = max(1, len(rows))
     ncol = max([1] + [len(r) for r in rows.values()])
-    fig = _figure(figsize=(1.5 * ncol + 0.5, 1.5 * nrow))
+    fig = _figure(figsize=(1.5 * ncol + 0.5, 1.8 * nrow))
     axes = np.asarray(fig.subplots(nrow, ncol, squeeze=False))
     for ax in axes.ravel():
         ax.set_xticks([])
@@ -678,18 +684,22 @@ def ablation_plot(
     relevant,
     random,
     *,
+    random_std=None,
     title: str = "Ablation",
     ylabel: str = "accuracy",
     path: PathLike = None,
 ) -> Figure:
-    """Accuracy against μ: full network, only relevant filters kept, random filters kept.
+    """Accuracy against μ: the full network, its relevant filters ablated, and as many random
+    filters ablated (per layer), as :mod:`svebi_jax.metrics.ablation` measures.
 
     Args:
       mus: ``[n]`` positive μ values (log x axis).
       full: scalar or ``[n]`` accuracy of the unablated network.
-      relevant: ``[n]`` accuracy with only the relevant filters.
-      random: ``[n]`` or ``[n, R]`` accuracy with as many random filters (``R`` draws are shown
-        as mean ± std).
+      relevant: ``[n]`` accuracy with the relevant filters ablated.
+      random: ``[n]`` or ``[n, R]`` accuracy with as many random filters ablated (``R`` draws
+        are shown as mean ± std).
+      random_std: optional ``[n]`` standard deviation over draws of a ``[n]`` ``random``
+        (e.g. from a results file that kept only mean and sd), shown as a ±1 sd band.
       title, ylabel: labels.
       path: optional output file.
     """
@@ -704,16 +714,38 @@ def ablation_plot(
         raise ValueError(f"relevant must be [n] = [{n}], got shape {relevant.shape}")
     if random.shape[:1] != (n,) or random.ndim > 2:
         raise ValueError(f"random must be [n] or [n, R] with n = {n}, got shape {random.shape}")
+    if random_std is not None:
+        random_std = np.asarray(random_std, dtype=np.float64)
+        if random.shape != (n,) or random_std.shape != (n,):
+            raise ValueError(
+                f"random_std needs [n] = [{n}] random and random_std, got shapes "
+                f"{random.shape} and {random_std.shape}"
+            )
     fig = _figure(figsize=(5.2, 3), layout="constrained")
     ax = fig.add_subplot()
-    ax.plot(mus, full, color="black", linestyle="--", label="full")
-    ax.plot(mus, relevant, color="tab:blue", linestyle="-", marker="o", ms=3, label="relevant")
+    ax.plot(mus, full, color="black", linestyle="--", label="full network")
+    ax.plot(
+        mus,
+        relevant,
+        color="tab:blue",
+        linestyle="-",
+        marker="o",
+        ms=3,
+        label="relevant filters\nablated",
+    )
+    random_label = "as many random\nfilters ablated"
+    if random_std is not None:
+        random_label += "\n(mean ± sd over draws)"
+        ax.fill_between(
+            mus, random - random_std, random + random_std, color="tab:orange", alpha=0.2
+        )
     if random.ndim == 2:
         mean, std = random.mean(axis=1), random.std(axis=1)
-        ax.plot(mus, mean, color="tab:orange", linestyle="-.", marker="s", ms=3, label="random")
+        random_label += f"\n(mean ± sd, {random.shape[1]} draws)"
         ax.fill_between(mus, mean - std, mean + std, color="tab:orange", alpha=0.2)
     else:
-        ax.plot(mus, random, color="tab:orange", linestyle="-.", marker="s", ms=3, label="random")
+        mean = random
+    ax.plot(mus, mean, color="tab:orange", linestyle="-.", marker="s", ms=3, label=random_label)
     if np.all(mus > 0):
         ax.set_xscale("log")
     ax.set_xlabel("μ")

@@ -189,7 +189,18 @@ def test_curves_plot_panels_aucs_and_legends():
 def test_ablation_legend_outside():
     fig = viz.ablation_plot([1.0, 2.0, 3.0], 0.9, [0.8, 0.5, 0.3], np.ones((3, 2)) * 0.7)
     (leg,) = _legend_checks(fig)
-    assert [t.get_text() for t in leg.get_texts()] == ["full", "relevant", "random"]
+    labels = [t.get_text().replace("\n", " ") for t in leg.get_texts()]
+    assert labels == [
+        "full network",
+        "relevant filters ablated",
+        "as many random filters ablated (mean ± sd, 2 draws)",
+    ]
+    fig = viz.ablation_plot([1.0, 2.0], 0.9, [0.8, 0.5], [0.7, 0.6], random_std=[0.01, 0.02])
+    (band,) = fig.axes[0].collections  # the ±1 sd band spans exactly mean ± sd
+    np.testing.assert_allclose(band.get_paths()[0].vertices[:, 1].min(), 0.58)
+    np.testing.assert_allclose(band.get_paths()[0].vertices[:, 1].max(), 0.71)
+    with pytest.raises(ValueError, match="random_std needs"):
+        viz.ablation_plot([1.0, 2.0], 0.9, [0.8, 0.5], np.ones((2, 3)), random_std=[0.1, 0.1])
 
 
 def test_every_figure_writes(tmp_path):
