@@ -331,3 +331,18 @@ def test_failed_relevance_save_is_kept_in_the_temp_dir(run, same_model, monkeypa
         np.testing.assert_array_equal(Relevance.load(rescued).W, Relevance.load(run["rel"]).W)
     finally:
         shutil.rmtree(rescued.parent)
+
+
+def test_target_beyond_the_model_is_refused_before_the_data(run, monkeypatch, capsys):
+    def fail(*args, **kwargs):
+        raise AssertionError("data loaded before --target was checked")
+
+    monkeypatch.setattr(_cli_util, "load_inputs", fail)
+    out = run["root"] / "never"
+    assert _run("explain", "--checkpoint", run["ckpt"], "--data", "mnist-5k", "--method",
+                "grad2d", "--target", 10, "--out", out) == 2  # fmt: skip
+    assert "--target must be a class in [0, 10)" in capsys.readouterr().err
+    assert _run("score", "--checkpoint", run["ckpt"], "--data", "mnist-5k", "--methods", "svebi",
+                "--out", out) == 2  # fmt: skip
+    assert "--relevance FILE is required by the method 'svebi'" in capsys.readouterr().err
+    assert not out.exists()
