@@ -9,7 +9,10 @@ from __future__ import annotations
 
 import json
 import pathlib
+import re
+import sys
 import time
+import warnings
 
 import numpy as np
 
@@ -503,7 +506,12 @@ def cmd_import_nir(args) -> int:
     V.check_positive_int("--num-steps", args.num_steps)
     checkpoint.check_checkpoint_dir(args.out, name="--out")
     U.probe_writable("--out", args.out)
-    net = svebi_jax.from_nir(path, num_steps=args.num_steps, reset=args.reset, dt=args.dt)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        net = svebi_jax.from_nir(path, num_steps=args.num_steps, reset=args.reset, dt=args.dt)
+    for w in caught:  # in the command line's words: reset='subtract' -> --reset subtract
+        msg = re.sub(r"\breset='(\w+)'", r"--reset \1", str(w.message))
+        print(f"svebi import-nir: warning: {msg}", file=sys.stderr)
     model = _nir_network(net)
     config = {
         **checkpoint.model_config(model),

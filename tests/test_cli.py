@@ -125,11 +125,18 @@ def test_score_table_equals_the_metrics(run, same_model):
         assert line in table
 
 
-def test_import_nir_snntorch_export_feeds_explain_of_image_files(tmp_path):
+def test_import_nir_snntorch_export_feeds_explain_of_image_files(tmp_path, capsys):
     import svebi_jax as sv
 
     ref = np.load(DATA / "snntorch_conv.npz")
     steps = int(ref["num_steps"])
+    # Without --reset the graph's (unrecorded) reset is assumed, and the user is told how to
+    # state snnTorch's in this command's words.
+    assert _run("import-nir", DATA / "snntorch_conv.nir", "-T", steps, "--out",
+                tmp_path / "assumed") == 0  # fmt: skip
+    err = capsys.readouterr().err
+    assert "svebi import-nir: warning:" in err and "pass --reset subtract" in err, err
+    assert checkpoint.load_config(tmp_path / "assumed")["snn"]["reset"] == "zero"
     ckpt = tmp_path / "imported"
     assert _run("import-nir", DATA / "snntorch_conv.nir", "--num-steps", steps, "--reset",
                 "subtract", "--out", ckpt) == 0  # fmt: skip
