@@ -29,7 +29,10 @@ is created in its directory and removed) before data is loaded or a network is r
 value exits with status 2 and a message naming the flag (``svebi train: error: --out ...``).
 When the final save of ``svebi train``/``import-nir`` fails anyway, the message names
 ``--out`` and the directory where the checkpoint was written instead
-(``OUT.rescued-STAMP-PID`` next to it, else in the temp directory), and the exit status is 1.
+(``OUT.rescued-STAMP-PID`` next to it, else in the temp directory), and the exit status is 1;
+a Relevance file that ``svebi relevance`` cannot write goes to a new temp directory, named
+the same way. Warnings of the library (e.g. a NIR graph that records no reset) are printed
+as ``svebi COMMAND: warning: ...`` in the command's words.
 
 **Outputs.** ``svebi train`` writes a checkpoint (``params.msgpack``, ``config.json``,
 ``metrics.json`` with ``test_accuracy``, ``test_loss``, per-epoch ``epochs``,
