@@ -31,8 +31,8 @@ When the final save of ``svebi train``/``import-nir`` fails anyway, the message 
 ``--out`` and the directory where the checkpoint was written instead
 (``OUT.rescued-STAMP-PID`` next to it, else in the temp directory), and the exit status is 1;
 a Relevance file that ``svebi relevance`` cannot write goes to a new temp directory, named
-the same way. Warnings of the library (e.g. a NIR graph that records no reset) are printed
-as ``svebi COMMAND: warning: ...`` in the command's words.
+the same way. ``svebi import-nir`` prints the importer's warnings (e.g. a graph that records
+no reset) as ``svebi import-nir: warning: ...``, in the command's words (``--reset subtract``).
 
 **Outputs.** ``svebi train`` writes a checkpoint (``params.msgpack``, ``config.json``,
 ``metrics.json`` with ``test_accuracy``, ``test_loss``, per-epoch ``epochs``,
