@@ -526,14 +526,9 @@ def interpretation_grid(
             names = row_titles.get(key)
             if names is not None and cidx < len(names):
                 ax.set_title(names[cidx], fontsize=8)
-    fig.text(
-        0.5,
-        0.0,
-        "crops are images, not maps: each stretched from its own min (black) to max (white)",
-        ha="center",
-        va="top",
-        fontsize=7,
-    )
+    fig.subplots_adjust(left=0.1, right=0.97, bottom=0.03, top=0.96, hspace=0.35)
+    note = "crops are images, not maps: each stretched from its own min (black) to max (white)"
+    fig.text(0.5, 0.0, textwrap.fill(note, 12 * ncol + 18), ha="center", va="top", fontsize=7)
     return _save(fig, path)
 
 
