@@ -16,6 +16,7 @@ from __future__ import annotations
 import dataclasses
 import importlib.util
 import pathlib
+import warnings
 
 import jax
 import jax.numpy as jnp
@@ -307,6 +308,34 @@ def test_snntorch_conv_fixture_spikes_and_outputs_equal():
     assert net.geometry["conv1"][:3] == (24, 24, 4) and net.geometry["conv2"].rf == 14
 
 
+def test_snntorch_export_without_reset_warns_and_subtract_restores_snntorch():
+    # A real snnTorch export (Leaky, subtractive reset; the exporter records no reset):
+    # imported without reset=, NIR's reset to v_reset is assumed, with a warning that names
+    # the neuron nodes, the assumption and snnTorch's subtractive reset. The assumption is
+    # wrong for this network (its spikes differ from snnTorch's); reset="subtract" is exact.
+    ref = load_fixture("snntorch_conv")
+    steps = int(ref["num_steps"])
+    path = DATA / "snntorch_conv.nir"
+    with pytest.warns(nir_io.NIRResetWarning) as record:
+        assumed = sv.from_nir(path, num_steps=steps)
+    (message,) = [str(w.message) for w in record]
+    for word in ("reset='zero'", "v_reset", "snnTorch", "subtract", "reset='subtract'"):
+        assert word in message, word
+    for layer in ("conv1", "conv2"):
+        assert repr(assumed.node_names[f"{layer}_lif"]) in message
+    assert assumed.config.reset == "zero"
+    images = nhwc(ref["images"])
+    wrong = assumed.apply_fn(assumed.params, images, record="spikes")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", nir_io.NIRResetWarning)  # a stated reset: no warning
+        net = sv.from_nir(path, num_steps=steps, reset="subtract")
+    right = net.apply_fn(net.params, images, record="spikes")
+    for layer in ("conv1", "conv2"):
+        expected = time_nhwc(ref[f"spikes_{nir_index(net, layer)}"])
+        np.testing.assert_array_equal(right.spikes[layer], expected)
+        assert float(np.mean(np.asarray(wrong.spikes[layer]) != expected)) > 0.01
+
+
 def test_snntorch_synaptic_fixture_cuba_and_spiking_output():
     ref = load_fixture("snntorch_synaptic")
     steps = int(ref["num_steps"])
@@ -355,8 +384,11 @@ def test_snntorch_live_export_matches(tmp_path, kind):
     rng = np.random.default_rng(7)
     images = rng.uniform(0.0, 2.0, (5, 1, 28, 28)).astype(np.float32)
     ref = fx.run_snntorch(net, images, 6)
-    reset = None if kind == "conv_zero_reset" else "subtract"
-    imported = sv.from_nir(path, num_steps=6, reset=reset)
+    if kind == "conv_zero_reset":  # the assumed reset, which is right here, with a warning
+        with pytest.warns(nir_io.NIRResetWarning, match="subtract"):
+            imported = sv.from_nir(path, num_steps=6)
+    else:
+        imported = sv.from_nir(path, num_steps=6, reset="subtract")
     out = imported.apply_fn(imported.params, nhwc(images), record="spikes")
     for layer in imported.conv_layer_names:
         expected = time_nhwc(ref[f"spikes_{nir_index(imported, layer)}"])
@@ -402,7 +434,11 @@ def test_snntorch_discretization_recovers_beta_exactly():
 def test_hand_built_conv_graph_matches_numpy_reference(reset):
     dt, steps = 1e-3, 6
     graph = conv_graph()
-    net = sv.from_nir(graph, num_steps=steps, dt=dt, reset=None if reset == "zero" else reset)
+    if reset == "zero":  # NIR's own reset, assumed (the graph records none): a warning
+        with pytest.warns(nir_io.NIRResetWarning):
+            net = sv.from_nir(graph, num_steps=steps, dt=dt)
+    else:
+        net = sv.from_nir(graph, num_steps=steps, dt=dt, reset=reset)
     assert net.input_shape == (8, 8, 2)
     # Per-neuron parameters live in params (named LIF layers); the LI readout's leak too.
     assert {"beta", "threshold", "gain", "bias", "v_reset"} <= set(net.params["conv_a_lif"])
@@ -463,7 +499,9 @@ def test_round_trip_shallow_avg_pool_file(tmp_path):
         "Input", "Conv2d", "LIF", "AvgPool2d", "Flatten", "Affine", "Output",
     }  # fmt: skip
     assert graph.nodes["conv1_lif"].metadata["reset"] == "subtract"
-    net = sv.from_nir(path, num_steps=5)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", nir_io.NIRResetWarning)  # the reset is recorded
+        net = sv.from_nir(path, num_steps=5)
     assert net.layers == model.layers
     assert net.config == dataclasses.replace(model.config, beta=0.95)
     images = jax.random.uniform(jax.random.key(1), (4, 28, 28, 1), maxval=2.0)
@@ -499,7 +537,7 @@ def test_round_trip_reduced_svgg19_avg_pool_file(tmp_path):
 
 
 def test_round_trip_of_imported_per_neuron_network(tmp_path):
-    net = sv.from_nir(conv_graph(), num_steps=5, dt=1e-3)
+    net = sv.from_nir(conv_graph(), num_steps=5, dt=1e-3, reset="zero")
     path = tmp_path / "again.nir"
     sv.to_nir(net, path=path)
     again = sv.from_nir(path, num_steps=5)

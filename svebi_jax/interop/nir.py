@@ -7,7 +7,8 @@ function takes; :func:`to_nir` writes a network built here as a NIR graph::
 
     net = from_nir("model.nir", num_steps=10, reset="subtract")   # e.g. from snnTorch
     out = net.apply_fn(net.params, images, record="mean")         # images [B, H, W, C]
-    maps = sv.explain(net.apply_fn, net.params, images, masks, geometry=net.geometry)
+    rel = sv.fit_relevance(net.apply_fn, net.params, train_images, mu=2.0)
+    maps = rel.attribution(geometry=net.geometry)(net.params, images, None)   # [B, H, W]
 
     to_nir(model, path="shallow_avg.nir")                          # a network trained here
 
@@ -36,11 +37,18 @@ exactly 1 (the :math:`\\tau/dt` round trip in float32 leaves one-ulp residues), 
 float32 :math:`\\beta` exactly.
 
 **Reset.** NIR's ``LIF``/``IF``/``CubaLIF`` reset the potential *to* ``v_reset`` (our
-``"zero"`` reset, with ``v_reset``). snnTorch's default subtractive reset cannot be expressed
-in NIR 1.0 and its exporter does not record it: pass ``reset="subtract"`` for such graphs.
-The reset is taken from, in order: the ``reset`` argument, a ``"reset"`` entry in a neuron
-node's metadata, in the graph's metadata (both written by :func:`to_nir`), else NIR's reset
-to ``v_reset``.
+``"zero"`` reset, with ``v_reset``). snnTorch's default subtractive reset
+(``Leaky(reset_mechanism="subtract")``: :math:`U[t] = \\beta U[t-1] + I[t] - \\theta S[t-1]`)
+cannot be expressed in NIR 1.0 and its exporter does not record it: pass
+``reset="subtract"`` for such graphs. The reset is taken from, in order: the ``reset``
+argument, a ``"reset"`` entry in a neuron node's metadata, in the graph's metadata (both
+written by :func:`to_nir`), else NIR's reset to ``v_reset``. That last case is an assumption
+the graph cannot confirm: an snnTorch export imported that way spikes differently from
+snnTorch (in the tests, 6-19 % of a conv layer's spike cells). So :func:`from_nir` then
+warns (:class:`NIRResetWarning`, naming the neuron nodes, the assumed reset and snnTorch's
+subtractive one) instead of refusing, since NIR's own semantics is that reset and graphs
+from other simulators (Norse, Sinabs, spyx) rely on it; pass ``reset=`` explicitly (e.g.
+``reset="zero"``) to state the choice and silence the warning.
 
 **Layouts.** NIR tensors are channels-first (``[C, H, W]``, conv weights ``[O, I, kh, kw]``);
 the runner is channels-last. Weights and per-neuron parameters are converted once, at import
@@ -52,6 +60,7 @@ from __future__ import annotations
 
 import os
 import pathlib
+import warnings
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any, NamedTuple
 
@@ -90,6 +99,11 @@ SUPPORTED_NODES: tuple[str, ...] = (
     "Threshold",
 )
 _NEURONS = ("LIF", "CubaLIF", "IF", "LI", "I", "Threshold")
+
+
+class NIRResetWarning(UserWarning):
+    """:func:`from_nir` assumed NIR's reset to ``v_reset`` for neurons whose graph records
+    no reset (see the module docstring); pass ``reset=`` to choose it explicitly."""
 
 
 class NIRNetwork(NamedTuple):
@@ -485,7 +499,7 @@ def from_nir(
         (``1e-4``, snnTorch's exporter). It must be the ``dt`` the exporter used.
       reset: ``"subtract"`` (snnTorch's default ``Leaky``), ``"subtract_then_leak"``,
         ``"zero"`` (NIR's reset to ``v_reset``) or ``"none"``; default: from the graph (see
-        the module docstring).
+        the module docstring), else ``"zero"`` with a :class:`NIRResetWarning`.
       surrogate, surrogate_slope, detach_reset: training settings, see
         :class:`~svebi_jax.layers.SNNConfig` (the surrogate's width follows
         ``config.threshold``).
@@ -493,6 +507,11 @@ def from_nir(
     Returns:
       :class:`NIRNetwork` ``(apply_fn, params, layers, config, input_shape, geometry,
       node_names)``.
+
+    Warns:
+      NIRResetWarning: ``reset`` is ``None`` and a ``LIF``/``IF``/``CubaLIF`` node's reset is
+        recorded neither in its metadata nor in the graph's (e.g. any snnTorch export): NIR's
+        reset to ``v_reset`` is assumed; snnTorch's ``Leaky`` needs ``reset="subtract"``.
 
     Raises:
       FileNotFoundError: no file at ``graph_or_path``.
@@ -511,6 +530,8 @@ def from_nir(
         raise ValueError(f"dt must be a finite number > 0, got {dt!r}")
     imp = _Importer(graph, dt, reset)
     layers, params, node_names, config_kw, input_shape = imp.run(num_steps)
+    if imp.assumed_reset:
+        warnings.warn(_reset_warning(imp.assumed_reset), NIRResetWarning, stacklevel=2)
     config = L.SNNConfig(
         num_steps=num_steps,
         surrogate=surrogate,
@@ -527,6 +548,17 @@ def from_nir(
 
 def _text(value):
     return value.decode() if isinstance(value, bytes) else value
+
+
+def _reset_warning(keys: Sequence[str]) -> str:
+    nodes = ", ".join(repr(k) for k in keys)
+    return (
+        f"the NIR graph records no reset for its spiking neuron node(s) {nodes}: assuming "
+        "NIR's reset to v_reset (reset='zero'). snnTorch's exporter does not record its "
+        "default subtractive reset (Leaky(reset_mechanism='subtract'), U[t] = beta U[t-1] + "
+        "I[t] - threshold S[t-1]); for an snnTorch export pass reset='subtract'. Pass "
+        "reset='zero' (or another mode) to state the choice and silence this warning."
+    )
 
 
 class _Importer:
@@ -554,6 +586,7 @@ class _Importer:
         self.flattened_from: tuple[int, int, int] | None = None
         self.pending_gain: np.ndarray | None = None
         self.readout: dict[str, Any] | None = None
+        self.assumed_reset: list[str] = []  # neuron nodes given NIR's reset by assumption
 
     def name(self, key: str, prefix: str) -> str:
         self.counts[prefix] += 1
@@ -736,7 +769,10 @@ class _Importer:
         reset = self.reset
         if reset is None and kind in ("LIF", "IF", "CubaLIF"):
             node_meta = dict(getattr(node, "metadata", None) or {})
-            reset = _text(node_meta.get("reset", self.graph_reset)) or "zero"
+            reset = _text(node_meta.get("reset", self.graph_reset))
+            if not reset:
+                reset = "zero"
+                self.assumed_reset.append(key)
             lif.check_reset(reset)
         n = _neuron(node, key, self.shape, self.dt, reset, threshold_node)
         if self.pending_gain is not None:
@@ -931,6 +967,42 @@ def to_nir(
     layers, params, input_shape, config = _resolve(model_or_specs, params, input_shape, config)
     layers = tuple(layers)
     L.validate_layers(layers)
+    _check_exportable(layers, dt)
+    params = _pure_params(params)
+    out = _GraphBuilder(nir, tuple(int(v) for v in input_shape))
+    for idx, spec in enumerate(layers):
+        if isinstance(spec, L.Conv):
+            _export_conv(out, spec, params[spec.name])
+        elif isinstance(spec, (L.AvgPool, L.SumPool)):
+            _export_pool(out, f"pool{idx}", spec)
+        elif isinstance(spec, L.Flatten):
+            _export_flatten(out, f"flatten{idx}")
+        elif isinstance(spec, L.Scale):
+            scale = _to_first(_full(params[spec.name]["scale"], out.shape))
+            out.add(spec.name, nir.Scale(scale=scale))
+        elif isinstance(spec, L.Dense):
+            readout = idx == len(layers) - 1
+            _export_dense(out, spec, params[spec.name], config, dt, readout)
+        elif isinstance(spec, L.LIF):
+            syn = layers[idx - 1].name
+            _add_neuron(nir, out.add, f"{syn}_lif", spec, params, config, out.shape, dt, _first)
+    out.nodes["output"] = nir.Output(output_type=np.array(_first(out.shape)))
+    out.edges.append((out.prev, "output"))
+    graph = nir.NIRGraph(
+        nodes=out.nodes,
+        edges=out.edges,
+        metadata={"dt": float(dt), "reset": config.reset, "producer": "svebi_jax"},
+        # nir 1.0.8 types a grouped Conv2d's input as weight.shape[1] channels: its type check
+        # would reject a correct graph (read such files with nir.read(path, type_check=False)).
+        type_check=all(getattr(s, "groups", 1) == 1 for s in layers),
+    )
+    if path is not None:
+        nir.write(path, graph)
+    return graph
+
+
+def _check_exportable(layers, dt) -> None:
+    """Refuses a ``dt`` that is not a positive number and max pooling (no NIR 1.0 node)."""
     if not np.isfinite(dt) or dt <= 0:
         raise ValueError(f"dt must be a finite number > 0, got {dt!r}")
     for spec in layers:
@@ -940,108 +1012,95 @@ def to_nir(
                 "AvgPool2d and SumPool2d); build the network with average or sum pooling, e.g. "
                 "ShallowSNN(pool='avg', ...) or SVGG19(pool='avg', ...), and train that"
             )
-    params = _pure_params(params)
-    h, w, c = (int(v) for v in input_shape)
-    shape: tuple[int, ...] = (h, w, c)  # channels-last while walking
-    nodes: dict[str, Any] = {"input": nir.Input(input_type=np.array([c, h, w]))}
-    edges: list[tuple[str, str]] = []
-    prev = "input"
-    flattened_from = None
 
-    def add(key, node):
-        nonlocal prev
-        nodes[key] = node
-        edges.append((prev, key))
-        prev = key
 
-    def first(shape_last):
-        return tuple(shape_last[2:] + shape_last[:2]) if len(shape_last) == 3 else shape_last
+def _first(shape_last: tuple[int, ...]) -> tuple[int, ...]:
+    """A channels-last ``(H, W, C)`` shape channels-first, ``(C, H, W)`` (1-D unchanged)."""
+    return tuple(shape_last[2:] + shape_last[:2]) if len(shape_last) == 3 else shape_last
 
-    for idx, spec in enumerate(layers):
-        last = idx == len(layers) - 1
-        if isinstance(spec, L.Conv):
-            p = params[spec.name]
-            weight = np.asarray(p["kernel"]).transpose(3, 2, 0, 1)
-            bias = np.asarray(p["bias"]) if spec.use_bias else np.zeros(spec.features, np.float32)
-            conv = nir.Conv2d(
-                input_shape=(shape[0], shape[1]),
-                weight=weight,
-                stride=spec.stride,
-                padding=spec.padding,
-                dilation=spec.dilation,
-                groups=spec.groups,
-                bias=bias,
-            )
-            conv.input_type = {"input": np.array(first(shape))}  # nir ignores groups here
-            add(spec.name, conv)
-            keff, s, pd = spec.dilation * (spec.kernel_size - 1) + 1, spec.stride, spec.padding
-            shape = (
-                (shape[0] + 2 * pd - keff) // s + 1,
-                (shape[1] + 2 * pd - keff) // s + 1,
-                spec.features,
-            )
-        elif isinstance(spec, (L.AvgPool, L.SumPool)):
-            k, s, pd = spec.window, spec.stride or spec.window, spec.padding
-            cls = nir.AvgPool2d if isinstance(spec, L.AvgPool) else nir.SumPool2d
-            add(
-                f"pool{idx}",
-                cls(
-                    kernel_size=np.array([k, k]),
-                    stride=np.array([s, s]),
-                    padding=np.array([pd, pd]),
-                ),
-            )
-            shape = ((shape[0] + 2 * pd - k) // s + 1, (shape[1] + 2 * pd - k) // s + 1, shape[2])
-        elif isinstance(spec, L.Flatten):
-            if len(shape) == 3:
-                add(
-                    f"flatten{idx}",
-                    nir.Flatten(input_type=np.array(first(shape)), start_dim=0, end_dim=-1),
-                )
-                flattened_from = shape
-                shape = (int(np.prod(shape)),)
-        elif isinstance(spec, L.Scale):
-            scale = _to_first(_full(params[spec.name]["scale"], shape))
-            add(spec.name, nir.Scale(scale=scale))
-        elif isinstance(spec, L.Dense):
-            p = params[spec.name]
-            kernel = np.asarray(p["kernel"])
-            if flattened_from is not None:
-                hh, ww, cc = flattened_from
-                kernel = (
-                    kernel.reshape(hh, ww, cc, -1).transpose(2, 0, 1, 3).reshape(hh * ww * cc, -1)
-                )
-                flattened_from = None
-            if spec.use_bias:
-                add(spec.name, nir.Affine(weight=kernel.T.copy(), bias=np.asarray(p["bias"])))
-            else:
-                add(spec.name, nir.Linear(weight=kernel.T.copy()))
-            shape = (spec.features,)
-            if last:
-                beta = p["beta"] if "beta" in p else config.readout_beta
-                beta = _full(beta, shape)
-                if np.any(beta != 1.0):
-                    tau = dt / (1.0 - beta)
-                    add(
-                        f"{spec.name}_readout",
-                        nir.LI(tau=tau, r=tau / dt, v_leak=np.zeros(shape)),
-                    )
-        elif isinstance(spec, L.LIF):
-            syn = layers[idx - 1].name
-            _add_neuron(nir, add, f"{syn}_lif", spec, params, config, shape, dt, first)
-    nodes["output"] = nir.Output(output_type=np.array(first(shape)))
-    edges.append((prev, "output"))
-    graph = nir.NIRGraph(
-        nodes=nodes,
-        edges=edges,
-        metadata={"dt": float(dt), "reset": config.reset, "producer": "svebi_jax"},
-        # nir 1.0.8 types a grouped Conv2d's input as weight.shape[1] channels: its type check
-        # would reject a correct graph (read such files with nir.read(path, type_check=False)).
-        type_check=all(getattr(s, "groups", 1) == 1 for s in layers),
+
+class _GraphBuilder:
+    """The chain of NIR nodes :func:`to_nir` writes, with the current (channels-last) shape
+    and, after a ``Flatten`` of a map, that map's shape (for the next dense layer's rows)."""
+
+    def __init__(self, nir, input_shape: tuple[int, int, int]):
+        h, w, c = input_shape
+        self.nir = nir
+        self.nodes: dict[str, Any] = {"input": nir.Input(input_type=np.array([c, h, w]))}
+        self.edges: list[tuple[str, str]] = []
+        self.prev = "input"
+        self.shape: tuple[int, ...] = (h, w, c)
+        self.flattened_from: tuple[int, ...] | None = None
+
+    def add(self, key: str, node) -> None:
+        self.nodes[key] = node
+        self.edges.append((self.prev, key))
+        self.prev = key
+
+
+def _export_conv(out: _GraphBuilder, spec: L.Conv, p) -> None:
+    """``Conv`` → ``Conv2d`` (kernel ``[kh, kw, I, O]`` → ``[O, I, kh, kw]``)."""
+    shape = out.shape
+    weight = np.asarray(p["kernel"]).transpose(3, 2, 0, 1)
+    bias = np.asarray(p["bias"]) if spec.use_bias else np.zeros(spec.features, np.float32)
+    conv = out.nir.Conv2d(
+        input_shape=(shape[0], shape[1]),
+        weight=weight,
+        stride=spec.stride,
+        padding=spec.padding,
+        dilation=spec.dilation,
+        groups=spec.groups,
+        bias=bias,
     )
-    if path is not None:
-        nir.write(path, graph)
-    return graph
+    conv.input_type = {"input": np.array(_first(shape))}  # nir ignores groups here
+    out.add(spec.name, conv)
+    keff, s, pd = spec.dilation * (spec.kernel_size - 1) + 1, spec.stride, spec.padding
+    out.shape = (
+        (shape[0] + 2 * pd - keff) // s + 1,
+        (shape[1] + 2 * pd - keff) // s + 1,
+        spec.features,
+    )
+
+
+def _export_pool(out: _GraphBuilder, key: str, spec) -> None:
+    """``AvgPool``/``SumPool`` → ``AvgPool2d``/``SumPool2d``."""
+    shape = out.shape
+    k, s, pd = spec.window, spec.stride or spec.window, spec.padding
+    cls = out.nir.AvgPool2d if isinstance(spec, L.AvgPool) else out.nir.SumPool2d
+    out.add(
+        key,
+        cls(kernel_size=np.array([k, k]), stride=np.array([s, s]), padding=np.array([pd, pd])),
+    )
+    out.shape = ((shape[0] + 2 * pd - k) // s + 1, (shape[1] + 2 * pd - k) // s + 1, shape[2])
+
+
+def _export_flatten(out: _GraphBuilder, key: str) -> None:
+    """``Flatten`` of a ``[C, H, W]`` map (nothing for an already flat input)."""
+    if len(out.shape) == 3:
+        node = out.nir.Flatten(input_type=np.array(_first(out.shape)), start_dim=0, end_dim=-1)
+        out.add(key, node)
+        out.flattened_from = out.shape
+        out.shape = (int(np.prod(out.shape)),)
+
+
+def _export_dense(out: _GraphBuilder, spec: L.Dense, p, config, dt, readout: bool) -> None:
+    """``Dense`` → ``Affine``/``Linear`` (rows in NIR's ``C·H·W`` order after a flattened
+    map); the readout also gets an ``LI`` node when it leaks (:math:`\\beta_{out} < 1`)."""
+    kernel = np.asarray(p["kernel"])
+    if out.flattened_from is not None:
+        hh, ww, cc = out.flattened_from
+        kernel = kernel.reshape(hh, ww, cc, -1).transpose(2, 0, 1, 3).reshape(hh * ww * cc, -1)
+        out.flattened_from = None
+    if spec.use_bias:
+        out.add(spec.name, out.nir.Affine(weight=kernel.T.copy(), bias=np.asarray(p["bias"])))
+    else:
+        out.add(spec.name, out.nir.Linear(weight=kernel.T.copy()))
+    out.shape = shape = (spec.features,)
+    if readout:
+        beta = _full(p["beta"] if "beta" in p else config.readout_beta, shape)
+        if np.any(beta != 1.0):
+            tau = dt / (1.0 - beta)
+            out.add(f"{spec.name}_readout", out.nir.LI(tau=tau, r=tau / dt, v_leak=np.zeros(shape)))
 
 
 def _add_neuron(nir, add, key, spec, params, config, shape, dt, first) -> None:
