@@ -27,6 +27,45 @@ The protocol is fixed here, in code, before any test number is looked at:
    insertion/deletion and ROAD on the same test digits; mean ± sd over the seeds (seeds run
    one after the other, every recipe per seed).
 
+Extension (registered before any test number of the methods below was seen):
+
+5. **The question**, word for word: "Does any SNN-specific method — SVEBI's variants, SAM,
+   Grad-CAM, LRP, TSA, or one new combination you define and fix on validation (for example
+   relevant filters weighted by their gradient or relevance) — beat SNN-IG2D on test
+   insertion and ROAD?"
+6. **The SNN-specific methods**, each from its public factory at its defaults, none tuned:
+   SNN Grad-CAM of conv1 and of conv2 (``attribution.gradcam``; Kim & Panda's channel weights,
+   surrogate gradients summed over positions and steps; the paper shows it per layer, so both
+   layers are rows), spike LRP-ε (``attribution.lrp``, ε = 1e-6) and TSA-S and TSA-NS
+   (``attribution.tsa``; both variants of Nguyen et al. are rows, neither is picked).
+7. **The new combination, SVEBI×Grad-CAM** (``experiments/common/combination.py``): SVEBI's
+   relevant filters of the explained class (μ = 2, the paper's), each weighted by its
+   Grad-CAM channel weight ReLU(α) (``gradient``) or by ReLU(α) times its lasso weight
+   (``gradient_lasso``), summed over the filters' time-mean spike maps, aligned placement,
+   tapered border; the combined map is the mean of the layers' maps. Its variants, layer ∈
+   ``--layers`` × weighting ∈ {gradient, gradient_lasso}, are scored on the same validation
+   digits as SVEBI's candidates and one is chosen per criterion (``rise``, ``road``), per
+   model, exactly as SVEBI's choices; the test has one row per criterion.
+8. **"Beat" is decided** per recipe on its 3 seeds: with the per-seed differences
+   Δins = insertion AUC(M) − insertion AUC(SNN-IG2D) and Δroad = ROAD gap(M) − ROAD gap
+   (SNN-IG2D) on the same test digits, M beats SNN-IG2D in a recipe when the mean of Δins
+   over the seeds is > 0 **and** the mean of Δroad is > 0. Reported beside it: the sd of each
+   Δ over the seeds and whether every seed agrees in sign ("consistent"). The contestants are
+   every test row of SVEBI (the paper's two maps and the two validation choices), SAM,
+   Grad-CAM, LRP, TSA and SVEBI×Grad-CAM (never SNN-Grad2D nor a trivial map). The answer is
+   "yes" when a contestant beats SNN-IG2D in both recipes, "in one recipe only" when only in
+   one, else "no"; with 13 contestants and 3 seeds, a beat whose mean Δ is below its sd is
+   reported as within seed noise, not as a finding.
+9. **More metrics on test** (never used for a choice), each with Quantus's defaults:
+   sparseness and complexity (of the map alone, free), faithfulness correlation (100 random
+   224-pixel subsets set to black per image: ~2× the forward passes of insertion/deletion),
+   region perturbation (MoRF, 8×8 patches: 16 steps on 28×28) and random logit (one extra
+   map per image for another class; SSIM, lower is better). Left out for time:
+   max-sensitivity (200 extra maps per image: SNN-IG2D alone would take hours),
+   monotonicity correlation (78,400 forward passes per image), pixel-flipping (784 forward
+   passes per image; deletion at 28 pixels per step already measures it). The trivial maps
+   are scored with every metric beside the methods.
+
 The JSON (``svebi_study.json``) keeps ``validation`` (every candidate's score per seed and
 the choices) apart from ``test`` (accuracies and the table)::
 
@@ -51,9 +90,11 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
+from experiments.common.combination import WEIGHTINGS, Combination, relevant_gradcam
+from experiments.common.methods import snn_specific_methods
 from experiments.common.rundir import write_text
 from svebi_jax import _validation as V
-from svebi_jax import attribution, batching, data, relevance, train
+from svebi_jax import attribution, batching, data, metrics, relevance, train
 from svebi_jax.attribution import COMBINED, SVEBIOptions
 from svebi_jax.metrics import insdel
 from svebi_jax.metrics import remove_and_debias as road
@@ -61,10 +102,32 @@ from svebi_jax.models import ShallowSNN, functional
 from svebi_jax.relevance import Relevance, fit_relevance
 
 SPLIT_SEED = 1234
+CONV = ("conv1", "conv2")
 VAL_FRACTION = 0.2
 CRITERIA = ("rise", "road")
 STEP = 28
 FRACTIONS = (0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9)
+
+#: The pre-registered question of the protocol's extension (item 5), word for word.
+QUESTION = (
+    "Does any SNN-specific method — SVEBI's variants, SAM, Grad-CAM, LRP, TSA, or one new "
+    "combination you define and fix on validation (for example relevant filters weighted by "
+    "their gradient or relevance) — beat SNN-IG2D on test insertion and ROAD?"
+)
+#: The reference of the question, and the test rows that compete with it (item 8).
+REFERENCE = "SNN-IG2D"
+CONTESTANTS = ("SVEBI", "SAM[", "Grad-CAM[", "LRP", "TSA-")
+#: The combination's μ (the paper's) and its aligned maps' border (item 7).
+COMBINATION_MU = 2.0
+COMBINATION_BORDER = "taper"
+#: The metrics scored on test only (item 9), and whether higher is better.
+TEST_METRICS = {
+    "sparseness": True,
+    "complexity": False,
+    "faithfulness_correlation": True,
+    "region_perturbation_auc": False,
+    "random_logit": False,
+}
 
 
 #: The protocol's base options: the library's defaults when the study was registered
@@ -173,8 +236,9 @@ def coverage(m: Model, cand: Candidate, classes: np.ndarray) -> float:
     return float(np.mean(np.any(np.stack([np.asarray(has[n]) for n in layers]), axis=0)))
 
 
-def score(m: Model, attr_fn, images: np.ndarray, args, key: int) -> dict:
-    """Insertion/deletion and ROAD of one method on ``images`` (per-image numbers kept)."""
+def score(m: Model, attr_fn, images: np.ndarray, args, key: int, extra: bool = False) -> dict:
+    """Insertion/deletion and ROAD of one method on ``images`` (per-image numbers kept);
+    with ``extra`` also the test-only metrics of :data:`TEST_METRICS`."""
     t0 = time.perf_counter()
     maps = batching.map_batches(lambda x: attr_fn(m.params, x, None), images, args.map_batch)
     t1 = time.perf_counter()
@@ -204,7 +268,36 @@ def score(m: Model, attr_fn, images: np.ndarray, args, key: int) -> dict:
     out["rise"] = out["insertion"] - out["deletion"]
     out["road"] = out["road_gap"]
     out["_classes"] = np.asarray(ins.classes)
+    if extra:
+        out |= extra_metrics(m, attr_fn, maps, x, args, key)
     return out
+
+
+def _nanmean(a) -> float:
+    a = np.asarray(a, np.float64)
+    return float(np.nanmean(a)) if np.any(np.isfinite(a)) else float("nan")
+
+
+def extra_metrics(m: Model, attr_fn, maps, x, args, key: int) -> dict:
+    """The protocol's test-only metrics (item 9) of one method's ``maps`` of ``x``, each the
+    mean over the images (NaN scores, e.g. a constant map's correlation, left out; their
+    share is recorded for faithfulness correlation)."""
+    t0 = time.perf_counter()
+    k_fc, k_rp, k_rl = jax.random.split(jax.random.key(key), 3)
+    fc = metrics.faithfulness_correlation(maps, m.apply_fn, m.params, x, key=k_fc)
+    rp = metrics.region_perturbation(maps, m.apply_fn, m.params, x, key=k_rp)
+    rl = metrics.random_logit(
+        maps, m.apply_fn, m.params, x, attr_fn=attr_fn, key=k_rl, batch_size=args.map_batch
+    )
+    return {
+        "sparseness": _nanmean(metrics.sparseness(maps, None, None, x).scores),
+        "complexity": _nanmean(metrics.complexity(maps, None, None, x).scores),
+        "faithfulness_correlation": _nanmean(fc.scores),
+        "faithfulness_correlation_nan_share": float(np.mean(np.isnan(np.asarray(fc.scores)))),
+        "region_perturbation_auc": _nanmean(rp.auc),
+        "random_logit": _nanmean(rl.scores),
+        "seconds_metrics": round(time.perf_counter() - t0, 2),
+    }
 
 
 # ----------------------------------------------------------------------------- validation
@@ -289,6 +382,45 @@ def validate(models: list[Model], val_images: np.ndarray, args) -> dict:
 # ----------------------------------------------------------------------------- test
 
 
+def combination_fn(m: Model, comb: Combination):
+    """The SVEBI×Grad-CAM map of ``comb`` (protocol item 7) for model ``m``."""
+    return relevant_gradcam(
+        m.apply_fn,
+        m.masks(comb.mu),
+        layer=comb.layer,
+        weighting=comb.weighting,
+        border=COMBINATION_BORDER,
+    )
+
+
+def validate_combination(m: Model, val_images: np.ndarray, args) -> tuple[dict, dict]:
+    """Item 7: every SVEBI×Grad-CAM variant on validation, one choice per criterion.
+
+    Returns the record (``candidates`` and ``choice``) and ``{criterion: Combination}``."""
+    cands = [Combination(layer, w, COMBINATION_MU) for layer in args.layers for w in WEIGHTINGS]
+    record: dict = {"candidates": {}, "choice": {}}
+    for c in cands:
+        s = score(m, combination_fn(m, c), val_images, args, key=m.seed)
+        s["coverage"] = coverage(m, Candidate(c.layer, c.mu), s.pop("_classes"))
+        record["candidates"][c.label] = {"candidate": c.to_dict(), **_pooled([s])}
+        got = record["candidates"][c.label]
+        print(
+            f"  [val {m.recipe}] {c.label:70s} rise {got['rise']['mean']:+.4f} "
+            f"road {got['road']['mean']:+.4f}",
+            flush=True,
+        )
+    choices = {}
+    for crit in CRITERIA:
+        best = max(cands, key=lambda c: record["candidates"][c.label][crit]["mean"])
+        choices[crit] = best
+        record["choice"][crit] = {
+            "label": best.label,
+            "candidate": best.to_dict(),
+            "validation": record["candidates"][best.label][crit]["mean"],
+        }
+    return record, choices
+
+
 def svebi_test_rows(choices: dict) -> dict[str, Candidate]:
     """The SVEBI rows of the test table: the paper's maps and the validation choices."""
     rows = {
@@ -300,16 +432,25 @@ def svebi_test_rows(choices: dict) -> dict[str, Candidate]:
     return rows
 
 
-def test_methods(m: Model, choices: dict, args) -> dict:
+def combination_test_rows(comb_choices: dict) -> dict[str, Combination]:
+    """The SVEBI×Grad-CAM rows of the test table: its validation choices (item 7)."""
+    return {f"SVEBI×Grad-CAM chosen on validation by {c}": v for c, v in comb_choices.items()}
+
+
+def test_methods(m: Model, choices: dict, comb_choices: dict, args) -> dict:
+    """The test table's methods in row order (``--baselines fast``: a subset for tests)."""
     methods = {name: svebi_fn(m, c) for name, c in svebi_test_rows(choices).items()}
+    methods |= {n: combination_fn(m, c) for n, c in combination_test_rows(comb_choices).items()}
     methods["SNN-Grad2D"] = attribution.grad2d(m.apply_fn)
+    methods["SNN-IG2D"] = attribution.integrated_gradients(m.apply_fn, path_steps=args.path_steps)
+    snn = {k.label: f for k, f in snn_specific_methods(m.apply_fn, conv_layers=CONV).items()}
     if args.baselines == "all":
-        methods["SNN-IG2D"] = attribution.integrated_gradients(
-            m.apply_fn, path_steps=args.path_steps
-        )
-        for layer in ("conv1", "conv2"):
+        for layer in CONV:
             methods[f"SAM[{layer}]"] = attribution.sam(m.apply_fn, layer=layer)
+        methods |= snn
         methods["trivial: random"] = attribution.random_map(jax.random.key(m.seed))
+    else:
+        methods |= {k: snn[k] for k in ("Grad-CAM[conv2]", "TSA-S")}
     methods["trivial: input intensity"] = attribution.input_intensity()
     if args.baselines == "all":
         methods["trivial: centred Gaussian"] = attribution.centered_gaussian()
@@ -325,17 +466,22 @@ def _mean_sd(values) -> dict:
     }
 
 
-def run_test(m: Model, choices, test_full, test_games, args) -> dict:
+def run_test(m: Model, choices, comb_choices, test_full, test_games, args) -> dict:
     """One model's test record: accuracy (all test digits) and every method's scores."""
     acc = float(train.evaluate(m.apply_fn, m.params, test_full)[0])
     rows: dict[str, dict] = {}
     svebi_rows = svebi_test_rows(choices)
-    for name, fn in test_methods(m, choices, args).items():
-        s = score(m, fn, test_games, args, key=1000 + m.seed)
+    comb_rows = combination_test_rows(comb_choices)
+    for name, fn in test_methods(m, choices, comb_choices, args).items():
+        s = score(m, fn, test_games, args, key=1000 + m.seed, extra=True)
         cls = s.pop("_classes")
         if name in svebi_rows:
             s["coverage"] = coverage(m, svebi_rows[name], cls)
             s["variant"] = svebi_rows[name].label
+        if name in comb_rows:
+            comb = comb_rows[name]
+            s["coverage"] = coverage(m, Candidate(comb.layer, comb.mu), cls)
+            s["variant"] = comb.label
         rows[name] = s
         print(
             f"  [test {m.recipe} seed {m.seed}] {name:40s} ins {s['insertion']:.4f} "
@@ -363,6 +509,64 @@ def aggregate(per_seed: dict[str, dict]) -> dict:
         "seeds_done": seeds,
         "accuracy": _mean_sd([per_seed[sd]["accuracy"] for sd in seeds]),
         "table": table,
+        "versus_ig2d": versus_reference(per_seed),
+    }
+
+
+def versus_reference(per_seed: dict[str, dict]) -> dict | None:
+    """Item 8 for one recipe: every contestant's per-seed Δ to SNN-IG2D (insertion AUC and
+    ROAD gap), their mean and sd over the seeds, and whether it beats SNN-IG2D (both mean
+    Δ > 0), consistently (every seed, both Δ > 0) and beyond seed noise (both mean Δ > sd).
+    ``None`` when the table has no SNN-IG2D row."""
+    seeds = list(per_seed)
+    rows = per_seed[seeds[0]]["rows"]
+    if REFERENCE not in rows:
+        return None
+    out = {}
+    for name in rows:
+        if not name.startswith(CONTESTANTS):
+            continue
+        delta = {}
+        for k in ("insertion", "road_gap"):
+            ref = [per_seed[s]["rows"][REFERENCE][k] for s in seeds]
+            diffs = [per_seed[s]["rows"][name][k] - r for s, r in zip(seeds, ref, strict=True)]
+            delta[k] = _mean_sd(diffs)
+        beats = all(d["mean"] > 0 for d in delta.values())
+        out[name] = {
+            "delta": delta,
+            "beats": beats,
+            "consistent": all(x > 0 for d in delta.values() for x in d["per_seed"]),
+            "beyond_seed_noise": beats and all(d["mean"] > d["sd"] for d in delta.values()),
+        }
+    return {
+        "reference": REFERENCE,
+        "seeds": seeds,
+        "contestants": out,
+        "beaters": [n for n, v in out.items() if v["beats"]],
+    }
+
+
+def answer(test: dict, complete: bool) -> dict:
+    """Item 8 over the recipes: the verdict on :data:`QUESTION` from the test tables."""
+    beaters = {r: (t.get("versus_ig2d") or {}).get("beaters", []) for r, t in test.items()}
+    every = sorted(set.intersection(*(set(b) for b in beaters.values()))) if beaters else []
+    some = sorted(set().union(*(set(b) for b in beaters.values())))
+    verdict = "yes" if every else ("in one recipe only" if some else "no")
+    return {
+        "question": QUESTION,
+        "verdict": verdict,
+        "recipes": list(test),
+        "complete": complete,
+        "beat_in_every_recipe": every,
+        "beaters_per_recipe": beaters,
+        "beyond_seed_noise_per_recipe": {
+            r: [
+                n
+                for n, v in ((t.get("versus_ig2d") or {}).get("contestants", {})).items()
+                if v["beyond_seed_noise"]
+            ]
+            for r, t in test.items()
+        },
     }
 
 
@@ -400,7 +604,8 @@ def parse_args(argv=None):
         "--baselines",
         choices=("all", "fast"),
         default="all",
-        help="all: Grad2D, IG2D, SAM, 3 trivial maps; fast: Grad2D and the input image (tests)",
+        help="all: Grad2D, IG2D, SAM, Grad-CAM, LRP, TSA, 3 trivial maps; fast: Grad2D, IG2D, "
+        "Grad-CAM[conv2], TSA-S and the input image (tests)",
     )
     p.add_argument(
         "--quick",
@@ -475,6 +680,7 @@ def merge(paths: list[str], out: str) -> int:
         sorted(int(k.removeprefix("seed")) for k in result["test_per_seed"].get(r, {})) == wanted
         for r in result["protocol"]["recipes"]
     )
+    result["answer"] = answer(result["test"], complete=result["complete"])
     target = pathlib.Path(out)
     target.mkdir(parents=True, exist_ok=True)
     _dump(target, result)
@@ -511,6 +717,26 @@ def protocol(a, n_train: int, n_val: int, n_test_full: int, n_test: int) -> dict
         "layers": a.layers,
         "stage2_variants": list(STAGE2[: a.stage2_max]),
         "baselines": a.baselines,
+        "question": QUESTION,
+        "reference": REFERENCE,
+        "contestants": "test rows whose name starts with " + ", ".join(CONTESTANTS),
+        "decision_rule": (
+            "per recipe: beats when mean over seeds of (insertion AUC - SNN-IG2D's) > 0 and of "
+            "(ROAD gap - SNN-IG2D's) > 0; sd of each difference and per-seed signs reported; "
+            "verdict yes = beats in every recipe"
+        ),
+        "snn_methods": [*(f"Grad-CAM[{c}]" for c in CONV), "LRP", "TSA-S", "TSA-NS"],
+        "combination": {
+            "name": "SVEBI×Grad-CAM",
+            "mu": COMBINATION_MU,
+            "border": COMBINATION_BORDER,
+            "layers": a.layers,
+            "weightings": list(WEIGHTINGS),
+        },
+        "test_metrics": {
+            "higher_is_better": TEST_METRICS,
+            "defaults": "Quantus 0.6.0's (svebi_jax.metrics)",
+        },
         "criteria": {
             "rise": "insertion AUC - deletion AUC (black substrate, 28 px/step)",
             "road": "ROAD LeRF - MoRF (noisy linear imputation, sigma 0.01)",
@@ -537,12 +763,14 @@ def run_model(recipe: str, seed: int, sets: tuple, a, result: dict, test_raw: di
     # 1. every choice, on validation only
     rec = validate([m], val_images, a)
     choices = rec.pop("_choices")
+    rec["combination"], comb_choices = validate_combination(m, val_images, a)
     result["validation"].setdefault(recipe, {})[f"seed{seed}"] = rec
     result["seconds"][f"{recipe}/seed{seed}: validation done"] = round(time.perf_counter() - t0, 1)
     _dump(out, result)
     # 2. the test set, once for this seed
-    test_raw[recipe][f"seed{seed}"] = run_test(m, choices, test_full, test_images, a)
+    test_raw[recipe][f"seed{seed}"] = run_test(m, choices, comb_choices, test_full, test_images, a)
     result["test"][recipe] = aggregate(test_raw[recipe])
+    result["answer"] = answer(result["test"], complete=False)
     result["test_per_seed"] = test_raw
     result["seconds"][f"{recipe}/seed{seed}: test done"] = round(time.perf_counter() - t0, 1)
     _dump(out, result)
@@ -579,6 +807,7 @@ def main(argv=None) -> int:
         for r in a.recipes:
             run_model(r, s, sets, a, result, test_raw, out, t_start)
     result["complete"] = True
+    result["answer"] = answer(result["test"], complete=True)
     result["seconds"]["total"] = round(time.perf_counter() - t_start, 1)
     _dump(out, result)
     print(f"wrote {out / 'svebi_study.json'} in {result['seconds']['total']} s", flush=True)
@@ -639,7 +868,64 @@ def report(result: dict) -> str:
             ]
             cov = f"{row['coverage']['mean']:.3f}" if "coverage" in row else ""
             lines.append(f"| {name} | " + " | ".join(cells) + f" | {cov} |")
+        lines += _metrics_table(test) + _versus_table(test)
+    ans = result.get("answer")
+    if ans:
+        lines += [
+            "",
+            "## The pre-registered question",
+            "",
+            f"> {ans['question']}",
+            "",
+            f"Verdict (decision rule of the protocol, recipes {ans['recipes']}"
+            + ("" if ans["complete"] else ", **incomplete run**")
+            + f"): **{ans['verdict']}**; beat SNN-IG2D in every recipe: "
+            f"{ans['beat_in_every_recipe'] or 'none'}.",
+        ]
     return "\n".join(lines) + "\n"
+
+
+def _metrics_table(test: dict) -> list[str]:
+    """The test-only metrics (protocol item 9), mean ± sd over the seeds."""
+    names = [n for n, row in test["table"].items() if all(k in row for k in TEST_METRICS)]
+    if not names:
+        return []
+    arrows = {k: "↑" if up else "↓" for k, up in TEST_METRICS.items()}
+    lines = [
+        "",
+        "| method | "
+        + " | ".join(f"{k.replace('_', ' ')} {arrows[k]}" for k in TEST_METRICS)
+        + " |",
+        "|---|" + "---|" * len(TEST_METRICS),
+    ]
+    for name in names:
+        row = test["table"][name]
+        cells = [f"{row[k]['mean']:.4f} ± {row[k]['sd']:.4f}" for k in TEST_METRICS]
+        lines.append(f"| {name} | " + " | ".join(cells) + " |")
+    return lines
+
+
+def _versus_table(test: dict) -> list[str]:
+    """Protocol item 8: each contestant's Δ to SNN-IG2D, mean ± sd over the seeds."""
+    vs = test.get("versus_ig2d")
+    if not vs:
+        return []
+    lines = [
+        "",
+        f"Against {vs['reference']} (Δ = method − {vs['reference']}, mean ± sd over seeds):",
+        "",
+        "| contestant | Δ insertion | Δ ROAD gap | beats | every seed | beyond seed sd |",
+        "|---|---|---|---|---|---|",
+    ]
+    yes = lambda b: "yes" if b else "no"  # noqa: E731
+    for name, v in vs["contestants"].items():
+        d = v["delta"]
+        lines.append(
+            f"| {name} | {d['insertion']['mean']:+.4f} ± {d['insertion']['sd']:.4f} | "
+            f"{d['road_gap']['mean']:+.4f} ± {d['road_gap']['sd']:.4f} | {yes(v['beats'])} | "
+            f"{yes(v['consistent'])} | {yes(v['beyond_seed_noise'])} |"
+        )
+    return lines
 
 
 if __name__ == "__main__":

@@ -2,7 +2,8 @@
 
 A :class:`MethodKey` says what a row is (``method``, ``layer``, ``placement``, ``variant``);
 its :attr:`~MethodKey.label` is the row's name in reports and ``results.json``
-(``"SVEBI[conv1,aligned]"``, ``"SNN-Grad2D"``, ``"SAM[conv2]"``, ``"trivial: random"``).
+(``"SVEBI[conv1,aligned]"``, ``"SNN-Grad2D"``, ``"SAM[conv2]"``, ``"Grad-CAM[conv2]"``,
+``"LRP"``, ``"TSA-S"``, ``"trivial: random"``).
 Code asks the key (``key.method == "SVEBI"``, ``key.placement == "stretch"``), never the label.
 """
 
@@ -20,6 +21,9 @@ SVEBI = "SVEBI"
 GRAD2D = "SNN-Grad2D"
 IG2D = "SNN-IG2D"
 SAM = "SAM"
+GRADCAM = "Grad-CAM"
+LRP = "LRP"
+TSA = "TSA"
 TRIVIAL = "trivial"
 
 
@@ -28,11 +32,13 @@ class MethodKey:
     """One row of the evaluation tables.
 
     Attributes:
-      method: ``"SVEBI"``, ``"SNN-Grad2D"``, ``"SNN-IG2D"``, ``"SAM"`` or ``"trivial"``.
-      layer: the conv layer (``"combined"`` for SVEBI's fused map), or ``None``.
+      method: ``"SVEBI"``, ``"SNN-Grad2D"``, ``"SNN-IG2D"``, ``"SAM"``, ``"Grad-CAM"``,
+        ``"LRP"``, ``"TSA"`` or ``"trivial"``.
+      layer: the conv layer (``"combined"`` for SVEBI's fused map; SAM's and Grad-CAM's
+        layer), or ``None``.
       placement: SVEBI's ``"aligned"``/``"stretch"``, or ``None``.
       variant: a trivial map's name (``"random"``, ``"input intensity"``,
-        ``"centred Gaussian"``), or ``None``.
+        ``"centred Gaussian"``), TSA's ``"S"``/``"NS"``, or ``None``.
     """
 
     method: str
@@ -44,8 +50,10 @@ class MethodKey:
     def label(self) -> str:
         if self.method == SVEBI:
             return f"SVEBI[{self.layer},{self.placement}]"
-        if self.method == SAM:
-            return f"SAM[{self.layer}]"
+        if self.method in (SAM, GRADCAM):
+            return f"{self.method}[{self.layer}]"
+        if self.method == TSA:
+            return f"TSA-{self.variant}"
         if self.method == TRIVIAL:
             return f"trivial: {self.variant}"
         return self.method
@@ -68,6 +76,7 @@ def table_methods(
     path_steps: int,
     placements: Sequence[str] = ("aligned", "stretch"),
     svebi_layers: Sequence[str] | None = None,
+    snn_methods: bool = False,
     mesh=None,
 ) -> dict[MethodKey, AttrFn]:
     """Every method of Table 1 as an attribution function, in the table's row order.
@@ -76,9 +85,15 @@ def table_methods(
     (``"combined"``, always over every layer of ``masks``) and per placement (rows sorted by
     label);
     SNN-Grad2D; SNN-IG2D with ``path_steps`` path points; SAM per conv layer
-    (receptive-field-aligned, like SVEBI); and three trivial maps (uniform noise from
-    ``seed``, the image itself, a centred Gaussian). ``mesh``: the gradient baselines'
-    maps are computed data-parallel over it (:func:`svebi_jax.attribution.grad2d`).
+    (receptive-field-aligned, like SVEBI); with ``snn_methods`` the other SNN-specific
+    methods: SNN Grad-CAM per conv layer (:func:`svebi_jax.attribution.gradcam`, the
+    paper's channel weights summed over positions and steps, aligned), spike LRP-ε
+    (:func:`svebi_jax.attribution.lrp`, ε = 1e-6) and TSA-S and TSA-NS
+    (:func:`svebi_jax.attribution.tsa`), each at its defaults (they need a
+    :func:`svebi_jax.models.functional` spiking model); and three trivial maps (uniform
+    noise from ``seed``, the image itself, a centred Gaussian). ``mesh``: the gradient
+    baselines' and the SNN methods' maps are computed data-parallel over it
+    (:func:`svebi_jax.attribution.grad2d`).
     """
     layers = tuple(masks) if svebi_layers is None else tuple(svebi_layers)
     unknown = [layer for layer in layers if layer not in masks]
@@ -96,7 +111,25 @@ def table_methods(
     )
     for layer in conv_layers:
         methods[MethodKey(SAM, layer)] = attribution.sam(apply_fn, layer=layer)
+    if snn_methods:
+        methods.update(snn_specific_methods(apply_fn, conv_layers=conv_layers, mesh=mesh))
     methods[MethodKey(TRIVIAL, variant="random")] = attribution.random_map(jax.random.key(seed))
     methods[MethodKey(TRIVIAL, variant="input intensity")] = attribution.input_intensity()
     methods[MethodKey(TRIVIAL, variant="centred Gaussian")] = attribution.centered_gaussian()
+    return methods
+
+
+def snn_specific_methods(
+    apply_fn, *, conv_layers: Sequence[str], mesh=None
+) -> dict[MethodKey, AttrFn]:
+    """SNN Grad-CAM per conv layer, spike LRP-ε, TSA-S and TSA-NS, in that order, each from
+    its public factory at its defaults (:func:`table_methods`' ``snn_methods``)."""
+    methods: dict[MethodKey, AttrFn] = {}
+    for layer in conv_layers:
+        methods[MethodKey(GRADCAM, layer)] = attribution.gradcam(apply_fn, layer=layer, mesh=mesh)
+    methods[MethodKey(LRP)] = attribution.lrp(apply_fn, mesh=mesh)
+    for variant in ("s", "ns"):
+        methods[MethodKey(TSA, variant=variant.upper())] = attribution.tsa(
+            apply_fn, variant=variant, mesh=mesh
+        )
     return methods

@@ -142,6 +142,7 @@ def _scores(cfg, model, apply_fn, params, test_ds, rel, out, timer, results):
         conv_layers=model.conv_layer_names,
         seed=cfg.seed,
         path_steps=cfg.path_steps,
+        snn_methods=True,
     )
     with timer("insertion_deletion"):
         scored = stages.scores(
