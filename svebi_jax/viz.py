@@ -534,6 +534,8 @@ def interpretation_grid(
 
 #: Line styles cycled (with ``tab10``'s colours) when a panel has more curves than colours.
 _LINESTYLES = ("-", "--", "-.", ":")
+#: Markers added once colours and line styles are used up (40 curves in a panel).
+_MARKERS = ("", "o", "s", "^", "v", "D")
 #: Grey reference curves: (grey level, line style) pairs, all distinct.
 _REFERENCE_STYLES = (
     ("0.45", ":"),
@@ -575,6 +577,7 @@ def curve_styles(
                 {
                     "color": matplotlib.colors.to_hex(colors[i % len(colors)]),
                     "linestyle": _LINESTYLES[(i // len(colors)) % len(_LINESTYLES)],
+                    "marker": _MARKERS[(i // (len(colors) * len(_LINESTYLES))) % len(_MARKERS)],
                 },
             )
     for i, name in enumerate(references):
@@ -609,7 +612,8 @@ def curves_plot(
       groups: ``{panel title: [names]}``; every name must be a key of ``curves``. Default:
         one panel with every curve not in ``references``.
       references: names drawn (grey) in every panel.
-      styles: ``{name: {"color": ..., "linestyle": ...}}`` overriding
+      styles: ``{name: {"color": ..., "linestyle": ..., "marker": ...}}`` (marker optional)
+        overriding
         :func:`curve_styles`' defaults.
       aucs: ``{name: AUC}`` shown in the legend (e.g. the mean of per-image AUCs); default
         the AUC of the plotted (mean) curve by RISE's trapezoidal rule,
@@ -650,6 +654,9 @@ def curves_plot(
                 mean,
                 color=s["color"],
                 linestyle=s["linestyle"],
+                marker=s.get("marker", ""),
+                markevery=max(1, (mean.shape[0] - 1) // 8),
+                markersize=3,
                 linewidth=1.2 if ref else 1.6,
                 label=f"{name} (AUC {area:.3f})",
             )

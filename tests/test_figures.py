@@ -89,7 +89,10 @@ def test_curve_figures_panels_styles_legends():
         for ax, leg in zip(data_axes, legends, strict=True):
             labels = [t.get_text() for t in leg.get_texts()]
             assert labels == [ln.get_label() for ln in ax.lines]  # the panel's own curves
-            drawn = {(to_rgba(ln.get_color()), ln.get_linestyle()) for ln in leg.get_lines()}
+            drawn = {
+                (to_rgba(ln.get_color()), ln.get_linestyle(), ln.get_marker())
+                for ln in leg.get_lines()
+            }
             assert len(drawn) == len(labels)  # no two entries share colour and style
             assert sum("trivial" in lab for lab in labels) == 3  # grey refs in every panel
             box = leg.get_window_extent(renderer)
@@ -152,3 +155,42 @@ def test_mnist_report_text_unchanged_apart_from_figure_captions():
         text = text.replace(caption + "\n\n", "", 1)
     digest = hashlib.sha256(text.encode()).hexdigest()
     assert digest == "2c2cf72a71ad34f0f8c46af1dc5415cdf36b7ad291d190ed169ce556a5d1d8ab"
+
+
+def test_awa2_sized_figures_keep_curves_apart_and_zero_white_on_photos():
+    """SVGG19's 16 conv layers (+ combined) × 2 placements: 34 SVEBI curves in one panel,
+    no two drawn alike; signed maps on RGB photographs keep zero at the colormap's centre."""
+    layers = [f"conv{i}" for i in range(1, 17)] + ["combined"]
+    keys = [MethodKey(SVEBI, layer, p) for p in ("aligned", "stretch") for layer in layers]
+    keys += [MethodKey(GRAD2D), MethodKey(TRIVIAL, variant="random")]
+    groups, refs, styles = figures.curve_panels(keys)
+    svebi = groups["SVEBI variants"]
+    assert len(svebi) == 34
+    drawn = {(styles[n]["color"], styles[n]["linestyle"], styles[n]["marker"]) for n in svebi}
+    assert len(drawn) == 34
+    x = np.linspace(0, 1, 9)
+    curves = {k.label: x ** (0.2 + 0.05 * i) for i, k in enumerate(keys)}
+    fig = viz.curves_plot(curves, groups=groups, references=refs, styles=styles)
+    fig.canvas.draw()
+    leg = [ax.get_legend() for ax in fig.axes if ax.get_legend() is not None][0]
+    lines = leg.get_lines()
+    assert len(lines) == 35
+    seen = {(to_rgba(ln.get_color()), ln.get_linestyle(), ln.get_marker()) for ln in lines}
+    assert len(seen) == 35
+    # an RGB photograph with a signed map (as AwA2's SNN-IG2D column)
+    rng = np.random.default_rng(0)
+    photo = np.broadcast_to(np.linspace(0, 1, 16)[None, None, :, None], (1, 16, 16, 3)) * [
+        1.0,
+        0.8,
+        0.5,
+    ]  # a colour ramp: its outline is one vertical line in the middle
+    signed = np.zeros((1, 16, 16))
+    signed[0, 5:11, 5:11] = rng.normal(size=(6, 6))
+    fig = viz.heatmap_grid(photo, {"SNN-IG2D": signed})
+    ax = [a for a in fig.axes if a.get_title().startswith("SNN-IG2D")][0]
+    im = ax.get_images()[-1]
+    fig.canvas.draw()
+    buf = np.asarray(fig.canvas.buffer_rgba())
+    px, py = ax.transData.transform((1, 1))
+    rendered = buf[int(round(buf.shape[0] - py)), int(round(px)), :3] / 255
+    np.testing.assert_allclose(rendered, im.cmap(im.norm(0.0))[:3], atol=0.03)

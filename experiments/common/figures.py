@@ -26,7 +26,9 @@ __all__ = ["PANELS", "curve_panels", "insdel_figures", "methods_figure"]
 PANELS = ("SVEBI variants", "gradient methods", "SNN-specific and other methods")
 
 _GRADIENT = (GRAD2D, IG2D)
-_PLACEMENT_STYLE = {"aligned": "-", "stretch": "--"}
+#: Line styles per placement; layers beyond the 10 colours take the next style, then markers.
+_PLACEMENT_STYLES = {"aligned": ("-", ":"), "stretch": ("--", "-.")}
+_MARKERS = ("", "o", "s", "^", "v", "D")
 
 
 def _panel(key: MethodKey) -> str | None:
@@ -45,7 +47,8 @@ def curve_panels(
     """``(groups, references, styles)`` for :func:`svebi_jax.viz.curves_plot` from the rows'
     keys: panels of :data:`PANELS` that have members (keys in table order), the trivial
     maps' labels as references, and SVEBI's styles (colour per layer, line style per
-    placement; the other panels keep ``curves_plot``'s distinct defaults)."""
+    placement, then the next line style and markers beyond ten layers; the other panels keep
+    ``curves_plot``'s distinct defaults)."""
     groups: dict[str, list[str]] = {p: [] for p in PANELS}
     references = []
     for key in keys:
@@ -57,14 +60,17 @@ def curve_panels(
     groups = {p: m for p, m in groups.items() if m}
     colors = matplotlib.colormaps["tab10"].colors
     layers = list(dict.fromkeys(k.layer for k in keys if k.is_svebi))
-    styles = {
-        k.label: {
-            "color": matplotlib.colors.to_hex(colors[layers.index(k.layer) % len(colors)]),
-            "linestyle": _PLACEMENT_STYLE.get(k.placement, ":"),
-        }
-        for k in keys
-        if k.is_svebi
-    }
+    styles = {}
+    for k in keys:
+        if k.is_svebi:
+            i = layers.index(k.layer)
+            cycle, n = divmod(i, len(colors))
+            placement = _PLACEMENT_STYLES.get(k.placement, (":", "-."))
+            styles[k.label] = {
+                "color": matplotlib.colors.to_hex(colors[n]),
+                "linestyle": placement[cycle % 2],
+                "marker": _MARKERS[(cycle // 2) % len(_MARKERS)],
+            }
     return groups, references, styles
 
 
