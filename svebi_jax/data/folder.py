@@ -111,7 +111,7 @@ def read_image(
       draft: For JPEG files, let libjpeg decode at the smallest power-of-two reduction
         (1/2, 1/4, 1/8) that still covers ``H x W`` (Pillow's ``Image.draft``) before the
         bilinear resize: about 2x faster on large photos, but not bit-equal to the full
-        decode (measured on a 1024x768 photo resized to 224x224: mean |difference| 0.44/255,
+        decode (measured on a 1024x768 photo resized to 224x224: mean ``|difference|`` 0.44/255,
         max 9/255). Default ``False``, the exact torchvision/PIL pipeline.
 
     Returns:
