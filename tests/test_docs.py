@@ -86,6 +86,27 @@ def test_api_page_module_links_resolve(tmp_path):
             assert mod in documented, f"{page.name} links to undocumented module {mod}"
 
 
+def test_docstrings_have_no_control_characters():
+    """``"\\frac"`` written as ``"\frac"`` in a non-raw docstring is a form feed: broken math."""
+    import inspect
+
+    bad = []
+    for modname in _api.public_modules():
+        module = importlib.import_module(modname)
+        objs = [module] + [
+            o
+            for o in vars(module).values()
+            if (inspect.isfunction(o) or inspect.isclass(o))
+            and getattr(o, "__module__", None) == modname
+        ]
+        objs += [v for o in objs if inspect.isclass(o) for v in vars(o).values()]
+        for o in objs:
+            doc = getattr(o, "__doc__", None)
+            if isinstance(doc, str) and any(c in doc for c in "\t\f\b\r\a\v"):
+                bad.append(f"{modname}: {getattr(o, '__qualname__', o)}")
+    assert not bad, bad
+
+
 # ----------------------------------------------------------------------------- one version
 
 
