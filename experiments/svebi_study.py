@@ -69,8 +69,11 @@ Extension (registered before any test number of the methods below was seen):
 The JSON (``svebi_study.json``) keeps ``validation`` (every candidate's score per seed and
 the choices) apart from ``test`` (accuracies and the table)::
 
-    python -m experiments.svebi_study --out runs/svebi_study          # ~65 min, 2 cores
-    python -m experiments.svebi_study --quick --out /tmp/svebi_quick  # a few minutes
+    python -m experiments.svebi_study --out runs/svebi_study          # ~2 h, 2 free cores
+    python -m experiments.svebi_study --quick --out /tmp/svebi_quick  # a pipeline check
+
+(~65 min before items 5-9; with them an estimate of ~2 h. ``--quick`` is 1 seed at a tiny
+size, a check of the pipeline, never evidence; its time is mostly compilation.)
 
 Runs that each did some recipes (e.g. side by side, one per core) are joined with
 ``python -m experiments.svebi_study --merge A/svebi_study.json B/svebi_study.json --out DIR``.
@@ -610,7 +613,7 @@ def parse_args(argv=None):
     p.add_argument(
         "--quick",
         action="store_true",
-        help="minutes: 1 seed, 300 training digits, 1 epoch, 16 games, 500 test digits",
+        help="pipeline check: 1 seed, 300 training digits, 1 epoch, 16 games, 500 test digits",
     )
     a = p.parse_args(argv)
     if a.quick:
