@@ -237,6 +237,9 @@ def test_stream_gives_every_row_to_one_host_once(runs):
     # step s of host h holds rows [8 s + 4 h, 8 s + 4 h + 4) of the one-process epoch order
     merged = np.stack([h0.reshape(3, 4), h1.reshape(3, 4)], axis=1).reshape(-1)
     np.testing.assert_array_equal(merged, one)
+    # prefetch_to_device assembles the hosts' rows into the global batches
+    for name in ("2x2/stages-0", "2x2/stages-1", "1x4/stages-0"):
+        np.testing.assert_array_equal(runs[name]["prefetched_rows"], one)
 
 
 def test_per_image_stages_keep_rows_on_their_devices(runs):

@@ -213,6 +213,10 @@ def phase_stages(args, out):
     with src.batches(8 // args.processes, seed=3, epoch=1) as it:
         rows = [np.asarray(b.index)[np.asarray(b.mask)] for b in it]
     out["stream_rows"] = np.concatenate(rows)
+    # ... and the same epoch put on the mesh: global batches of every host's rows
+    with src.batches(8 // args.processes, seed=3, epoch=1) as it:
+        glob = list(data.stream.prefetch_to_device(it, sharding=S.batch_sharding(mesh)))
+    out["prefetched_rows"] = np.concatenate([S.to_host(b.index) for b in glob])
 
     # Per-image stages: every host passes the whole batch, every host gets every row back.
     params_t = p_mem
