@@ -116,7 +116,7 @@ def test_other_flags_are_checked_before_work(photos, tmp_path):
         (dict(width_scale=1.5), "--width-scale"),
         (dict(svebi_layers="conv9_9"), "--svebi-layers"),
         (dict(interpret_layer="fc1"), "--interpret-layer"),
-        (dict(insdel_step=32 * 32 + 1), "--insdel-step"),
+        (dict(pixels_per_step=32 * 32 + 1), "--pixels-per-step"),
         (dict(num_steps=0), "--num-steps"),
         (dict(remat="layer"), r"--remat must be one of \('none', 'chunk'\)"),
         (dict(checkpoint_every=0), "--checkpoint-every"),
@@ -326,7 +326,7 @@ def _check_run(out, r, photos):
     n_eval = r["n_eval"]
     ev = test.images[:n_eval]
     probs = jax.jit(lambda x: jax.nn.softmax(predict_logits(x), -1))
-    step = r["insdel_step"]
+    step = r["pixels_per_step"]
     maps = {"trivial: input intensity": ev.mean(-1)}
     for name, sal in maps.items():
         for mode in ("insertion", "deletion"):
@@ -361,7 +361,7 @@ def test_blur_reference_matches_library():
 
 SMOKE = [
     "--image-size", "32", "--num-steps", "1", "--width-scale", "0.03125", "--epochs", "1",
-    "--batch-size", "4", "--eval-samples", "2", "--svebi-layers", "none", "--ig-steps", "2",
+    "--batch-size", "4", "--eval-samples", "2", "--svebi-layers", "none", "--path-steps", "2",
     "--top-k", "2", "--num-figure-images", "2", "--num-workers", "0", "--no-progress",
 ]  # fmt: skip
 
@@ -434,7 +434,7 @@ def test_smoke_end_to_end_interrupted_and_resumed(photos, tmp_path, monkeypatch)
 
 SMALL_RUN = [
     "--image-size", "32", "--num-steps", "4", "--width-scale", "0.0625", "--epochs", "8",
-    "--eval-samples", "8", "--top-k", "8", "--ig-steps", "8", "--svebi-layers", "none",
+    "--eval-samples", "8", "--top-k", "8", "--path-steps", "8", "--svebi-layers", "none",
     "--num-workers", "0", "--no-progress",
 ]  # fmt: skip
 

@@ -22,6 +22,7 @@ from experiments.common.rundir import check_out
 from svebi_jax import _validation as V
 from svebi_jax import data, train
 from svebi_jax import layers as L
+from svebi_jax.cli import HelpFormatter
 from svebi_jax.data import stream
 from svebi_jax.models import vgg
 
@@ -58,9 +59,9 @@ class ExperimentConfig:
     width_scale: float = 1.0
     mu: float = 20.0
     eval_samples: int = 500
-    insdel_step: int = 0
+    pixels_per_step: int = 0
     insdel_chunk: int = 32
-    ig_steps: int = 50
+    path_steps: int = 50
     top_k: int = 100
     interpret_layer: str = ""
     svebi_layers: str = "blocks"
@@ -130,7 +131,7 @@ class ExperimentConfig:
             ("--seed", self.seed),
             ("--train-limit (0 = all)", self.train_limit),
             ("--eval-samples (0 = all)", self.eval_samples),
-            ("--insdel-step (0 = 224 steps per game)", self.insdel_step),
+            ("--pixels-per-step (0 = 224 steps per game)", self.pixels_per_step),
             ("--num-workers", self.num_workers),
         ):
             V.check_nonnegative_int(flag, value)
@@ -140,7 +141,7 @@ class ExperimentConfig:
             ("--image-size", self.image_size),
             ("--num-steps", self.num_steps),
             ("--insdel-chunk", self.insdel_chunk),
-            ("--ig-steps", self.ig_steps),
+            ("--path-steps", self.path_steps),
             ("--top-k", self.top_k),
             ("--num-figure-images", self.num_figure_images),
             ("--checkpoint-every", self.checkpoint_every),
@@ -174,17 +175,17 @@ class ExperimentConfig:
                 )
 
     def _check_sizes(self) -> None:
-        """``--image-size`` against VGG19's pools and ``--insdel-step`` against the image."""
+        """``--image-size`` against VGG19's pools and ``--pixels-per-step`` against the image."""
         if self.image_size < MIN_IMAGE_SIZE:
             raise ValueError(
                 f"--image-size must be >= {MIN_IMAGE_SIZE}: SVGG19 halves the map in each of "
                 f"its {len(vgg.VGG19_BLOCKS)} max pools (a 1x1 map after 32 px), got "
                 f"{self.image_size}"
             )
-        if self.insdel_step > self.image_size**2:
+        if self.pixels_per_step > self.image_size**2:
             raise ValueError(
-                f"--insdel-step must be <= image_size**2 = {self.image_size**2} pixels, got "
-                f"{self.insdel_step}"
+                f"--pixels-per-step must be <= image_size**2 = {self.image_size**2} pixels, got "
+                f"{self.pixels_per_step}"
             )
 
     def _check_layers(self) -> None:
@@ -258,9 +259,9 @@ class ExperimentConfig:
 
     @property
     def step(self) -> int:
-        """Pixels per insertion/deletion step: ``--insdel-step`` or 224 steps per game (the
+        """Pixels per insertion/deletion step: ``--pixels-per-step`` or 224 steps per game (the
         paper's 224 pixels per step at 224 x 224, scaled to the image size)."""
-        return self.insdel_step or max(1, round(self.image_size**2 / PAPER_INSDEL_STEPS))
+        return self.pixels_per_step or max(1, round(self.image_size**2 / PAPER_INSDEL_STEPS))
 
     def identity(self) -> dict[str, Any]:
         """The settings an interrupted run is resumed with (``--resume`` refuses others):
@@ -401,7 +402,7 @@ def parse_args(argv=None, *, description: str | None = None) -> ExperimentConfig
     p = argparse.ArgumentParser(
         prog="python experiments/awa2_svgg19.py",
         description=description,
-        formatter_class=argparse.RawTextHelpFormatter,
+        formatter_class=HelpFormatter,
     )
     a = p.add_argument
     a("--data", required=True, help="folder:PATH, e.g. folder:AwA2/JPEGImages (<class>/*.jpg)")
@@ -420,14 +421,20 @@ def parse_args(argv=None, *, description: str | None = None) -> ExperimentConfig
     a(
         "--remat",
         default=d.remat,
-        help="none | chunk: recompute each time chunk in the backward pass (less memory)",
+        choices=L.REMAT_POLICIES,
+        help="chunk: recompute each time chunk in the backward pass (less memory)",
     )
     a("--width-scale", type=float, default=d.width_scale, help="fraction of VGG19's widths")
     a("--mu", type=float, default=d.mu, help="μ of the lasso (paper: 20)")
     a("--eval-samples", type=int, default=d.eval_samples, help="test images scored (0 = all)")
-    a("--insdel-step", type=int, default=d.insdel_step, help="pixels per step (0: 224 steps)")
+    a(
+        "--pixels-per-step",
+        type=int,
+        default=d.pixels_per_step,
+        help="insertion/deletion pixels per step (0: 224 steps per game)",
+    )
     a("--insdel-chunk", type=int, default=d.insdel_chunk, help="perturbed images per forward")
-    a("--ig-steps", type=int, default=d.ig_steps, help="IG path points (not the SNN's T)")
+    a("--path-steps", type=int, default=d.path_steps, help="IG path points (not the SNN's T)")
     a("--top-k", type=int, default=d.top_k, help="images averaged per interpreted filter")
     a(
         "--interpret-layer",

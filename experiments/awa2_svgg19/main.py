@@ -108,7 +108,7 @@ def _initial_results(cfg: ExperimentConfig, prep: Prepared) -> dict:
         ),
         "widths": list(cfg.widths),
         "hidden": cfg.hidden,
-        "insdel_step": cfg.step,
+        "pixels_per_step": cfg.step,
     }
 
 
@@ -253,7 +253,7 @@ def _pipeline(cfg, prep: Prepared, out, state, timer, results: dict, mesh) -> No
         rel.masks,
         conv_layers=svebi_layers or conv_layers[-1:],
         seed=cfg.seed,
-        path_steps=cfg.ig_steps,
+        path_steps=cfg.path_steps,
         svebi_layers=svebi_layers,
         mesh=mesh,
     )

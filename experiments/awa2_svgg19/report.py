@@ -78,8 +78,8 @@ def report(r: dict, methods: Sequence[MethodKey]) -> str:
         f"## Insertion / deletion (Table 1, AwA2 columns), {r['n_eval']} test images",
         "",
         "RISE protocol: insertion starts from an 11×11, σ = 5 blurred copy, deletion ends in "
-        f"black, {r['insdel_step']} pixels per step (224 steps, the paper's 224 pixels per step "
-        "at 224² scaled to this size). Mean of per-image AUCs (AUC of the mean curve in "
+        f"black, {r['pixels_per_step']} pixels per step (224 steps, the paper's 224 pixels per "
+        "step at 224² scaled to this size). Mean of per-image AUCs (AUC of the mean curve in "
         "brackets); insertion higher and deletion lower is better. The trivial maps calibrate "
         "the table.",
         "",
