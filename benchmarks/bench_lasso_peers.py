@@ -14,18 +14,19 @@ or ``method="active_set"``'s objective is more than ``1e-4`` relative above SPAM
 ``method="fista"``'s excess exceeds its own duality gap (what the test suite
 needs from a quick run: that both sides compute the same thing, not their speed).
 
-Rows (svebi_jax side: ``mu_lasso``; peer: ``spams.lasso(X=L, D=X, lambda1=mu, mode=0,
-pos=True)``, see ``peers_spams.py``):
+Rows (svebi_jax side: ``mu_lasso`` **with its defaults**, ``mu_lasso(X, L, mu)``, which is
+``method="active_set"``; ``method="fista"``, an option, as a second row; peer:
+``spams.lasso(X=L, D=X, lambda1=mu, mode=0, pos=True)``, see ``peers_spams.py``):
 
 - ``small``: the shallow SNN's responses, ``N = 5000`` mnist-5k digits, ``m = 76`` filters
   (12 + 64, energy shares: each layer's block of a row sums to 1), ``C = 10`` (one-hot true
-  labels), ``μ = 2``; ``method="active_set"`` and the default ``method="fista"``.
+  labels), ``μ = 2``; the default (``method="active_set"``) and ``method="fista"``.
 - ``path``: the same problem, ``μ = 1, ..., 50``: one ``mu_lasso`` call with the 1-D ``mu``
   against 50 SPAMS calls as the authors make them, and against SPAMS with the Gram matrix
   formed once (``Q``/``q`` interface).
 - ``big``: synthetic SVGG19-like responses (:func:`svgg19_like_responses`), ``N = 30000``,
-  ``m = 5504``, ``C = 50``, ``μ = 20``; ``method="active_set"`` (``--big-fista`` adds the
-  default method, minutes per call).
+  ``m = 5504``, ``C = 50``, ``μ = 20``; the default (``--big-fista`` adds
+  ``method="fista"``, minutes per call).
 
 Method. Both sides get their inputs in their preferred form before timing (svebi_jax: float32
 device arrays; SPAMS: Fortran-ordered float64 arrays). Warm-up first: svebi_jax's first call
@@ -49,6 +50,7 @@ in the ``bench`` extra only.
 from __future__ import annotations
 
 import argparse
+import inspect
 import json
 import os
 import sys
@@ -75,6 +77,16 @@ HERE = Path(__file__).resolve().parent
 GAIN = 3.0  # input gain for the untrained shallow SNN (as in benchmarks/run.py)
 VGG19_CHANNELS = (64, 64, 128, 128, 256, 256, 256, 256, 512, 512, 512, 512, 512, 512, 512, 512)
 AGREEMENT_TOL = 1e-4
+#: What ``mu_lasso(X, L, mu)`` runs without options: the rows time that call.
+DEFAULT_METHOD = inspect.signature(sv.mu_lasso).parameters["method"].default
+
+
+def lasso_call(X, L, mu, method: str):
+    """``mu_lasso(X, L, mu)`` as a user writes it for the default method, else with
+    ``method=``; returns ``(call, label)``."""
+    if method == DEFAULT_METHOD:
+        return (lambda: sv.mu_lasso(X, L, mu)), f"default ({method})"
+    return (lambda: sv.mu_lasso(X, L, mu, method=method)), method
 
 
 # ------------------------------------------------------------------------------- problems
@@ -318,17 +330,18 @@ def run(args, peak: dict[str, Any] | None = None) -> dict[str, Any]:
         log(f"shallow SNN responses {X.shape} in {resp_s:.1f} s")
         if "small" in args.rows:
             mu = 2.0
-            for method in ("active_set", "fista"):
-                log(f"[small/{method}] load {_loadavg()}")
+            for method in (DEFAULT_METHOD, "fista"):
+                call, label = lasso_call(Xj, Lj, mu, method)
+                log(f"[small/{label}] load {_loadavg()}")
                 t = side_by_side(
-                    lambda method=method: sv.mu_lasso(Xj, Lj, mu, method=method),
+                    call,
                     spams_variants(peers_spams.spams_mu_lasso, Xf, Lf, mu),
                     **timing_cfg,
                 )
                 a = agreement(X, L, t["out_svebi"], t["out_peer"], exact=method == "active_set")
                 emit(
                     *make_row(
-                        f"mu_lasso {method}, mu={mu:g}, {dims}",
+                        f"mu_lasso {label}, mu={mu:g}, {dims}",
                         t,
                         a,
                         f"model: Gram + X'L = {gram_flops / 1e6:.0f} MFLOP",
@@ -339,24 +352,25 @@ def run(args, peak: dict[str, Any] | None = None) -> dict[str, Any]:
         if "path" in args.rows:
             mus = np.arange(1, 6 if quick else 51, dtype=np.float32)
             label = f"mu path {mus[0]:g}..{mus[-1]:g} ({mus.size} values)"
-            for method in ("active_set", "fista"):
+            for method in (DEFAULT_METHOD, "fista"):
+                call, mlabel = lasso_call(Xj, Lj, jnp.asarray(mus), method)
                 peers_ = {
                     "authors' calls (D=X each time)": (peers_spams.spams_mu_path, Xf, Lf, mus),
                     "Gram once (Q/q)": (peers_spams.spams_mu_path_gram, Xf, Lf, mus),
                 }
-                if method == "fista":  # the default method: against the authors' usage only
+                if method == "fista":  # the slow option: against the authors' usage only
                     peers_.pop("Gram once (Q/q)")
                 for peer_name, (fn, *fargs) in peers_.items():
-                    log(f"[path/{method} vs {peer_name}] load {_loadavg()}")
+                    log(f"[path/{mlabel} vs {peer_name}] load {_loadavg()}")
                     t = side_by_side(
-                        lambda method=method: sv.mu_lasso(Xj, Lj, jnp.asarray(mus), method=method),
+                        call,
                         spams_variants(fn, *fargs),
                         **timing_cfg,
                     )
                     a = agreement(X, L, t["out_svebi"], t["out_peer"], exact=method == "active_set")
                     emit(
                         *make_row(
-                            f"mu_lasso {method}, {label}, {dims} vs SPAMS {peer_name}",
+                            f"mu_lasso {mlabel}, {label}, {dims} vs SPAMS {peer_name}",
                             t,
                             a,
                             f"model: one Gram + X'L = {gram_flops / 1e6:.0f} MFLOP",
@@ -380,11 +394,12 @@ def run(args, peak: dict[str, Any] | None = None) -> dict[str, Any]:
         big_cfg = dict(timing_cfg)
         if not quick:
             big_cfg.update(repeats=args.repeats or 3, min_repeats=3, max_time_s=0.0)
-        methods = ["active_set"] + (["fista"] if args.big_fista else [])
+        methods = [DEFAULT_METHOD] + (["fista"] if args.big_fista else [])
         for method in methods:
-            log(f"[big/{method}] load {_loadavg()}")
+            call, label = lasso_call(Xj, Lj, mu, method)
+            log(f"[big/{label}] load {_loadavg()}")
             t = side_by_side(
-                lambda method=method: sv.mu_lasso(Xj, Lj, mu, method=method),
+                call,
                 spams_variants(peers_spams.spams_mu_lasso, Xf, Lf, mu),
                 **big_cfg,
             )
@@ -393,7 +408,7 @@ def run(args, peak: dict[str, Any] | None = None) -> dict[str, Any]:
             flops = 4 * n_ * m * c + n_ * s * s
             emit(
                 *make_row(
-                    f"mu_lasso {method}, mu={mu:g}, SVGG19-like N={n_}, m={m}, C={c}",
+                    f"mu_lasso {label}, mu={mu:g}, SVGG19-like N={n_}, m={m}, C={c}",
                     t,
                     a,
                     f"model: X'L + one full check (4NmC) + the support's Gram (N s², s={s})"

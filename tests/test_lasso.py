@@ -359,6 +359,26 @@ def test_bad_inputs_name_the_argument(kwargs, name):
 
 
 @pytest.mark.parametrize("method", ["fista", "active_set"])
+def test_mu_outside_the_working_dtype_is_refused(method):
+    # float32 inputs: 1e39 would become inf (NaN weights before), 1e-50 zero; both refused
+    # before any work, with the argument and the range named.
+    X, L = _X.astype(np.float32), _L.astype(np.float32)
+    for mu in (1e39, 1e-50, np.array([1.0, 1e39])):
+        with pytest.raises(ValueError, match=r"\bmu\b must lie in \[1.18e-38, 3.4e\+38\].*float32"):
+            mu_lasso(X, L, mu, method=method)
+
+
+def test_mu_at_the_top_of_the_working_dtype_is_solved():
+    # float32's largest value is accepted: an inactive budget, whose answer is the budget-free
+    # (non-negative least-squares) optimum, the same as for any budget above its L1 norms.
+    X, L = _X.astype(np.float32), _L.astype(np.float32)
+    big = mu_lasso(X, L, float(np.finfo(np.float32).max), method="active_set")
+    free = mu_lasso(X, L, 1e6, method="active_set")
+    assert bool(jnp.all(big.converged)) and float(np.asarray(big.W).sum(0).max()) < 1e6
+    np.testing.assert_allclose(big.W, free.W, rtol=1e-6, atol=1e-7)
+
+
+@pytest.mark.parametrize("method", ["fista", "active_set"])
 def test_bad_labels_get_the_right_message(method):
     """L is checked in one pass (equal to the one-hot encoding of its row argmax); the message
     still tells NaN/inf apart from other values that are not one-hot."""
@@ -403,9 +423,10 @@ def test_jit_compatible_and_warm_start():
     np.testing.assert_allclose(jitted.objective, eager.objective, rtol=1e-6)
     path = jax.jit(mu_lasso)(X, L, jnp.array([2.0, 0.5]))
     np.testing.assert_allclose(path.objective[1], mu_lasso(X, L, 0.5).objective, rtol=1e-5)
-    # Warm start from the solution: (almost) no iterations needed, same answer.
-    warm = mu_lasso(X, L, 1.0, warm_start=eager.W)
-    assert int(warm.iterations.max()) <= 2 < int(eager.iterations.min())
+    # FISTA warm-started from the solution: (almost) no iterations needed, same answer.
+    cold = mu_lasso(X, L, 1.0, method="fista")
+    warm = mu_lasso(X, L, 1.0, method="fista", warm_start=eager.W)
+    assert int(warm.iterations.max()) <= 2 < int(cold.iterations.min())
     np.testing.assert_allclose(warm.objective, eager.objective, rtol=1e-5)
 
 
@@ -597,12 +618,39 @@ def test_active_set_jit_vmap_and_edge_cases():
         active_set(X, L, 1.0, max_active=1.5)
 
 
+def test_default_is_the_exact_active_set_with_a_host_gram():
+    # The default method is the exact homotopy; called eagerly on CPU arrays it forms the
+    # Gram on the host (BLAS syrk) and must give what the all-XLA path (under jit) gives.
+    import inspect
+
+    from svebi_jax import lasso as lasso_mod
+
+    assert inspect.signature(mu_lasso).parameters["method"].default == "active_set"
+    X, L = _problem(seed=12)
+    X, L = X.astype(np.float32), L.astype(np.float32)
+    assert lasso_mod._host_gram(jnp.asarray(X)) is not None  # the host path is taken here
+
+    def objectives(W):  # per budget, [P, C]
+        W = np.asarray(W)
+        return np.stack([_objective(X, L, w) for w in W.reshape(-1, *W.shape[-2:])])
+
+    for mu in (1.0, np.array([2.0, 0.5, 1.0], np.float32)):
+        host = mu_lasso(X, L, mu)
+        xla = jax.jit(lambda X, L, mu: mu_lasso(X, L, mu))(X, L, mu)
+        assert bool(jnp.all(host.converged)) and bool(jnp.all(xla.converged))
+        np.testing.assert_allclose(host.W, xla.W, atol=1e-5)
+        np.testing.assert_allclose(objectives(host.W), objectives(xla.W), rtol=1e-6)
+        # The objective from the Gram form: rounding ~1e-7 of ||L_j||^2 in float32.
+        got = np.reshape(host.objective, (-1, C))
+        assert np.all(np.abs(got - objectives(host.W)) <= 1e-6 * L.sum(0))
+
+
 def test_duality_gap_bounds_the_objective_error():
     """``gap`` >= f(w) - f* for an unconverged FISTA run; ~0 for converged answers."""
     X, L = _problem(seed=14)
     with jax.enable_x64(True):
         best = _objective(X, L, active_set(X, L, 2.0).W)
-        rough = mu_lasso(X, L, 2.0, maxiter=5)
+        rough = mu_lasso(X, L, 2.0, method="fista", maxiter=5)
         excess = _objective(X, L, rough.W) - best
         assert np.all(excess > 1e-6) and not bool(jnp.any(rough.converged))
         assert np.all(np.asarray(rough.gap) >= excess * (1 - 1e-9))

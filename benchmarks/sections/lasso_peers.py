@@ -3,9 +3,11 @@
 Runs :func:`bench_lasso_peers.run` (its ``small``, ``path`` and ``big`` rows: N = 5000 real
 responses of the shallow SNN at μ = 2 and along μ = 1..50, and SVGG19-sized synthetic
 responses, N = 30000, m = 5504, C = 50, μ = 20; ``--quick``: reduced sizes) with the run's
-measured peak, and turns its rows into the table's rows with the roofline columns. ``ok``:
-every row converged and agreed (``method="active_set"``'s objective within 1e-4 relative of
-SPAMS's, ``method="fista"``'s excess within its certified duality gap).
+measured peak, and turns its rows into the table's rows with the roofline columns. The
+svebi_jax side is ``mu_lasso(X, L, mu)`` with its defaults (``method="active_set"``), plus
+``method="fista"`` rows (an option). ``ok``: every row converged and agreed (the exact
+default's objective within 1e-4 relative of SPAMS's, ``method="fista"``'s excess within its
+certified duality gap).
 """
 
 from __future__ import annotations
