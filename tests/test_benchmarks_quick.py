@@ -69,7 +69,7 @@ def test_quick_lasso_peers_agree(run_module, tmp_path):
     for det in d["details"]:
         a = det["agreement"]
         assert a["all_converged"]
-        if det["row"]["name"].startswith("mu_lasso active_set"):
+        if det["row"]["name"].startswith("mu_lasso default (active_set)"):
             assert a["max_rel_objective_diff"] <= 1e-4
     assert report["failed_checks"] == []
 
