@@ -17,7 +17,7 @@ from svebi_jax.methods.gradcam import gradcam_weights
 from svebi_jax.models import ShallowSNN, functional
 
 
-@pytest.mark.slow  # ~1.5 min; its pieces: test_road.py, test_svebi_variants.py
+@pytest.mark.slow  # minutes (compilations); pieces: test_road.py, test_svebi_variants.py
 def test_quick_study_keeps_validation_and_test_apart(tmp_path, shared_mnist_dir):
     out = tmp_path / "study"
     argv = [
