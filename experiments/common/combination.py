@@ -34,6 +34,7 @@ from svebi_jax import attribution
 from svebi_jax import heatmaps as H
 from svebi_jax.attribution import COMBINED, AttrFn
 from svebi_jax.methods.gradcam import gradcam_weights
+from svebi_jax.protocols import model_info
 
 #: How the relevant filters are weighted (see the module docstring).
 WEIGHTINGS: tuple[str, ...] = ("gradient", "gradient_lasso")
@@ -84,7 +85,10 @@ def relevant_gradcam(
         raise ValueError(f"layer must be one of {(*masks, COMBINED)}, got {layer!r}")
     layers = tuple(masks) if layer == COMBINED else (layer,)
     masks = {n: jnp.asarray(masks[n], jnp.float32) for n in layers}
-    geometry = attribution._geometry(apply_fn, None)
+    info = model_info(apply_fn)
+    if info is None:
+        raise ValueError("apply_fn must be a svebi_jax.models.functional model (it has no .info)")
+    geometry = info.geometry
 
     @jax.jit
     def maps(params, images, classes, alphas):
