@@ -44,10 +44,9 @@ from svebi_jax.methods import _trace as TR
 __all__ = [
     "CHANNEL_WEIGHTS",
     "OUTPUTS",
-    "gradcam",
+    "gradcam_maps",
     "gradcam_steps",
     "gradcam_weights",
-    "make_attr_fn",
 ]
 
 Array = jax.Array
@@ -274,7 +273,7 @@ def _sharded(apply_fn, options, mesh):
     return S.data_parallel(core, mesh, in_axes=(None, 0, 0), out_axes=0)
 
 
-def gradcam(
+def gradcam_maps(
     apply_fn,
     params,
     images,
@@ -352,7 +351,7 @@ def make_attr_fn(
     """SNN Grad-CAM of one spiking conv layer as an ``attr_fn(params, images, target)``.
 
     Exposed as :func:`svebi_jax.attribution.gradcam`; the options are those of
-    :func:`gradcam`. Returns ``[B, H, W]`` maps in [0, 1].
+    :func:`gradcam_maps`. Returns ``[B, H, W]`` maps in [0, 1].
     """
     if not callable(apply_fn):
         raise TypeError(f"apply_fn must be callable, got {type(apply_fn).__name__}")
@@ -370,7 +369,7 @@ def make_attr_fn(
         )
 
     def attr_fn(params, images, target=None):
-        return gradcam(
+        return gradcam_maps(
             apply_fn,
             params,
             images,

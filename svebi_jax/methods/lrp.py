@@ -61,7 +61,7 @@ from svebi_jax import _validation as V
 from svebi_jax import layers as L
 from svebi_jax.methods import _trace as TR
 
-__all__ = ["LRPResult", "LayerBudget", "lrp", "lrp_relevance", "make_attr_fn"]
+__all__ = ["LRPResult", "LayerBudget", "lrp_maps", "lrp_relevance"]
 
 Array = jax.Array
 
@@ -280,7 +280,7 @@ def _sharded(apply_fn, network, epsilon, time_resolved, mesh):
     return S.data_parallel(core, mesh, in_axes=(None, 0, 0), out_axes=1 if time_resolved else 0)
 
 
-def lrp(
+def lrp_maps(
     apply_fn,
     params,
     images,
@@ -327,7 +327,7 @@ def lrp(
 def make_attr_fn(
     apply_fn, *, network=None, epsilon: float = 1e-6, time_resolved: bool = False, mesh=None
 ):
-    """Spike LRP-ε as an ``attr_fn(params, images, target)`` (:func:`lrp`'s options).
+    """Spike LRP-ε as an ``attr_fn(params, images, target)`` (:func:`lrp_maps`'s options).
 
     Exposed as :func:`svebi_jax.attribution.lrp`. Returns ``[B, H, W]`` signed relevance
     (``[T, B, H, W]`` with ``time_resolved=True``).
@@ -339,7 +339,7 @@ def make_attr_fn(
     V.check_bool("time_resolved", time_resolved)
 
     def attr_fn(params, images, target=None):
-        return lrp(
+        return lrp_maps(
             apply_fn,
             params,
             images,

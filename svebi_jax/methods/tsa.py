@@ -49,7 +49,7 @@ from svebi_jax import _validation as V
 from svebi_jax import layers as L
 from svebi_jax.methods import _trace as TR
 
-__all__ = ["VARIANTS", "make_attr_fn", "tsa", "tsa_steps", "weight_contributions"]
+__all__ = ["VARIANTS", "tsa_maps", "tsa_steps", "weight_contributions"]
 
 Array = jax.Array
 
@@ -153,7 +153,7 @@ def tsa_steps(
 ) -> Array:
     """Time-resolved TSA maps :math:`\\sum_c A_{i,c}[t]` over colour channels, ``[T, B, H, W]``.
 
-    Same arguments as :func:`tsa` (without ``time_resolved``/``mesh``).
+    Same arguments as :func:`tsa_maps` (without ``time_resolved``/``mesh``).
     """
     images, target, network, beta = _validate(
         apply_fn, params, images, target, network, variant, beta
@@ -189,7 +189,7 @@ def _sharded(apply_fn, network, variant, beta, time_resolved, mesh):
     return S.data_parallel(core, mesh, in_axes=(None, 0, 0), out_axes=1 if time_resolved else 0)
 
 
-def tsa(
+def tsa_maps(
     apply_fn,
     params,
     images,
@@ -254,7 +254,7 @@ def make_attr_fn(
     time_resolved: bool = False,
     mesh=None,
 ):
-    """Temporal Spike Attribution as an ``attr_fn(params, images, target)`` (:func:`tsa`'s
+    """Temporal Spike Attribution as an ``attr_fn(params, images, target)`` (:func:`tsa_maps`'s
     options).
 
     Exposed as :func:`svebi_jax.attribution.tsa`. Returns ``[B, H, W]`` signed maps
@@ -269,7 +269,7 @@ def make_attr_fn(
     V.check_bool("time_resolved", time_resolved)
 
     def attr_fn(params, images, target=None):
-        return tsa(
+        return tsa_maps(
             apply_fn,
             params,
             images,
