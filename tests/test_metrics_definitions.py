@@ -94,6 +94,11 @@ def test_pixel_flipping_by_hand():
         maps, apply_fn, w, x, target=ZERO, apply_softmax=False, perturb_baseline="white"
     )  # max = 4: +(-1) -> 6.5, 0 -> 6.5, ...
     np.testing.assert_allclose(white.curves, [[6.5, 6.5, 8.0, 10.0]], rtol=1e-6)
+    # an apply_fn may return the logits array itself (as the insertion/deletion metrics allow)
+    bare = F.pixel_flipping(
+        maps, lambda p, im: linear_apply(p, im)[0], w, x, target=ZERO, apply_softmax=False
+    )
+    np.testing.assert_allclose(bare.curves, r.curves, rtol=1e-6)
 
 
 def test_region_patches_follow_quantus_padding():

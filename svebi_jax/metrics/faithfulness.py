@@ -45,8 +45,9 @@ from flax import struct
 
 from svebi_jax import _validation as V
 from svebi_jax.attribution import attribution_maps, predicted_classes
+from svebi_jax.metrics.insdel import _chunked_map, _Logits
 from svebi_jax.metrics.sanity import rankdata
-from svebi_jax.protocols import ApplyFn, logits_of
+from svebi_jax.protocols import ApplyFn
 
 __all__ = [
     "CurveResult",
@@ -124,35 +125,6 @@ class ScoreResult:
 # ----------------------------------------------------------------------------- shared helpers
 
 _BASELINES = ("black", "white", "mean", "uniform")
-
-
-class _Logits:
-    """``apply_fn`` seen as ``fn(params, images) -> logits`` (hashes like ``apply_fn``)."""
-
-    def __init__(self, apply_fn):
-        self.apply_fn = apply_fn
-
-    def __call__(self, params, images):
-        return logits_of(self.apply_fn(params, images))
-
-    def __hash__(self):
-        return hash(self.apply_fn)
-
-    def __eq__(self, other):
-        return isinstance(other, _Logits) and other.apply_fn == self.apply_fn
-
-
-def _chunked_map(fn: Callable[[Array], Any], n: int, chunk_size: int) -> Any:
-    """``fn`` over flat item indices ``0..n-1`` in fixed-size chunks (``lax.map``).
-
-    ``fn`` maps ``[chunk]`` indices to arrays with a leading ``[chunk]`` axis; the result has a
-    leading ``[n]`` axis. The last chunk repeats item ``n - 1`` (dropped after).
-    """
-    chunk_size = min(chunk_size, n)
-    n_chunks = -(-n // chunk_size)
-    idx = jnp.minimum(jnp.arange(n_chunks * chunk_size, dtype=jnp.int32), n - 1)
-    out = jax.lax.map(fn, idx.reshape(n_chunks, chunk_size))
-    return jax.tree.map(lambda a: a.reshape(n_chunks * chunk_size, *a.shape[2:])[:n], out)
 
 
 def _key(key) -> Array:

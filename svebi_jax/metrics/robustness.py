@@ -16,16 +16,15 @@ import jax.numpy as jnp
 from svebi_jax import _validation as V
 from svebi_jax.metrics.faithfulness import (
     ScoreResult,
-    _chunked_map,
     _flat_cf,
     _key,
-    _Logits,
     _prepare,
     _preprocess,
     _score_result,
     _unflat_cf,
     _valid_rows,
 )
+from svebi_jax.metrics.insdel import _chunked_map, _Logits
 from svebi_jax.protocols import ApplyFn
 
 __all__ = ["max_sensitivity", "max_sensitivity_noise"]
