@@ -349,14 +349,13 @@ def _check_summary(X, L, summary) -> None:
         )
 
 
-def _valid_mask(colsq, L, mu, W0) -> jax.Array:
+def _valid_mask(colsq, one_hot, mu, W0) -> jax.Array:
     r"""On-device validity (for traced inputs, which :func:`_validate` cannot check).
 
     Shape of ``mu`` (``[]`` or ``[P]``): the checks of ``X`` (finite column norms, i.e. no
     NaN/inf and no overflow of :math:`X^\top X`), ``L`` (one-hot) and ``W0`` (finite) apply
     to every budget, the check of ``mu`` (finite, positive) to each one.
     """
-    one_hot = _labels_one_hot(L)[1]
     common = jnp.all(jnp.isfinite(colsq)) & jnp.all(jnp.isfinite(W0)) & one_hot
     return common & jnp.isfinite(mu) & (mu > 0)
 
@@ -516,7 +515,7 @@ def _mu_lasso_fista(X, L, mu, W0, maxiter, tol, colsq):
     X, L = jax.lax.optimization_barrier((X, L))
     if W0 is None:
         W0 = jnp.zeros((X.shape[1], L.shape[1]), X.dtype)
-    valid = _valid_mask(colsq, L, mu, W0)
+    valid = _valid_mask(colsq, _labels_one_hot(L)[1], mu, W0)
     mu = _usable_mu(mu, valid)
     G = jnp.matmul(X.T, X, precision=_HIGHEST)
     B = jnp.matmul(X.T, L, precision=_HIGHEST)
@@ -923,14 +922,6 @@ class _RoundState(NamedTuple):
     full_active: jax.Array  # bool, some homotopy ran out of room
 
 
-def _active_set_full(X, L, B, present, mus, maxiter, tol, max_active, retry, colsq=None):
-    """Working set = all columns: one restricted solve on the full Gram (formed here)."""
-    G = jnp.matmul(X.T, X, precision=_HIGHEST)
-    return _solve_on_gram(
-        G, B, jnp.sum(L * L, axis=0), present, mus, maxiter, tol, max_active, retry
-    )
-
-
 def _solve_on_gram(G, B, l_sq, present, mus, maxiter, tol, max_active, retry):
     r"""The restricted solve on the full Gram ``G`` ``[m, m]`` with ``B`` ``[m, C]`` and
     ``l_sq`` ``[C]`` :math:`\|L_{:, j}\|^2`; residual, gap and objective from the Gram
@@ -1138,8 +1129,10 @@ def _working_set_round(fx: _RoundInputs, st: _RoundState, block: int, max_active
     )
 
 
-@functools.partial(jax.jit, static_argnames=("capacity", "max_active", "retry"))
-def _mu_lasso_active_set(X, L, mu, W0, maxiter, tol, colsq, *, capacity, max_active, retry):
+@functools.partial(jax.jit, static_argnames=("capacity", "max_active", "retry", "l_checked"))
+def _mu_lasso_active_set(
+    X, L, mu, W0, maxiter, tol, colsq, *, capacity, max_active, retry, l_checked=False
+):
     """Compiled core of ``mu_lasso(..., method="active_set")`` (inputs already cast).
 
     ``W0`` ``None``: zeros. ``colsq`` ``None``: computed here, with the value checks
@@ -1151,38 +1144,48 @@ def _mu_lasso_active_set(X, L, mu, W0, maxiter, tol, colsq, *, capacity, max_act
     homotopy ran out of active-set room; ``summary`` (:func:`_summary`) only when the checks
     were made here. One small array: one transfer to the host.
     """
+    X, L = jax.lax.optimization_barrier((X, L))  # see _mu_lasso_fista
+    m, c = X.shape[1], L.shape[1]
+    one_hot = jnp.array(True) if l_checked else _labels_one_hot(L)[1]
+    counts = jnp.sum(L, axis=0)  # [C]
+    # All columns: the full Gram, whose diagonal is the squared column norms (no extra pass
+    # over X; finite exactly when X is finite and X'X does not overflow, as
+    # |G_ij| <= sqrt(G_ii G_jj)).
+    G = jnp.matmul(X.T, X, precision=_HIGHEST) if capacity >= m else None
     prep = None
     if colsq is None:
-        prep = _prepare(X, L)
-        colsq = prep.colsq
-    X, L = jax.lax.optimization_barrier((X, L))  # see _mu_lasso_fista
+        colsq = jnp.diagonal(G) if G is not None else jnp.sum(X * X, axis=0)
+        prep = _Prepared(colsq=colsq, counts=counts, l_one_hot=one_hot)
     if W0 is None:
-        W0 = jnp.zeros((X.shape[1], L.shape[1]), X.dtype)
-    m = X.shape[1]
-    c = L.shape[1]
-    valid = _valid_mask(colsq, L, mu, W0)
+        W0 = jnp.zeros((m, c), X.dtype)
+    valid = _valid_mask(colsq, one_hot, mu, W0)
     mus = jnp.atleast_1d(_usable_mu(mu, valid))
     order = jnp.argsort(mus)
     mus_sorted = mus[order]
-    # B = X'L by class sums (L is one-hot; if it is not, the result is flagged below).
-    B = jax.ops.segment_sum(X, _labels_one_hot(L)[0], num_segments=c).T  # [m, C]
-    present = jnp.sum(L, axis=0) > 0  # [C]
-    if capacity >= m:
-        solve = functools.partial(_active_set_full, max_active=min(max_active, m))
-    else:
-        solve = functools.partial(
-            _active_set_rounds,
-            W0=W0,
-            max_active=min(max_active, capacity),
-            capacity=capacity,
+    B = jnp.matmul(L.T, X, precision=_HIGHEST).T  # [m, C] X'L
+    present = counts > 0
+    if G is not None:
+        # ||L_j||^2 = counts_j for one-hot L (otherwise the result is flagged).
+        solved = _solve_on_gram(
+            G, B, counts, present, mus_sorted, maxiter, tol, min(max_active, m), retry
         )
-    W, obj, iters, res, gap, unfinished, full_active = solve(
-        X, L, B, present, mus_sorted, maxiter=maxiter, tol=tol, colsq=colsq, retry=retry
-    )
+    else:
+        solved = _active_set_rounds(
+            X,
+            L,
+            B,
+            present,
+            mus_sorted,
+            W0,
+            maxiter,
+            tol,
+            min(max_active, capacity),
+            retry,
+            capacity,
+            colsq,
+        )
     summary = None if prep is None else _summary(prep)
-    return _active_set_result(
-        (W, obj, iters, res, gap, unfinished, full_active), order, mu, tol, valid, retry, summary
-    )
+    return _active_set_result(solved, order, mu, tol, valid, retry, summary)
 
 
 def _active_set_result(solved, order, mu, tol, valid, retry, summary):
@@ -1202,90 +1205,6 @@ def _active_set_result(solved, order, mu, tol, valid, retry, summary):
     if summary is not None:
         status = jnp.concatenate([status, summary])
     return _flag_invalid(result, valid), status
-
-
-@jax.jit
-def _class_sums(X, L):
-    r"""``(B, counts, one_hot)``: :math:`B = X^\top L` ``[m, C]`` by class sums (one pass over
-    ``X``), rows per class and whether ``L`` is one-hot (one pass over ``L``)."""
-    labels, one_hot = _labels_one_hot(L)
-    B = jax.ops.segment_sum(X, labels, num_segments=L.shape[1]).T
-    return B, jnp.sum(L, axis=0), one_hot
-
-
-@functools.partial(jax.jit, static_argnames=("max_active", "retry"))
-def _mu_lasso_on_gram(G, sums, mu, maxiter, tol, *, max_active, retry):
-    r"""Compiled core of ``mu_lasso(..., method="active_set")`` for all columns from a Gram
-    ``G`` formed on the host (:func:`_host_gram`) and ``sums`` from :func:`_class_sums`.
-
-    The checks are those of :func:`_mu_lasso_active_set`: ``X`` finite and not overflowing
-    :math:`X^\top X` exactly when the diagonal of ``G`` (its squared column norms) is
-    finite, ``L`` one-hot from ``sums``. Returns ``(LassoResult, status)`` as it does, the
-    summary included.
-    """
-    B, counts, one_hot = sums
-    colsq = jnp.diagonal(G)
-    valid = jnp.all(jnp.isfinite(colsq)) & one_hot & jnp.isfinite(mu) & (mu > 0)
-    mus = jnp.atleast_1d(_usable_mu(mu, valid))
-    order = jnp.argsort(mus)
-    present = counts > 0
-    solved = _solve_on_gram(
-        G, B, counts, present, mus[order], maxiter, tol, min(max_active, G.shape[0]), retry
-    )
-    summary = _summary(_Prepared(colsq=colsq, counts=counts, l_one_hot=one_hot))
-    return _active_set_result(solved, order, mu, tol, valid, retry, summary)
-
-
-def _host_gram(X) -> np.ndarray | None:
-    r""":math:`X^\top X` by the host's BLAS, for a concrete ``X`` in CPU memory, else ``None``.
-
-    NumPy computes ``A.T @ A`` with BLAS ``syrk``: half the products of a general matrix
-    product (XLA has no symmetric product and forms all of them), as SPAMS does. On CPU a
-    JAX array's host view needs no copy.
-    """
-    if not _host_gram_applies(X):
-        return None
-    blas = _numpy_blas()
-    Xh = np.ascontiguousarray(np.asarray(X))
-    before = [lib.num_threads for lib in blas]
-    try:
-        for lib in blas:
-            lib.set_num_threads(1)
-        with np.errstate(over="ignore", invalid="ignore"):  # overflow, NaN: the checks say so
-            return Xh.T @ Xh
-    finally:
-        for lib, n in zip(blas, before, strict=True):
-            lib.set_num_threads(n)
-
-
-def _host_gram_applies(X) -> bool:
-    """Whether :func:`_host_gram` can form the Gram of ``X``: a concrete float32/float64
-    array on one CPU device (or a NumPy array), with ``threadpoolctl`` available."""
-    if isinstance(X, jax.core.Tracer) or not isinstance(X, (np.ndarray, jax.Array)):
-        return False
-    if X.dtype not in (np.float32, np.float64) or _numpy_blas() is None:
-        return False
-    if isinstance(X, jax.Array):
-        devices = X.devices()
-        return len(devices) == 1 and next(iter(devices)).platform == "cpu"
-    return True
-
-
-@functools.cache
-def _numpy_blas():
-    """The BLAS libraries loaded in this process (``threadpoolctl``), or ``None`` without it.
-
-    :func:`_host_gram` runs its ``syrk`` on one thread: NumPy's OpenBLAS threads spin-wait at
-    every synchronisation, and on a busy machine (more runnable threads than cores, e.g. XLA's
-    own beside them) a two-thread ``X.T @ X`` measured 42 ms median instead of 0.5 ms on one
-    thread. Without ``threadpoolctl`` the Gram stays with XLA, whose thread pool does not.
-    """
-    try:
-        from threadpoolctl import ThreadpoolController
-    except ImportError:  # pragma: no cover - threadpoolctl is a dependency
-        return None
-    libs = ThreadpoolController().select(user_api="blas").lib_controllers
-    return tuple(libs) if libs else None
 
 
 def _default_capacity(m: int, c: int, seeded: int | None = None) -> int:
@@ -1365,11 +1284,8 @@ def mu_lasso(
        left to add (at most 20 rounds).
 
     For ``m <= 512`` the working set is simply all columns (one round on the full Gram; the
-    objective is then evaluated from the Gram form). Called eagerly on CPU arrays (no
-    ``warm_start``), that Gram is formed by the host's BLAS ``syrk`` (NumPy's ``X.T @ X``,
-    half the products of XLA's general product, as SPAMS forms it) while the class sums
-    :math:`B` run on the device, and the rest is one compiled call; under ``jit``, or on an
-    accelerator, XLA forms it. The answer is the same problem's optimum
+    objective is then evaluated from the Gram form). Checks, Gram, class sums and solve are
+    one compiled call, eagerly or under ``jit``. The answer is the same problem's optimum
     as ``"fista"``'s, certified by the same residual on the full problem, so ``converged``
     means the same for both methods (plus: no column was left out). On SVEBI-sized problems it
     is much faster: a path costs about as much as a single budget, and for thousands of
@@ -1491,23 +1407,17 @@ def mu_lasso(
 
     cap = _default_capacity(m, c) if capacity is None else min(int(capacity), m)
     active = min(_DEFAULT_MAX_ACTIVE if max_active is None else int(max_active), cap)
-    G = sums = None
-    if eager and cap >= m and warm_start is None and _host_gram_applies(X):
-        # All columns: the class sums start on the device while the host forms the Gram.
-        sums = _class_sums(X, L)
-        G = _host_gram(X)
     while True:
         retry = eager and (cap < m or active < cap)
-        if G is not None:
-            result, status = _mu_lasso_on_gram(
-                G, sums, args[2], args[4], args[5], max_active=active, retry=retry
-            )
-        else:
-            result, status = _mu_lasso_active_set(
-                *args, colsq, capacity=cap, max_active=active, retry=retry
-            )
+        result, status = _mu_lasso_active_set(
+            *args, colsq, capacity=cap, max_active=active, retry=retry, l_checked=eager
+        )
         if eager:
-            status = jax.device_get(status)
+            # L is checked on the host while the device solves (the compiled call then skips
+            # that pass over L, the slowest of its checks on XLA:CPU).
+            l_ok = _host_one_hot(L)
+            status = np.array(jax.device_get(status))
+            status[3] = l_ok
             _check_summary(X, L, status[2:])
             unfinished, full_active = bool(status[0]), bool(status[1])
             if unfinished and cap < m:  # the working set filled up: retry with more room
@@ -1518,6 +1428,22 @@ def mu_lasso(
                 active = min(4 * active, cap)
                 continue
         return result
+
+
+def _host_one_hot(L) -> bool:
+    """Whether the concrete ``L`` ``[N, C]`` is one-hot (entries 0/1, one 1 per row), by NumPy
+    on its host view (no copy for CPU arrays); NaN/inf entries are not.
+
+    ``N`` non-zero entries and every row summing to 1 imply one-hot: no row sums to 1 without
+    a non-zero, so each row has exactly one, and a row with a single non-zero sums to it
+    exactly. Two C-level passes (``count_nonzero``, a matrix-vector product): ~40 us for
+    5,000 x 10, a third of an elementwise "0 or 1" test with row sums.
+    """
+    Lh = np.asarray(L)
+    if np.count_nonzero(Lh) != Lh.shape[0]:
+        return False
+    with np.errstate(all="ignore"):
+        return bool(np.all(Lh @ np.ones(Lh.shape[1], Lh.dtype) == 1))
 
 
 def _as(x, dtype):
