@@ -33,10 +33,12 @@ device arrays; SPAMS: Fortran-ordered float64 arrays). Warm-up first: svebi_jax'
 (compilation included) is timed on its own and reported as ``compile_s ≈ first call − median``;
 SPAMS is called with ``numThreads=1`` and with all cores (its default), and keeps the faster
 (best of three warm-up calls when they are cheap; on a shared 2-core machine its OpenMP
-threads can make it several times slower). Then
-``repeats`` rounds, each timing both sides back to back, the order alternating between rounds
-(wall clock, and process CPU time as a load-robust second opinion), stopping early after
-``max_time_s`` once ``min_repeats`` rounds are done. Reported: median, min, max and quartiles.
+threads can make it several times slower). Then rounds, each timing both sides back to back,
+the order alternating between rounds (wall clock, and process CPU time as a load-robust second
+opinion), until each side has ``repeats`` timed calls, stopping early after ``max_time_s`` once
+``min_repeats`` are done; calls under 50 ms are timed in runs of 5 per side and round after an
+untimed call, so that neither side is charged with the other's spinning threads (see
+``harness.side_by_side``). Reported: median, min, max and quartiles.
 Agreement: objectives :math:`\\|X w_j - L_{:,j}\\|^2` of both answers in float64 from ``X``,
 relative difference per class and budget (positive: svebi_jax's is higher), plus svebi_jax's
 certified duality gap relative to :math:`\\|L_{:,j}\\|^2` and the supports' agreement.
@@ -269,7 +271,7 @@ def make_row(
         "notes": (
             f"{notes}; SPAMS numThreads={p['variant']}; compile ~{s['compile_s_approx']:.1f} s"
             f"; CPU-time ratio {p['cpu_median_s'] / s['cpu_median_s']:.2f}"
-            f"; {s['repeats']} rounds, svebi {s['min_s']:.3g}-{s['max_s']:.3g} s"
+            f"; {s['repeats']} timed calls each, svebi {s['min_s']:.3g}-{s['max_s']:.3g} s"
             f", peer {p['min_s']:.3g}-{p['max_s']:.3g} s{roof}"
         ),
     }
@@ -440,7 +442,7 @@ def main(argv: list[str] | None = None) -> int:
         "--rows", nargs="+", choices=("small", "path", "big"), default=["small", "path", "big"]
     )
     parser.add_argument("--out", type=Path, default=None, help="JSON output file")
-    parser.add_argument("--repeats", type=int, default=None, help="timed rounds per row")
+    parser.add_argument("--repeats", type=int, default=None, help="timed calls per side and row")
     parser.add_argument("--big-fista", action="store_true", help="also time method='fista' big")
     parser.add_argument(
         "--check", action="store_true", help="exit 1 unless every row agrees and converged"

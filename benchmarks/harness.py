@@ -284,7 +284,7 @@ def side_by_side(
 
     Returns:
       ``{"svebi": stats, "peer": stats, "out_svebi": ..., "out_peer": ...}``; stats hold the
-      median, min, max, quartiles, the CPU-time median and the number of rounds; the peer's
+      median, min, max, quartiles, the CPU-time median and the number of timed calls; the peer's
       also its chosen ``variant`` and every variant's warm-up time.
     """
     out_ours, first_s, _ = timed(ours)
