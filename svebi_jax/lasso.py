@@ -132,7 +132,7 @@ def _projection_simplex_michelot(p: jax.Array, mu: jax.Array) -> jax.Array:
     :math:`\tau = (\sum_{i \in S} p_i - \mu) / |S|` on its support :math:`S`. Starting
     from :math:`S_0` = all entries, :math:`\tau_k = (\sum_{S_k} p - \mu) / |S_k|` and
     :math:`S_{k+1} = \{i : p_i > \tau_k\}`: :math:`\tau_k` never decreases and
-    :math:`S_k` never grows, and once :math:`S` stops changing, :math:`\tau` is exact. At
+    :math:`S_k` never grows, and once :math:`S` stops shrinking, :math:`\tau` is exact. At
     most ``m`` steps, in practice a handful; each is two reductions over ``p``, with no sort
     and no ``[m, m]`` temporary. On XLA:CPU, for ten rows of 76 entries (the shallow SNN's
     lasso) ~25 us against ~100 us for the sort-based rule of
@@ -143,16 +143,19 @@ def _projection_simplex_michelot(p: jax.Array, mu: jax.Array) -> jax.Array:
     dtype = p.dtype
 
     def step(state):
-        tau, n, _, k = state
+        tau, n, _ = state
         S = p > tau
         n_new = jnp.sum(S)
+        shrinks = n_new < n
         tau_new = (jnp.sum(jnp.where(S, p, 0)) - mu) / jnp.maximum(n_new, 1).astype(dtype)
-        return tau_new, n_new, n, k + 1
+        return jnp.where(shrinks, tau_new, tau), jnp.where(shrinks, n_new, n), shrinks
 
+    # S only shrinks in exact arithmetic; stopping as soon as it does not (rather than when
+    # two sizes repeat) also ends a rounding see-saw of one entry at the threshold, which
+    # would otherwise run to the cap (measured: 77 steps for some of 500 vectors).
     m = p.shape[-1]
-    tau0 = (jnp.sum(p) - mu) / m
-    start = (tau0.astype(dtype), jnp.array(m), jnp.array(-1), jnp.array(0))
-    tau, *_ = jax.lax.while_loop(lambda st: (st[1] != st[2]) & (st[3] <= m), step, start)
+    tau0 = ((jnp.sum(p) - mu) / m).astype(dtype)
+    tau, *_ = jax.lax.while_loop(lambda st: st[2], step, (tau0, jnp.array(m), jnp.array(True)))
     return jnp.maximum(p - tau, 0)
 
 
