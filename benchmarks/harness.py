@@ -268,11 +268,12 @@ def side_by_side(
 
     Warm-up first: ``ours`` is called twice untimed (the first call, compilation included, is
     reported as ``first_call_s``; ``compile_s_approx = first call - median``); each peer
-    variant (e.g. thread counts, batch sizes: the peer's best settings) is called once (best of
-    three when a call takes under a second) and the fastest variant is kept. Then rounds, each
-    timing both sides back to back with the order alternating between rounds (wall clock, and
-    process CPU time as a load-robust second opinion), until each side has ``repeats`` timed
-    calls, stopping early after ``max_time_s`` once ``min_repeats`` are done.
+    variant (e.g. thread counts, batch sizes: the peer's best settings) is called once (then,
+    for a call under ``CHEAP_CALL_S``, the median of a run of ``CHEAP_RUN`` calls, as it will
+    be timed; under a second, the best of three calls) and the fastest variant is kept. Then
+    rounds, each timing both sides back to back with the order alternating between rounds
+    (wall clock, and process CPU time as a load-robust second opinion), until each side has
+    ``repeats`` timed calls, stopping early after ``max_time_s`` once ``min_repeats`` are done.
 
     Cheap calls (warm-up under ``CHEAP_CALL_S``) are timed in runs of ``CHEAP_RUN`` per side
     and round, after one untimed call: both libraries leave worker threads spinning for a
@@ -293,7 +294,9 @@ def side_by_side(
     out_peer = None
     for name, fn in peer_variants.items():
         out, t, _ = timed(fn)
-        if t < 1.0:  # cheap: the best of three calls, so that one slow call does not decide
+        if t < CHEAP_CALL_S:  # as it will be timed: the median of a run after that call
+            t = statistics.median(timed(fn)[1] for _ in range(CHEAP_RUN))
+        elif t < 1.0:  # the best of three calls, so that one slow call does not decide
             t = min(t, *(timed(fn)[1] for _ in range(2)))
         warm_peer[name] = t
         if out_peer is None:
