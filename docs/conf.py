@@ -65,39 +65,50 @@ _write_cli_help(DOCS / "guides" / "_cli_help.md")
 
 
 def _write_benchmark_table(path: pathlib.Path) -> None:
-    """The latest one-run peer table, from the JSON the benchmark wrote (date, machine, command)."""
+    """The latest peer tables, one per recorded run, from the JSON each run wrote (date,
+    machine, load, command). A later run of one section replaces that section's rows."""
     import json
 
-    src = "benchmarks/results_peers_one_run.json"
-    run = json.loads((ROOT / src).read_text())
-    m = run["machine"]
-    # Output paths of the recorded command are the benchmarker's; show the reproducible part.
-    command = re.sub(r" --(out|markdown) \S+", "", run["command"])
-    lines = [
-        f"**Date:** {m['date']} · **machine:** {m['cpu_count']} CPU cores ({m['cpu_model']}), "
-        f"backend `{m['backend']}`, no accelerator · JAX {m['jax']}, svebi_jax {m['svebi_jax']} "
-        f"· load average at start {m['loadavg_start']} · float32 matmul peak "
-        f"{m['peak']['gflops']:.0f} GFLOP/s",
-        "",
-        f"**Command:** `{command}` · all numbers: {{download}}`{src.split('/')[-1]} <../{src}>`",
-        "",
-        "| benchmark | svebi_jax (median) | alternative (median) | speed-up | "
-        "svebi_jax GFLOP/s (of peak) | agreement |",
-        "|---|---|---|---|---|---|",
+    # (file, rows to drop: those a later run of their section replaced)
+    sources = [
+        ("benchmarks/results_peers_one_run.json", ("mu_lasso",)),
+        ("benchmarks/results_lasso_peers.json", ()),
     ]
 
     def fmt(s: float) -> str:
         return f"{s * 1e3:.2f} ms" if s < 1 else f"{s:.2f} s"
 
-    for r in run["rows"]:
-        name = r["name"].removeprefix("P. ")
-        gf = f"{r['gflops']:.1f} ({100 * r['peak_frac']:.0f} %)" if r.get("gflops") else ""
-        agreement = r["agreement"].replace("|", "\\|")
-        lines.append(
-            f"| {name} | {fmt(r['svebi_s'])} | {fmt(r['peer_s'])} | {r['ratio']:.2f}× | {gf} "
-            f"| {agreement} |"
-        )
-    text = "\n".join(lines) + "\n"
+    lines: list[str] = []
+    for src, dropped in sources:
+        run = json.loads((ROOT / src).read_text())
+        m = run["machine"]
+        # Output paths of the recorded command are the benchmarker's; show the reproducible part.
+        command = re.sub(r" --(out|markdown) \S+", "", run["command"])
+        lines += [
+            f"**Date:** {m['date']} · **machine:** {m['cpu_count']} CPU cores "
+            f"({m['cpu_model']}), backend `{m['backend']}`, no accelerator · JAX {m['jax']}, "
+            f"svebi_jax {m['svebi_jax']} (`{m.get('git_commit', '?')}`) · load average at start "
+            f"{m['loadavg_start']} · float32 matmul peak {m['peak']['gflops']:.0f} GFLOP/s",
+            "",
+            f"**Command:** `{command}` · all numbers: "
+            f"{{download}}`{src.split('/')[-1]} <../{src}>`",
+            "",
+            "| benchmark | svebi_jax (median) | alternative (median) | speed-up | "
+            "svebi_jax GFLOP/s (of peak) | agreement |",
+            "|---|---|---|---|---|---|",
+        ]
+        for r in run["rows"]:
+            name = r["name"].removeprefix("P. ")
+            if name.startswith(dropped) if dropped else False:
+                continue
+            gf = f"{r['gflops']:.1f} ({100 * r['peak_frac']:.0f} %)" if r.get("gflops") else ""
+            agreement = r["agreement"].replace("|", "\\|")
+            lines.append(
+                f"| {name} | {fmt(r['svebi_s'])} | {fmt(r['peer_s'])} | {r['ratio']:.2f}× | {gf} "
+                f"| {agreement} |"
+            )
+        lines.append("")
+    text = "\n".join(lines)
     if not path.exists() or path.read_text() != text:
         path.write_text(text)
 
