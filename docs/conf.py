@@ -115,6 +115,86 @@ def _write_benchmark_table(path: pathlib.Path) -> None:
 
 _write_benchmark_table(DOCS / "_benchmarks_table.md")
 
+
+def _write_study_tables(path: pathlib.Path) -> None:
+    """The SNN-methods study's test tables, from its JSON (mean ± sd over the seeds done)."""
+    import json
+
+    src = "experiments/results/svebi_study_snn/svebi_study.json"
+    run = json.loads((ROOT / src).read_text())
+    link = f"../../{src}"
+    recipes = [r for r in ("paper", "default") if r in run["test"]]
+
+    def ms(stat: dict | None, digits: int = 3) -> str:
+        if not stat:
+            return ""
+        return f"[{stat['mean']:.{digits}f} ± {stat['sd']:.{digits}f}]({link})"
+
+    def seeds(r: str) -> str:
+        return ", ".join(run["test"][r]["seeds_done"])
+
+    lines = []
+    if not run.get("complete"):
+        lines += ["**Incomplete run**: the seeds done are listed per recipe.", ""]
+
+    def percent(r: str) -> dict:
+        a = run["test"][r]["accuracy"]
+        return {"mean": 100 * a["mean"], "sd": 100 * a["sd"]}
+
+    acc = ", ".join(f"{r} recipe {ms(percent(r), 2)} % ({seeds(r)})" for r in recipes)
+    lines += [f"Test accuracy on all 10,000 real MNIST test digits: {acc}.", ""]
+    head = "| method | " + " | ".join(f"{r}: ins ↑ | del ↓ | ROAD gap ↑" for r in recipes) + " |"
+    lines += [head, "|---|" + "---|---|---|" * len(recipes)]
+    names = list(run["test"][recipes[0]]["table"])
+    for name in names:
+        cells = []
+        for r in recipes:
+            row = run["test"][r]["table"].get(name, {})
+            cells += [ms(row.get(k)) for k in ("insertion", "deletion", "road_gap")]
+        lines.append(f"| {name} | " + " | ".join(cells) + " |")
+    lines += ["", "**Against SNN-IG2D** (Δ = method − SNN-IG2D on the same test digits):", ""]
+    lines += [
+        "| contestant | " + " | ".join(f"{r}: Δ ins | Δ ROAD gap | beats" for r in recipes) + " |",
+        "|---|" + "---|---|---|" * len(recipes),
+    ]
+    contestants = list(run["test"][recipes[0]]["versus_ig2d"]["contestants"])
+    for name in contestants:
+        cells = []
+        for r in recipes:
+            v = run["test"][r]["versus_ig2d"]["contestants"].get(name)
+            if v is None:
+                cells += ["", "", ""]
+                continue
+            beat = "yes" if v["beats"] else "no"
+            if v["beats"]:
+                beat += " (every seed)" if v["consistent"] else " (not every seed)"
+                beat += "" if v["beyond_seed_noise"] else ", within seed noise"
+            cells += [ms(v["delta"]["insertion"]), ms(v["delta"]["road_gap"]), beat]
+        lines.append(f"| {name} | " + " | ".join(cells) + " |")
+    extra = [
+        ("sparseness", "sparseness ↑"),
+        ("complexity", "complexity ↓"),
+        ("faithfulness_correlation", "faithfulness corr. ↑"),
+        ("region_perturbation_auc", "region pert. AUC ↓"),
+        ("random_logit", "random logit ↓"),
+    ]
+    for r in recipes:
+        lines += [
+            "",
+            f"**More metrics, {r} recipe** (test only, never used for a choice):",
+            "",
+            "| method | " + " | ".join(label for _, label in extra) + " |",
+            "|---|" + "---|" * len(extra),
+        ]
+        for name, row in run["test"][r]["table"].items():
+            lines.append(f"| {name} | " + " | ".join(ms(row.get(k)) for k, _ in extra) + " |")
+    text = "\n".join(lines) + "\n"
+    if not path.exists() or path.read_text() != text:
+        path.write_text(text)
+
+
+_write_study_tables(DOCS / "results" / "_study_snn_tables.md")
+
 # -- Extensions ----------------------------------------------------------------------------------
 extensions = [
     "myst_nb",  # Markdown pages and executed notebooks (as JAX, Flax and Optax)
@@ -133,6 +213,7 @@ exclude_patterns = [
     "README.md",
     "guides/_cli_help.md",  # included by guides/cli.md
     "_benchmarks_table.md",  # included by benchmarks.md
+    "results/_study_snn_tables.md",  # included by results/study.md
     "_static/**",
 ]
 templates_path = ["_templates"]
