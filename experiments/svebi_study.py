@@ -1,4 +1,4 @@
-"""Does SVEBI work, and can it work better? A pre-registered study (issue 12).
+"""Does SVEBI work, and can it work better? A pre-registered study.
 
 The protocol is fixed here, in code, before any test number is looked at:
 

@@ -1,9 +1,9 @@
 """Bad input never yields a plausible-looking wrong answer (the README's reliability table).
 
-Each case of issue 8's list is reproduced here: it gets a clear error naming the argument (or
-file and field), or a correct result; under the caller's ``jit``, where a value check cannot
-raise, the result is flagged (NaN rows, ``converged=False``). A tiny network (8×8 inputs,
-T = 3) keeps every case cheap.
+Each case of the project's list of bad inputs is reproduced here: it gets a clear error naming
+the argument (or file and field), or a correct result; under the caller's ``jit``, where a
+value check cannot raise, the result is flagged (NaN rows, ``converged=False``). A tiny
+network (8×8 inputs, T = 3) keeps every case cheap.
 """
 
 from __future__ import annotations
