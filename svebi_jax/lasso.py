@@ -1410,17 +1410,19 @@ def mu_lasso(
 
     cap = _default_capacity(m, c) if capacity is None else min(int(capacity), m)
     active = min(_DEFAULT_MAX_ACTIVE if max_active is None else int(max_active), cap)
+    # L in CPU memory is checked on the host while the device solves (the compiled call then
+    # skips that pass over L, the slowest of its checks on XLA:CPU); elsewhere, on the device.
+    host_l = eager and _on_cpu_host(L)
     while True:
         retry = eager and (cap < m or active < cap)
         result, status = _mu_lasso_active_set(
-            *args, colsq, capacity=cap, max_active=active, retry=retry, l_checked=eager
+            *args, colsq, capacity=cap, max_active=active, retry=retry, l_checked=host_l
         )
         if eager:
-            # L is checked on the host while the device solves (the compiled call then skips
-            # that pass over L, the slowest of its checks on XLA:CPU).
-            l_ok = _host_one_hot(L)
+            l_ok = _host_one_hot(L) if host_l else None
             status = np.array(jax.device_get(status))
-            status[3] = l_ok
+            if l_ok is not None:
+                status[3] = l_ok
             _check_summary(X, L, status[2:])
             unfinished, full_active = bool(status[0]), bool(status[1])
             if unfinished and cap < m:  # the working set filled up: retry with more room
@@ -1431,6 +1433,18 @@ def mu_lasso(
                 active = min(4 * active, cap)
                 continue
         return result
+
+
+def _on_cpu_host(x) -> bool:
+    """Whether ``x`` is a NumPy array or a JAX array whose every shard is in this process's CPU
+    memory (its host view then needs no transfer)."""
+    if isinstance(x, np.ndarray):
+        return True
+    return (
+        isinstance(x, jax.Array)
+        and x.is_fully_addressable
+        and all(d.platform == "cpu" for d in x.devices())
+    )
 
 
 def _host_one_hot(L) -> bool:
