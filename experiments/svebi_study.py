@@ -72,8 +72,9 @@ the choices) apart from ``test`` (accuracies and the table)::
     python -m experiments.svebi_study --out runs/svebi_study          # ~2 h, 2 free cores
     python -m experiments.svebi_study --quick --out /tmp/svebi_quick  # a pipeline check
 
-(~65 min before items 5-9; with them an estimate of ~2 h. ``--quick`` is 1 seed at a tiny
-size, a check of the pipeline, never evidence; its time is mostly compilation.)
+(About 20 min per model on 2 CPU cores, ~2 h for the six; measured 2026-12-07, see
+``experiments/results/svebi_study_snn/README.md``. ``--quick`` is 1 seed at a tiny size, a
+check of the pipeline, never evidence; its time is mostly compilation.)
 
 Runs that each did some recipes (e.g. side by side, one per core) are joined with
 ``python -m experiments.svebi_study --merge A/svebi_study.json B/svebi_study.json --out DIR``.
