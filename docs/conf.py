@@ -99,7 +99,7 @@ def _write_benchmark_table(path: pathlib.Path) -> None:
         ]
         for r in run["rows"]:
             name = r["name"].removeprefix("P. ")
-            if name.startswith(dropped) if dropped else False:
+            if dropped and name.startswith(dropped):
                 continue
             gf = f"{r['gflops']:.1f} ({100 * r['peak_frac']:.0f} %)" if r.get("gflops") else ""
             agreement = r["agreement"].replace("|", "\\|")

@@ -1138,9 +1138,12 @@ def _mu_lasso_active_set(
 ):
     """Compiled core of ``mu_lasso(..., method="active_set")`` (inputs already cast).
 
-    ``W0`` ``None``: zeros. ``colsq`` ``None``: computed here, with the value checks
-    (:func:`_prepare`), in the same compiled call. ``retry``: the caller retries with more
-    room when ``unfinished`` or ``full_active`` (see :func:`_solve_working_set`).
+    ``W0`` ``None``: zeros. ``colsq`` ``None``: computed here with the value checks, in the
+    same compiled call (the diagonal of the full Gram when all columns are in the working set).
+    ``l_checked`` (static): the caller checks that ``L`` is one-hot itself (on the host, see
+    :func:`_host_one_hot`), so the compiled call does not; the summary's one-hot flag is then
+    the caller's to fill in. ``retry``: the caller retries with more room when ``unfinished``
+    or ``full_active`` (see :func:`_solve_working_set`).
 
     Returns ``(LassoResult, status)``: ``int32`` ``[unfinished, full_active, *summary]``,
     ``unfinished``: the working set ran out of capacity (for some class); ``full_active``: a
