@@ -93,15 +93,24 @@ def test_quantus_metrics_receive_our_maps(model):
         faith = quantus.FaithfulnessCorrelation(
             nr_runs=3, subset_size=5, disable_warnings=True, display_progressbar=False
         )
-        corr = faith(
-            model=module,
-            x_batch=nchw,
-            y_batch=y,
-            a_batch=None,
-            explain_func=recording,
-            channel_first=True,
-            device="cpu",
-        )
+        # Quantus draws its subsets from NumPy's global generator, unseeded: with 3 runs of 5
+        # pixels an unlucky draw changes no output and the correlation is 0/0 (NaN; one run
+        # in three failed here). Seeded, the draws are the same on every run; seed 1's change
+        # the output (seed 0's do not).
+        state = np.random.get_state()  # noqa: NPY002 - restored below
+        np.random.seed(1)  # noqa: NPY002 - the generator Quantus draws from
+        try:
+            corr = faith(
+                model=module,
+                x_batch=nchw,
+                y_batch=y,
+                a_batch=None,
+                explain_func=recording,
+                channel_first=True,
+                device="cpu",
+            )
+        finally:
+            np.random.set_state(state)  # noqa: NPY002
     expected = np.asarray(attr_fn(params, jnp.asarray(x), jnp.asarray(y)))
     assert len(received) == 2
     for got in received:
