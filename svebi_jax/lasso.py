@@ -38,6 +38,7 @@ Frank–Wolfe duality gap on the full problem (see :func:`mu_lasso`):
 from __future__ import annotations
 
 import functools
+import math
 import warnings
 from typing import NamedTuple
 
@@ -241,9 +242,10 @@ def _validate(X, L, mu, maxiter, tol, warm_start, method, capacity, max_active) 
         raise ValueError(f"X must have at least one row and one column, got shape {(n, m)}")
     if c == 0:
         raise ValueError(f"L must have at least one column (class), got shape {(n_l, c)}")
-    if np.ndim(mu) not in (0, 1):
+    mu_ndim = 0 if _is_real_scalar(mu) else np.ndim(mu)
+    if mu_ndim not in (0, 1):
         raise ValueError(f"mu must be a scalar or a 1-D array, got shape {np.shape(mu)}")
-    if np.ndim(mu) == 1 and np.shape(mu)[0] == 0:
+    if mu_ndim == 1 and np.shape(mu)[0] == 0:
         raise ValueError("mu must be a scalar or a non-empty 1-D array, got an empty array")
     if warm_start is not None and np.shape(warm_start) != (m, c):
         raise ValueError(
@@ -257,7 +259,10 @@ def _validate(X, L, mu, maxiter, tol, warm_start, method, capacity, max_active) 
         t = np.asarray(tol)
         if t.ndim != 0 or not np.isfinite(t) or t <= 0:
             raise ValueError(f"tol must be a finite positive number, got {tol!r}")
-    if _concrete(mu):
+    if _is_real_scalar(mu):  # the common case, without NumPy
+        if not (math.isfinite(mu) and mu > 0):
+            raise ValueError(f"mu must be finite positive number(s), got {mu!r}")
+    elif _concrete(mu):
         mu_np = np.asarray(mu, dtype=np.float64)
         if not np.all(np.isfinite(mu_np)) or np.any(mu_np <= 0):
             raise ValueError(f"mu must be finite positive number(s), got {mu!r}")
@@ -269,16 +274,32 @@ def _validate(X, L, mu, maxiter, tol, warm_start, method, capacity, max_active) 
                 raise ValueError("warm_start must be finite, got NaN or inf entries")
 
 
+def _is_real_scalar(x) -> bool:
+    """A Python ``int``/``float`` (not ``bool``): checked without NumPy."""
+    return type(x) is float or (type(x) is int and -(2**53) < x < 2**53)
+
+
+@functools.cache
+def _normal_range(dtype) -> tuple[float, float]:
+    """``(tiny, max)`` of a float dtype, as Python floats."""
+    info = jnp.finfo(dtype)
+    return float(info.tiny), float(info.max)
+
+
 def _check_mu_range(mu, dtype) -> None:
     """Refuses a concrete ``mu`` that the working ``dtype`` cannot hold (it would become inf,
     or 0 / a subnormal, and give NaN weights): its normal range ``[tiny, max]``."""
     if not _concrete(mu):
         return
-    info = jnp.finfo(dtype)
-    mu_np = np.asarray(mu, dtype=np.float64)
-    if np.any(mu_np > float(info.max)) or np.any(mu_np < float(info.tiny)):
+    tiny, big = _normal_range(jnp.dtype(dtype))
+    if _is_real_scalar(mu):
+        ok = tiny <= mu <= big
+    else:
+        mu_np = np.asarray(mu, dtype=np.float64)
+        ok = not (np.any(mu_np > big) or np.any(mu_np < tiny))
+    if not ok:
         raise ValueError(
-            f"mu must lie in [{float(info.tiny):.3g}, {float(info.max):.3g}], the range of the "
+            f"mu must lie in [{tiny:.3g}, {big:.3g}], the range of the "
             f"working dtype {jnp.dtype(dtype).name} (the promotion of X and L with float32), "
             f"got {mu!r}; rescale X (mu scales with 1 / X) or use float64 inputs with "
             "jax_enable_x64"
@@ -329,6 +350,8 @@ def _check_summary(X, L, summary) -> None:
     ``X`` and ``L`` are concrete here; their finiteness is looked up again only to word the
     error (the device check does not tell NaN/inf from other non-one-hot values of ``L``).
     """
+    if np.all(summary):  # X finite, L one-hot, every class present
+        return
     x_ok, l_one_hot = (bool(v) for v in summary[:2])
     if not l_one_hot:
         with jax.ensure_compile_time_eval():  # no tracers from concrete values in a trace
@@ -520,7 +543,7 @@ def _mu_lasso_fista(X, L, mu, W0, maxiter, tol, colsq):
         W0 = jnp.zeros((X.shape[1], L.shape[1]), X.dtype)
     valid = _valid_mask(colsq, _labels_one_hot(L)[1], mu, W0)
     mu = _usable_mu(mu, valid)
-    G = jnp.matmul(X.T, X, precision=_HIGHEST)
+    G = _gram(X)
     B = jnp.matmul(X.T, L, precision=_HIGHEST)
     lam = _lipschitz_bound(G)
     # Normalised problem: h_j(w) = f_j(w) / (2 lam) + const = 0.5 w'Gt w - bt_j'w, whose
@@ -1157,7 +1180,8 @@ def _mu_lasso_active_set(
     # All columns: the full Gram, whose diagonal is the squared column norms (no extra pass
     # over X; finite exactly when X is finite and X'X does not overflow, as
     # |G_ij| <= sqrt(G_ii G_jj)).
-    G = jnp.matmul(X.T, X, precision=_HIGHEST) if capacity >= m else None
+    G = _gram(X) if capacity >= m else None
+    B = jnp.matmul(L.T, X, precision=_HIGHEST).T  # [m, C] X'L
     prep = None
     if colsq is None:
         colsq = jnp.diagonal(G) if G is not None else jnp.sum(X * X, axis=0)
@@ -1168,7 +1192,6 @@ def _mu_lasso_active_set(
     mus = jnp.atleast_1d(_usable_mu(mu, valid))
     order = jnp.argsort(mus)
     mus_sorted = mus[order]
-    B = jnp.matmul(L.T, X, precision=_HIGHEST).T  # [m, C] X'L
     present = counts > 0
     if G is not None:
         # ||L_j||^2 = counts_j for one-hot L (otherwise the result is flagged).
@@ -1211,6 +1234,26 @@ def _active_set_result(solved, order, mu, tol, valid, retry, summary):
     if summary is not None:
         status = jnp.concatenate([status, summary])
     return _flag_invalid(result, valid), status
+
+
+def _gram(X: jax.Array) -> jax.Array:
+    r""":math:`G = X^\top X` ``[m, m]`` as the sum of the Grams of the two halves of the rows.
+
+    One batched product over the halves (and the last row's outer product when ``N`` is odd):
+    XLA:CPU spreads the two halves over its threads, where one ``X.T @ X`` with its long
+    contraction and small output keeps the second core mostly idle. Measured on 2 cores for
+    ``X`` ``[5000, 76]``: ~10% less time for the whole default :func:`mu_lasso` call than
+    with ``X.T @ X``; the result is the same up to the order of the float sums.
+    """
+    n, m = X.shape
+    half = n // 2
+    if half == 0:
+        return jnp.matmul(X.T, X, precision=_HIGHEST)
+    Xb = X[: 2 * half].reshape(2, half, m)
+    G = jax.lax.dot_general(Xb, Xb, (((1,), (1,)), ((0,), (0,))), precision=_HIGHEST).sum(0)
+    if n % 2:
+        G = G + jnp.outer(X[-1], X[-1])
+    return G
 
 
 def _default_capacity(m: int, c: int, seeded: int | None = None) -> int:
@@ -1381,15 +1424,14 @@ def mu_lasso(
     """
     _validate(X, L, mu, maxiter, tol, warm_start, method, capacity, max_active)
 
-    dtype = jnp.result_type(X, L, jnp.float32)
-    if not jnp.issubdtype(dtype, jnp.floating):
-        dtype = jnp.result_type(float)
+    dtype = _working_dtype(X, L)
     _check_mu_range(mu, dtype)
-    # Concrete values stay concrete (also constants a jitted caller closes over), so that they
-    # are checked eagerly below; traced ones stay traced.
-    with jax.ensure_compile_time_eval():
-        X = _as(X, dtype)
-        L = _as(L, dtype)
+    if not (_is_array_of(X, dtype) and _is_array_of(L, dtype)):
+        # Concrete values stay concrete (also constants a jitted caller closes over), so that
+        # they are checked eagerly below; traced ones stay traced.
+        with jax.ensure_compile_time_eval():
+            X = _as(X, dtype)
+            L = _as(L, dtype)
     m, c = X.shape[1], L.shape[1]
     if tol is None:
         tol = _DEFAULT_TOL.get(jnp.dtype(dtype).itemsize, 1e-6)
@@ -1423,7 +1465,7 @@ def mu_lasso(
         )
         if eager:
             l_ok = _host_one_hot(L) if host_l else None
-            status = np.array(jax.device_get(status))
+            status = np.array(status)  # waits for the call; a writable host copy
             if l_ok is not None:
                 status[3] = l_ok
             _check_summary(X, L, status[2:])
@@ -1464,6 +1506,22 @@ def _host_one_hot(L) -> bool:
         return False
     with np.errstate(all="ignore"):
         return bool(np.all(Lh @ np.ones(Lh.shape[1], Lh.dtype) == 1))
+
+
+def _working_dtype(X, L):
+    """The promotion of ``X`` and ``L`` with float32 (a default float if that is not a float
+    dtype); float32 inputs, the usual case, without JAX's promotion machinery."""
+    f32 = np.dtype(np.float32)
+    if getattr(X, "dtype", None) == f32 and getattr(L, "dtype", None) == f32:
+        return f32
+    dtype = jnp.result_type(X, L, jnp.float32)
+    if not jnp.issubdtype(dtype, jnp.floating):
+        dtype = jnp.result_type(float)
+    return dtype
+
+
+def _is_array_of(x, dtype) -> bool:
+    return isinstance(x, jax.Array) and x.dtype == dtype
 
 
 def _as(x, dtype):
