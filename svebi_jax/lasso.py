@@ -1498,14 +1498,23 @@ def _host_one_hot(L) -> bool:
 
     ``N`` non-zero entries and every row summing to 1 imply one-hot: no row sums to 1 without
     a non-zero, so each row has exactly one, and a row with a single non-zero sums to it
-    exactly. Two C-level passes (``count_nonzero``, a matrix-vector product): ~40 us for
-    5,000 x 10, a third of an elementwise "0 or 1" test with row sums.
+    exactly. Counted on the float's bits (an unsigned-integer view, ~5x faster than comparing
+    floats): a bit pattern other than ``+0.0`` counts, so ``-0.0`` entries make the count too
+    large, and only then are the values compared. ~20 us for 5,000 x 10 float32.
     """
     Lh = np.asarray(L)
-    if np.count_nonzero(Lh) != Lh.shape[0]:
+    n, ones = Lh.shape[0], np.ones(Lh.shape[1], Lh.dtype)
+    bits = {4: np.uint32, 8: np.uint64}.get(Lh.dtype.itemsize)
+    if bits is None or not Lh.flags.c_contiguous or Lh.dtype.kind != "f":
+        nonzero = np.count_nonzero(Lh)
+    else:
+        nonzero = np.count_nonzero(Lh.view(bits))
+        if nonzero > n:  # -0.0 entries (bits set, value 0): count the values
+            nonzero = np.count_nonzero(Lh)
+    if nonzero != n:
         return False
     with np.errstate(all="ignore"):
-        return bool(np.all(Lh @ np.ones(Lh.shape[1], Lh.dtype) == 1))
+        return bool(np.all(Lh @ ones == 1))
 
 
 def _working_dtype(X, L):

@@ -697,3 +697,42 @@ def test_svgg19_like_benchmark_problem_is_deterministic_and_structured():
         np.testing.assert_allclose(X[:, a:b].sum(axis=1), 1.0, rtol=1e-5)
     assert np.all(L.sum(axis=1) == 1) and np.all(L.sum(axis=0) > 0)
     assert 0.2 < np.mean(X == 0) < 0.8
+
+
+def test_host_one_hot_check_agrees_with_the_device_check():
+    """The host check (a count on the floats' bits, row sums) against the compiled one (L equal
+    to the one-hot encoding of its row argmax), on labels that are and are not one-hot."""
+    from svebi_jax.lasso import _host_one_hot, _labels_one_hot
+
+    L = np.eye(4, dtype=np.float32)[[0, 1, 2, 3, 1, 0]]
+    swapped = L.copy()
+    swapped[0] = [1, 1, 0, 0]  # two ones here ...
+    swapped[1] = 0  # ... none here: N non-zeros in all, rows wrong
+    cases = {
+        "one-hot": L,
+        "-0.0 for 0": np.where(L == 0, np.float32(-0.0), L),
+        "float64": L.astype(np.float64),
+        "Fortran order": np.asfortranarray(L),
+        "int32": L.astype(np.int32),
+        "N non-zeros, rows wrong": swapped,
+        "NaN": np.where(L == 1, np.float32(np.nan), L),
+        "a 2": 2 * L,
+        "-1 for 1": -L,
+        "0.5 twice": np.where(L == 1, 0.5, 0) + np.roll(np.where(L == 1, 0.5, 0), 1, axis=1),
+    }
+    expected = {name: True for name in ("one-hot", "-0.0 for 0", "float64", "Fortran order")}
+    expected["int32"] = True
+    for name, labels in cases.items():
+        device = bool(_labels_one_hot(jnp.asarray(labels, jnp.float32))[1])
+        assert _host_one_hot(labels) == device == expected.get(name, False), name
+
+
+def test_gram_from_row_halves_equals_x_transpose_x():
+    """The Gram from the two halves of the rows (plus the last row when N is odd)."""
+    from svebi_jax.lasso import _gram
+
+    rng = np.random.default_rng(3)
+    with jax.enable_x64(True):
+        for n in (1, 2, 7, 100, 101):
+            X = rng.normal(size=(n, 5))
+            np.testing.assert_allclose(_gram(jnp.asarray(X)), X.T @ X, rtol=1e-13, atol=1e-13)
