@@ -36,9 +36,11 @@ SPAMS is called with ``numThreads=1`` and with all cores (its default), and keep
 threads can make it several times slower). Then rounds, each timing both sides back to back,
 the order alternating between rounds (wall clock, and process CPU time as a load-robust second
 opinion), until each side has ``repeats`` timed calls, stopping early after ``max_time_s`` once
-``min_repeats`` are done; calls under 50 ms are timed in runs of 5 per side and round after an
-untimed call, so that neither side is charged with the other's spinning threads (see
-``harness.side_by_side``). Reported: median, min, max and quartiles.
+``min_repeats`` are done; calls under 50 ms are timed in runs of 5 per side and round after
+three untimed calls, so that each side is timed at its steady speed and neither is charged
+with the other's spinning threads (see ``harness.side_by_side``), and then also one at a time
+after 0.2 s of idle time, the sides taking turns (``after_pause`` in the JSON, and in the
+row's notes). Reported: median, min, max and quartiles.
 Agreement: objectives :math:`\\|X w_j - L_{:,j}\\|^2` of both answers in float64 from ``X``,
 relative difference per class and budget (positive: svebi_jax's is higher), plus svebi_jax's
 certified duality gap relative to :math:`\\|L_{:,j}\\|^2` and the supports' agreement.
@@ -69,10 +71,11 @@ import svebi_jax as sv
 from svebi_jax import data
 
 try:  # run as a script: benchmarks/ is on sys.path
+    import harness
     import peers_spams
     from harness import matmul_peak, side_by_side
 except ImportError:  # pragma: no cover - imported as benchmarks.bench_lasso_peers
-    from benchmarks import peers_spams
+    from benchmarks import harness, peers_spams
     from benchmarks.harness import matmul_peak, side_by_side
 
 HERE = Path(__file__).resolve().parent
@@ -259,6 +262,13 @@ def make_row(
     """The table row and its detailed record."""
     s, p = timing["svebi"], timing["peer"]
     roof = ""
+    pause = ""
+    if "after_pause" in s:
+        pause = (
+            f"; single calls after {s['after_pause']['pause_s']:g} s idle: svebi"
+            f" {s['after_pause']['median_s'] * 1e3:.2f} ms, peer"
+            f" {p['after_pause']['median_s'] * 1e3:.2f} ms"
+        )
     if flops:
         gflops = flops / s["median_s"] / 1e9
         roof = f"; {gflops:.1f} GFLOP/s = {gflops / peak:.1%} of the {peak:.0f} GFLOP/s peak"
@@ -272,7 +282,7 @@ def make_row(
             f"{notes}; SPAMS numThreads={p['variant']}; compile ~{s['compile_s_approx']:.1f} s"
             f"; CPU-time ratio {p['cpu_median_s'] / s['cpu_median_s']:.2f}"
             f"; {s['repeats']} timed calls each, svebi {s['min_s']:.3g}-{s['max_s']:.3g} s"
-            f", peer {p['min_s']:.3g}-{p['max_s']:.3g} s{roof}"
+            f", peer {p['min_s']:.3g}-{p['max_s']:.3g} s{pause}{roof}"
         ),
     }
     detail = {
@@ -311,6 +321,7 @@ def run(args, peak: dict[str, Any] | None = None) -> dict[str, Any]:
         "repeats": repeats,
         "min_repeats": min(2 if quick else 3, repeats),
         "max_time_s": 2.0 if quick else 30.0,
+        "pause_trials": 0 if quick else harness.PAUSE_TRIALS,
     }
     peak = peak or matmul_peak(1024 if quick else 4096)
     log(f"matmul peak {peak['gflops']:.1f} GFLOP/s; load {_loadavg()}")

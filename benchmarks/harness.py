@@ -251,9 +251,36 @@ def timed(fn: Callable[[], Any]) -> tuple[Any, float, float]:
     return out, time.perf_counter() - t0, time.process_time() - c0
 
 
-#: A call this fast (warm-up, seconds) is timed in runs of ``CHEAP_RUN`` after an untimed call.
+#: A call this fast (warm-up, seconds) is timed in runs of ``CHEAP_RUN`` after ``CHEAP_WARM``
+#: untimed calls, and also after pauses (``PAUSE_S``, ``PAUSE_TRIALS`` times; see side_by_side).
 CHEAP_CALL_S = 0.05
 CHEAP_RUN = 5
+CHEAP_WARM = 3
+PAUSE_S = 0.2
+PAUSE_TRIALS = 15
+
+
+def after_pause(
+    fns: dict[str, Callable[[], Any]], *, pause_s: float = PAUSE_S, trials: int = PAUSE_TRIALS
+) -> dict[str, dict[str, Any]]:
+    """Wall seconds of single calls, each after ``pause_s`` of idle time (a script that calls
+    it once between other work), the functions ``fns`` taking turns: per name
+    ``{"median_s", "min_s", "max_s", "trials", "pause_s"}``."""
+    walls: dict[str, list[float]] = {name: [] for name in fns}
+    for _ in range(trials):
+        for name, fn in fns.items():
+            time.sleep(pause_s)
+            walls[name].append(timed(fn)[1])
+    return {
+        name: {
+            "median_s": statistics.median(w),
+            "min_s": min(w),
+            "max_s": max(w),
+            "trials": trials,
+            "pause_s": pause_s,
+        }
+        for name, w in walls.items()
+    }
 
 
 def side_by_side(
@@ -263,6 +290,7 @@ def side_by_side(
     repeats: int,
     min_repeats: int,
     max_time_s: float,
+    pause_trials: int = PAUSE_TRIALS,
 ) -> dict[str, Any]:
     """svebi_jax against a peer, timed in alternating rounds of one run.
 
@@ -276,17 +304,22 @@ def side_by_side(
     ``repeats`` timed calls, stopping early after ``max_time_s`` once ``min_repeats`` are done.
 
     Cheap calls (warm-up under ``CHEAP_CALL_S``) are timed in runs of ``CHEAP_RUN`` per side
-    and round, after one untimed call: both libraries leave worker threads spinning for a
-    while after a call returns (OpenMP's spin-wait in SPAMS, XLA's thread pool), so on a small
-    machine the first call after a switch competes with the other side's threads and is
-    charged with part of its cost (on 2 cores, a 1.1 ms svebi_jax call measured 1.6-1.9 ms
-    right after a SPAMS call). Each side is thus timed as a user's loop of calls runs it; the
-    alternation of the rounds still spreads load changes over both sides.
+    and round, after ``CHEAP_WARM`` untimed calls: on a small machine both libraries need a
+    few calls after a switch to reach their steady speed (the other side's worker threads
+    spin for a while after it returns, OpenMP's spin-wait in SPAMS, XLA's thread pool; this
+    side's are asleep). Measured on 2 cores, per position after five SPAMS calls, svebi_jax's
+    default ``mu_lasso`` at N = 5000 took 2.1, 1.6, 1.4, 1.4, 1.2, 1.1 ms; SPAMS after five
+    svebi_jax calls 1.5, 1.2, 1.2, 1.2 ms. Each side is thus timed in its steady state, as a
+    user's loop of calls runs it; the alternation of the rounds still spreads load changes
+    over both sides. What a single call costs after idle time is measured separately, for
+    both sides (``after_pause``: ``pause_trials`` calls, each after ``PAUSE_S`` seconds; 0:
+    not measured).
 
     Returns:
       ``{"svebi": stats, "peer": stats, "out_svebi": ..., "out_peer": ...}``; stats hold the
-      median, min, max, quartiles, the CPU-time median and the number of timed calls; the peer's
-      also its chosen ``variant`` and every variant's warm-up time.
+      median, min, max, quartiles, the CPU-time median and the number of timed calls (for
+      cheap calls also ``after_pause``); the peer's also its chosen ``variant`` and every
+      variant's warm-up time.
     """
     out_ours, first_s, _ = timed(ours)
     _, warm_s, _ = timed(ours)
@@ -317,8 +350,9 @@ def side_by_side(
             (("svebi", ours), ("peer", peer)) if r % 2 == 0 else (("peer", peer), ("svebi", ours))
         )
         for side, fn in order:
-            if cheap:
-                block(fn())  # untimed: the other side's threads settle
+            if cheap:  # untimed: the other side's threads settle, this side's wake up
+                for _ in range(CHEAP_WARM):
+                    block(fn())
             for _ in range(min(run, repeats - done)):
                 out, w, c = timed(fn)
                 walls[side].append(w)
@@ -333,6 +367,9 @@ def side_by_side(
     svebi["second_call_s"] = warm_s
     svebi["compile_s_approx"] = max(first_s - svebi["median_s"], 0.0)
     peer_stats = _summary(walls["peer"], cpus["peer"])
+    if cheap and pause_trials:  # single calls after idle time, the sides taking turns
+        paused = after_pause({"svebi": ours, "peer": peer}, trials=pause_trials)
+        svebi["after_pause"], peer_stats["after_pause"] = paused["svebi"], paused["peer"]
     peer_stats["variant"] = best
     peer_stats["warmup_s_per_variant"] = warm_peer
     return {"svebi": svebi, "peer": peer_stats, "out_svebi": out_ours, "out_peer": out_peer}

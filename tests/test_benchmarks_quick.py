@@ -154,3 +154,29 @@ def test_row_roofline_and_ceiling(run_module):
         quick=True,
     )
     assert "| 2.00× | 50.0 (50%) | 4.0× |" in table
+
+
+def test_side_by_side_warms_each_side_up_and_times_single_calls_after_pauses(
+    run_module, monkeypatch
+):
+    """Cheap calls: CHEAP_WARM untimed calls before every run of CHEAP_RUN timed ones, the
+    sides alternating which goes first; then single calls after pauses, the sides taking turns
+    (the pauses are recorded here, not slept)."""
+    import harness
+
+    log = []
+    ours = lambda: log.append("s")  # noqa: E731
+    peer = lambda: log.append("p")  # noqa: E731
+    sleeps = []
+    monkeypatch.setattr(harness.time, "sleep", sleeps.append)
+    out = harness.side_by_side(
+        ours, {"only": peer}, repeats=10, min_repeats=10, max_time_s=60.0, pause_trials=3
+    )
+    w, r = harness.CHEAP_WARM, harness.CHEAP_RUN
+    warmup = "ss" + "p" * (1 + r)  # two calls of ours; the peer variant once, then a run
+    run_s, run_p = "s" * (w + r), "p" * (w + r)
+    rounds = run_s + run_p + run_p + run_s  # the order alternates between rounds
+    assert "".join(log) == warmup + rounds + "sp" * 3
+    assert out["svebi"]["repeats"] == out["peer"]["repeats"] == 10
+    assert out["svebi"]["after_pause"]["trials"] == out["peer"]["after_pause"]["trials"] == 3
+    assert sleeps == [harness.PAUSE_S] * 6
