@@ -481,7 +481,6 @@ def _residual(w, b, Gt, mu):
 def _solve_one_mu(W0, mu, Gt, Bt, maxiter, tol):
     """FISTA for all classes at one ``mu``; ``W0`` ``[m, C]`` initial point (any real)."""
     dtype = Gt.dtype
-    project = _project
 
     def fun(w, b):
         # Normalised objective f_j(w) / L up to a constant, L = 2 lambda: Lipschitz const. 1.
@@ -490,7 +489,7 @@ def _solve_one_mu(W0, mu, Gt, Bt, maxiter, tol):
 
     solver = jaxopt.ProjectedGradient(
         fun=fun,
-        projection=project,
+        projection=_project,
         value_and_grad=True,
         stepsize=1.0,  # = 1 / Lipschitz constant of the normalised objective
         acceleration=True,
@@ -498,7 +497,7 @@ def _solve_one_mu(W0, mu, Gt, Bt, maxiter, tol):
     )
 
     def one_class(w0, b):
-        w0 = project(w0, mu)
+        w0 = _project(w0, mu)
         state0 = solver.init_state(w0, mu, b)
 
         def cond(carry):
@@ -541,7 +540,8 @@ def _mu_lasso_fista(X, L, mu, W0, maxiter, tol, colsq):
     X, L = jax.lax.optimization_barrier((X, L))
     if W0 is None:
         W0 = jnp.zeros((X.shape[1], L.shape[1]), X.dtype)
-    valid = _valid_mask(colsq, _labels_one_hot(L)[1], mu, W0)
+    one_hot = _labels_one_hot(L)[1] if prep is None else prep.l_one_hot
+    valid = _valid_mask(colsq, one_hot, mu, W0)
     mu = _usable_mu(mu, valid)
     G = _gram(X)
     B = jnp.matmul(X.T, L, precision=_HIGHEST)
@@ -1458,16 +1458,18 @@ def mu_lasso(
     # L in CPU memory is checked on the host while the device solves (the compiled call then
     # skips that pass over L, the slowest of its checks on XLA:CPU); elsewhere, on the device.
     host_l = eager and _on_cpu_host(L)
+    l_ok = None  # the host check's answer, once (a retry does not repeat it)
     while True:
         retry = eager and (cap < m or active < cap)
         result, status = _mu_lasso_active_set(
             *args, colsq, capacity=cap, max_active=active, retry=retry, l_checked=host_l
         )
         if eager:
-            l_ok = _host_one_hot(L) if host_l else None
+            if host_l and l_ok is None:
+                l_ok = _host_one_hot(L)
             status = np.array(status)  # waits for the call; a writable host copy
-            if l_ok is not None:
-                status[3] = l_ok
+            if host_l:
+                status[3] = l_ok  # the summary's one-hot flag
             _check_summary(X, L, status[2:])
             unfinished, full_active = bool(status[0]), bool(status[1])
             if unfinished and cap < m:  # the working set filled up: retry with more room
