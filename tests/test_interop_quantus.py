@@ -80,8 +80,7 @@ def test_quantus_metrics_receive_our_maps(model):
     module = bridge.TorchModel(apply_fn, params)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        sparse = quantus.Sparseness(disable_warnings=True, display_progressbar=False)
-        scores = sparse(
+        call = dict(
             model=module,
             x_batch=nchw,
             y_batch=y,
@@ -90,6 +89,8 @@ def test_quantus_metrics_receive_our_maps(model):
             channel_first=True,
             device="cpu",
         )
+        sparse = quantus.Sparseness(disable_warnings=True, display_progressbar=False)
+        scores = sparse(**call)
         faith = quantus.FaithfulnessCorrelation(
             nr_runs=3, subset_size=5, disable_warnings=True, display_progressbar=False
         )
@@ -100,15 +101,7 @@ def test_quantus_metrics_receive_our_maps(model):
         state = np.random.get_state()  # noqa: NPY002 - restored below
         np.random.seed(1)  # noqa: NPY002 - the generator Quantus draws from
         try:
-            corr = faith(
-                model=module,
-                x_batch=nchw,
-                y_batch=y,
-                a_batch=None,
-                explain_func=recording,
-                channel_first=True,
-                device="cpu",
-            )
+            corr = faith(**call)
         finally:
             np.random.set_state(state)  # noqa: NPY002
     expected = np.asarray(attr_fn(params, jnp.asarray(x), jnp.asarray(y)))
