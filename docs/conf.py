@@ -42,6 +42,13 @@ for _nb in sorted((ROOT / "notebooks").glob("*.ipynb")):
         shutil.copyfile(_nb, _dst)
 
 
+def _write_if_changed(path: pathlib.Path, text: str) -> None:
+    """Writes a generated page only when its text changed (Sphinx then rebuilds only what
+    depends on it)."""
+    if not path.exists() or path.read_text() != text:
+        path.write_text(text)
+
+
 def _write_cli_help(path: pathlib.Path) -> None:
     """``svebi --help`` and every command's help, as the reference of the CLI guide."""
     import argparse
@@ -57,8 +64,7 @@ def _write_cli_help(path: pathlib.Path) -> None:
             for name, sub in action.choices.items():
                 blocks.append((f"svebi {name} --help", sub.format_help()))
     text = "".join(f"### `{title}`\n\n```text\n{body.rstrip()}\n```\n\n" for title, body in blocks)
-    if not path.exists() or path.read_text() != text:
-        path.write_text(text)
+    _write_if_changed(path, text)
 
 
 _write_cli_help(DOCS / "guides" / "_cli_help.md")
@@ -109,8 +115,7 @@ def _write_benchmark_table(path: pathlib.Path) -> None:
             )
         lines.append("")
     text = "\n".join(lines)
-    if not path.exists() or path.read_text() != text:
-        path.write_text(text)
+    _write_if_changed(path, text)
 
 
 _write_benchmark_table(DOCS / "_benchmarks_table.md")
@@ -189,8 +194,7 @@ def _write_study_tables(path: pathlib.Path) -> None:
         for name, row in run["test"][r]["table"].items():
             lines.append(f"| {name} | " + " | ".join(ms(row.get(k)) for k, _ in extra) + " |")
     text = "\n".join(lines) + "\n"
-    if not path.exists() or path.read_text() != text:
-        path.write_text(text)
+    _write_if_changed(path, text)
 
 
 _write_study_tables(DOCS / "results" / "_study_snn_tables.md")
